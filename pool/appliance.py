@@ -1,0 +1,129 @@
+"""Supervisor-side handle to one appliance worker process."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from . import wire
+from .errors import ApplianceError, ApplianceTimeout, GuestpoolError, ImageError
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Appliance:
+    """One worker process owning one guestfs handle (and so one qemu)."""
+
+    proc: Process
+    id: int = field(default_factory=lambda: next(_ids))
+    state: str = "starting"  # starting, booting, idle, busy, retired
+    trust_group: str | None = None
+    jobs: int = 0
+    qemu_pid: int | None = None
+    boot_seconds: float | None = None
+    _reader: BufferedByteReceiveStream | None = None
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @classmethod
+    async def spawn(cls) -> Appliance:
+        env = dict(os.environ, GUESTPOOL_PARENT_PID=str(os.getpid()))
+        proc = await anyio.open_process(
+            [sys.executable, "-m", "guestpool.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+            env=env, start_new_session=True,
+        )
+        app = cls(proc)
+        assert proc.stdout is not None
+        app._reader = BufferedByteReceiveStream(proc.stdout)
+        return app
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def call(self, op: str, timeout: float, **args: Any) -> Any:
+        """Run one operation; a missed deadline or a cancellation kills the appliance.
+
+        Raises :class:`ImageError` when the worker blames the image,
+        :class:`ApplianceError` when the appliance failed or died.
+        """
+        async with self._lock:
+            if self.state == "retired":
+                raise ApplianceError(f"appliance {self.id} is retired")
+            rid = next(self._seq)
+            done = False
+            try:
+                with anyio.fail_after(timeout):
+                    reply = await self._roundtrip({"id": rid, "op": op, "args": args})
+                done = True
+            except TimeoutError:
+                await self.kill()
+                raise ApplianceTimeout(
+                    f"appliance {self.id}: {op} missed its {timeout:.0f} s deadline; "
+                    "appliance killed") from None
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                    wire.FrameError, OSError) as e:
+                await self.kill()
+                raise ApplianceError(f"appliance {self.id} died during {op}: "
+                                     f"{type(e).__name__}") from None
+            finally:
+                if not done and self.state != "retired":
+                    # cancelled mid-operation: the worker's state is unknown
+                    with anyio.CancelScope(shield=True):
+                        await self.kill()
+        if reply.get("id") != rid:
+            await self.kill()
+            raise ApplianceError(f"appliance {self.id} answered out of order")
+        if reply.get("ok"):
+            return reply.get("result")
+        err = reply.get("error") or {}
+        kind, message = err.get("kind", "appliance"), err.get("message", "unknown error")
+        if kind == "image":
+            raise ImageError(message)
+        if kind == "bad_request":
+            raise GuestpoolError(f"appliance {self.id}: {message}")
+        raise ApplianceError(f"appliance {self.id}: {message}")
+
+    async def _roundtrip(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self._reader is not None
+        await self.proc.stdin.send(wire.encode(request))
+        header = await self._reader.receive_exactly(wire.HEADER_SIZE)
+        body = await self._reader.receive_exactly(wire.frame_length(header))
+        reply: dict[str, Any] = wire.decode_body(body)
+        return reply
+
+    async def kill(self) -> None:
+        """SIGKILL the worker's process group (worker and qemu) and reap it."""
+        self.state = "retired"
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        with anyio.CancelScope(shield=True):
+            await self.proc.wait()
+            await self.proc.aclose()
+
+    async def close(self, timeout: float = 20.0) -> None:
+        """Ask the worker to shut its appliance down; kill it if it won't."""
+        if self.state == "retired":
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.call("shutdown", timeout)
+            except GuestpoolError:
+                pass
+            with anyio.move_on_after(5):
+                await self.proc.wait()
+            await self.kill()

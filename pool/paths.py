@@ -1,0 +1,26 @@
+"""Where guestpool keeps state between runs (XDG locations, overridable)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _dir(override: str, xdg: str, fallback: str) -> Path:
+    if os.environ.get(override):
+        path = Path(os.environ[override])
+    else:
+        base = os.environ.get(xdg)
+        path = (Path(base) if base else Path.home() / fallback) / "guestpool"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    """Per-host facts worth remembering (accelerator verdict, measured costs)."""
+    return _dir("GUESTPOOL_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
+
+
+def data_dir() -> Path:
+    """Default home of the demo fleet and the results store."""
+    return _dir("GUESTPOOL_DATA_DIR", "XDG_DATA_HOME", ".local/share")

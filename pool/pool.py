@@ -1,0 +1,381 @@
+"""The supervisor: a pool of booted appliances that late-bind one VM after another.
+
+    async with Pool(size=2) as pool:
+        result = await pool.inspect(vm, ["os"])
+
+Works under trio (the default) and asyncio through anyio.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from guestpool.inspectors.registry import DEFAULT_INSPECTORS, resolve
+
+from .accel import resolve_accel
+from .appliance import Appliance
+from .errors import ApplianceError, GuestpoolError, ImageError, SetupError
+from .fleet import VM
+
+log = logging.getLogger("guestpool")
+
+Strategy = Literal["pooled", "cold"]
+TrustPolicy = Literal["group", "strict"]
+DEFAULT_MEMSIZE_MB = 1024
+BOOT_TIMEOUT_S = 240.0
+OP_TIMEOUT_S = 90.0
+
+
+def default_pool_size(memsize_mb: int = DEFAULT_MEMSIZE_MB) -> int:
+    """One appliance per core (each TCG appliance keeps a core busy), bounded by
+    free memory with room for qemu's overhead, at least one, at most 12 (virt-df's cap)."""
+    cores = os.cpu_count() or 1
+    try:
+        avail_kb = next(int(line.split()[1]) for line in open("/proc/meminfo")
+                        if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        avail_kb = 4 * 1024 * 1024
+    by_memory = int(avail_kb / 1024 * 0.8 // (memsize_mb + 256))
+    return max(1, min(cores, by_memory, 12))
+
+
+@dataclass
+class Stats:
+    """Counters the dispatcher, CLI and bench read. Times are seconds."""
+
+    boots: int = 0
+    boot_seconds: list[float] = field(default_factory=list)
+    attaches: int = 0
+    detaches: int = 0
+    jobs: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    retirements: Counter[str] = field(default_factory=Counter)
+    job_phases: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class InspectResult:
+    """What one VM's inspection produced. ``results`` maps inspector -> entry."""
+
+    vm: str
+    ok: bool
+    results: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    appliance: int | None = None
+    qemu_pid: int | None = None
+    strategy: str = "pooled"
+    attempts: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+class Pool:
+    """A pool of pre-booted appliances (``pooled``) or a boot per VM (``cold``).
+
+    ``size`` appliances are kept booted; ``max_jobs`` retires an appliance
+    after that many VMs; ``max_rss_mb`` retires one whose qemu grew past it.
+    ``trust`` is ``"group"`` (an appliance serves one trust group for life) or
+    ``"strict"`` (one VM per appliance).
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        strategy: Strategy = "pooled",
+        accel: str | None = None,
+        memsize: int = DEFAULT_MEMSIZE_MB,
+        smp: int | None = None,
+        max_jobs: int = 200,
+        max_rss_mb: int | None = None,
+        trust: TrustPolicy = "group",
+        op_timeout: float = OP_TIMEOUT_S,
+        boot_timeout: float = BOOT_TIMEOUT_S,
+        on_event: EventHook | None = None,
+    ) -> None:
+        if size is not None and size < 1:
+            raise SetupError(f"pool size must be at least 1, got {size}")
+        if strategy not in ("pooled", "cold"):
+            raise SetupError(f"unknown strategy {strategy!r}: use pooled or cold")
+        if trust not in ("group", "strict"):
+            raise SetupError(f"unknown trust policy {trust!r}: use group or strict")
+        self.size = size or default_pool_size(memsize)
+        self.strategy: Strategy = strategy
+        self._accel_request = accel
+        self.accel = "tcg"
+        self.memsize, self.smp = memsize, smp
+        self.max_jobs, self.max_rss_mb, self.trust = max_jobs, max_rss_mb, trust
+        self.op_timeout, self.boot_timeout = op_timeout, boot_timeout
+        self.stats = Stats()
+        self.appliances: dict[int, Appliance] = {}
+        self._on_event = on_event
+        self._tg: TaskGroup | None = None
+        self._stack = AsyncExitStack()
+        self._changed = anyio.Event()
+        self._cold_slots = anyio.Semaphore(self.size)
+        self._boot_failures = 0
+        self._labels = itertools.count()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Pool:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await stack.enter_async_context(self._running())
+        except BaseException:
+            await stack.__aexit__(*sys.exc_info())
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._stack.__aexit__(*exc)
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        verdict = await anyio.to_thread.run_sync(resolve_accel, self._accel_request)
+        self.accel = verdict.accel
+        self._emit("accel", accel=verdict.accel, source=verdict.source)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self.strategy == "pooled":
+                    for _ in range(self.size):
+                        tg.start_soon(self._boot_one)
+                    await self._wait_first_ready()
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as closer:
+                    for app in list(self.appliances.values()):
+                        closer.start_soon(app.close)
+                self.appliances.clear()
+
+    async def _wait_first_ready(self) -> None:
+        while not any(a.state == "idle" for a in self.appliances.values()):
+            if self._boot_failures >= self.size:
+                if self.strategy == "cold":  # late binding unavailable: fell back
+                    return
+                raise SetupError("no appliance could boot; run `guestpool doctor` to see why")
+            await self._wait_change()
+
+    async def _wait_change(self) -> None:
+        event = self._changed
+        await event.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _emit(self, name: str, **data: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(name, data)
+
+    async def _boot_one(self) -> None:
+        app = await Appliance.spawn()
+        self.appliances[app.id] = app
+        app.state = "booting"
+        self._emit("boot_start", appliance=app.id)
+        self._notify()
+        try:
+            reply = await app.call("boot", self.boot_timeout, accel=self.accel,
+                                   memsize=self.memsize, smp=self.smp)
+        except GuestpoolError as e:
+            self._boot_failures += 1
+            self.stats.failures["boot"] += 1
+            self.appliances.pop(app.id, None)
+            await app.kill()
+            self._emit("boot_failed", appliance=app.id, error=str(e))
+            log.warning("appliance %s failed to boot: %s", app.id, e)
+            if "monitor" in str(e) and self.strategy == "pooled":
+                log.warning("late binding is unavailable on this host (%s); "
+                            "falling back to the cold strategy (one boot per VM)", e)
+                self.strategy = "cold"
+            self._notify()
+            return
+        self._boot_failures = 0
+        app.qemu_pid, app.boot_seconds = reply["qemu_pid"], reply["seconds"]
+        app.state = "idle"
+        self.stats.boots += 1
+        self.stats.boot_seconds.append(reply["seconds"])
+        self._emit("boot_done", appliance=app.id, seconds=reply["seconds"])
+        self._notify()
+
+    async def _retire(self, app: Appliance, reason: str, replace: bool = True) -> None:
+        self.appliances.pop(app.id, None)
+        self.stats.retirements[reason] += 1
+        self._emit("retire", appliance=app.id, reason=reason)
+        if replace and self._tg is not None:
+            self._tg.start_soon(self._boot_one)
+        self._notify()
+        await app.close()
+
+    # -- scheduling ------------------------------------------------------------
+
+    def counts(self) -> Counter[str]:
+        """Appliances by state: booting, idle, busy."""
+        return Counter(a.state for a in self.appliances.values())
+
+    async def _acquire(self, group: str, exclude: set[int]) -> Appliance:
+        while True:
+            idle = [a for a in self.appliances.values()
+                    if a.state == "idle" and a.id not in exclude]
+            for app in idle:
+                if app.trust_group in (None, group):
+                    app.state, app.trust_group = "busy", group
+                    return app
+            booting = [a for a in self.appliances.values()
+                       if a.state in ("starting", "booting") and a.trust_group in (None, group)]
+            if idle and not booting:
+                # every free appliance belongs to another trust group: retire one
+                await self._retire(idle[0], "trust-group-switch")
+            if not self.appliances and self._boot_failures >= self.size:
+                raise ApplianceError("no appliance could boot; run `guestpool doctor`")
+            await self._wait_change()
+
+    async def _release(self, app: Appliance) -> None:
+        app.jobs += 1
+        if self.trust == "strict":
+            await self._retire(app, "strict-trust")
+        elif app.jobs >= self.max_jobs:
+            await self._retire(app, "max-jobs")
+        elif self.max_rss_mb is not None:
+            ping = await app.call("ping", 10)
+            if ping["rss_kb"] > self.max_rss_mb * 1024:
+                await self._retire(app, "memory")
+                return
+            app.state = "idle"
+        else:
+            app.state = "idle"
+        self._notify()
+
+    # -- the job ---------------------------------------------------------------
+
+    async def inspect(self, vm: VM, inspectors: Sequence[str | dict[str, Any]] | None = None
+                      ) -> InspectResult:
+        """Inspect one VM; appliance failures are retried once on another appliance.
+
+        Image problems (missing, corrupt, refused) come back as a result with
+        ``ok=False`` and ``error.kind == "image"``; they are not retried.
+        """
+        specs = _specs(inspectors)
+        result = InspectResult(vm.name, False, strategy=self.strategy)
+        tried: set[int] = set()
+        start = time.monotonic()
+        for attempt in (1, 2):
+            result.attempts = attempt
+            try:
+                if self.strategy == "cold":
+                    await self._inspect_cold(vm, specs, result)
+                else:
+                    await self._inspect_pooled(vm, specs, result, tried)
+                result.ok, result.error = True, None
+                break
+            except ImageError as e:
+                result.error = {"kind": "image", "message": str(e)}
+                self.stats.failures["image"] += 1
+                break
+            except ApplianceError as e:
+                result.error = {"kind": "appliance", "message": str(e)}
+                self.stats.failures["appliance"] += 1
+                log.info("VM %s: appliance failure (attempt %d): %s", vm.name, attempt, e)
+        result.timings["total"] = time.monotonic() - start
+        self.stats.jobs += 1
+        self.stats.job_phases.append(dict(result.timings))
+        self._emit("job_done", vm=vm.name, ok=result.ok, error=result.error)
+        return result
+
+    async def _inspect_pooled(self, vm: VM, specs: list[dict[str, Any]], result: InspectResult,
+                              tried: set[int]) -> None:
+        t0 = time.monotonic()
+        app = await self._acquire(vm.trust_group, tried)
+        tried.add(app.id)
+        result.appliance, result.qemu_pid = app.id, app.qemu_pid
+        result.timings["wait"] = time.monotonic() - t0
+        labels = [f"d{next(self._labels)}" for _ in vm.disks]
+        disks = [{"label": lb, "path": d.path, "format": d.format}
+                 for lb, d in zip(labels, vm.disks, strict=True)]
+        healthy = False
+        try:
+            t = time.monotonic()
+            try:
+                await app.call("attach", self.op_timeout, disks=disks)
+            except ImageError:
+                await app.call("detach", self.op_timeout, labels=labels)
+                healthy = True
+                raise
+            self.stats.attaches += len(disks)
+            result.timings["attach"] = (t2 := time.monotonic()) - t
+            deadline = sum(float(resolve(s["spec"]).deadline) for s in specs) + 30
+            result.results = await app.call("inspect", deadline, vm=vm.name, labels=labels,
+                                            inspectors=specs)
+            result.timings["inspect"] = (t3 := time.monotonic()) - t2
+            await app.call("detach", self.op_timeout, labels=labels)
+            self.stats.detaches += len(disks)
+            result.timings["detach"] = time.monotonic() - t3
+            healthy = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                if healthy:
+                    await self._release(app)
+                else:
+                    await self._retire(app, "error")
+
+    async def _inspect_cold(self, vm: VM, specs: list[dict[str, Any]],
+                            result: InspectResult) -> None:
+        async with self._cold_slots:
+            app = await Appliance.spawn()
+            self.appliances[app.id] = app
+            app.state = "busy"
+            try:
+                disks = [{"label": f"d{i}", "path": d.path, "format": d.format}
+                         for i, d in enumerate(vm.disks)]
+                deadline = self.boot_timeout + sum(float(resolve(s["spec"]).deadline)
+                                                   for s in specs)
+                reply = await app.call("cold", deadline, vm=vm.name, disks=disks,
+                                       inspectors=specs, accel=self.accel,
+                                       memsize=self.memsize, smp=self.smp)
+            finally:
+                self.appliances.pop(app.id, None)
+                await app.close()
+        self.stats.boots += 1
+        self.stats.boot_seconds.append(reply["boot_seconds"])
+        result.appliance, result.qemu_pid = app.id, reply["qemu_pid"]
+        result.results = reply["results"]
+        result.timings.update(boot=reply["boot_seconds"], inspect=reply["inspect_seconds"])
+
+
+def _specs(inspectors: Sequence[str | dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Normalise and validate inspector choices before any appliance is used."""
+    out = []
+    for item in inspectors if inspectors is not None else DEFAULT_INSPECTORS:
+        spec = {"spec": item, "options": {}} if isinstance(item, str) else dict(item)
+        cls = resolve(spec["spec"])
+        cls.make_options(spec.get("options"))
+        out.append(spec)
+    return out
+
+
+def mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
