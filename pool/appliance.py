@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ class Appliance:
     """One worker process owning one guestfs handle (and so one qemu)."""
 
     proc: Process
+    workdir: str = ""
     id: int = field(default_factory=lambda: next(_ids))
     state: str = "starting"  # starting, booting, idle, busy, retired
     trust_group: str | None = None
@@ -37,13 +40,17 @@ class Appliance:
 
     @classmethod
     async def spawn(cls) -> Appliance:
-        env = dict(os.environ, GUESTPOOL_PARENT_PID=str(os.getpid()))
+        # The worker's temp files (QMP socket, libguestfs's tmpdir) live in one
+        # folder we own, so even a killed worker leaves nothing behind.
+        workdir = tempfile.mkdtemp(prefix="guestpool-app-")
+        env = dict(os.environ, GUESTPOOL_PARENT_PID=str(os.getpid()), TMPDIR=workdir)
+        env.setdefault("LIBGUESTFS_CACHEDIR", "/var/tmp")
         proc = await anyio.open_process(
             [sys.executable, "-m", "guestpool.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
             env=env, start_new_session=True,
         )
-        app = cls(proc)
+        app = cls(proc, workdir=workdir)
         assert proc.stdout is not None
         app._reader = BufferedByteReceiveStream(proc.stdout)
         return app
@@ -114,8 +121,9 @@ class Appliance:
         with anyio.CancelScope(shield=True):
             await self.proc.wait()
             await self.proc.aclose()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def close(self, timeout: float = 20.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
         """Ask the worker to shut its appliance down; kill it if it won't."""
         if self.state == "retired":
             return

@@ -104,7 +104,7 @@ class Worker:
     def __init__(self) -> None:
         self.g: Any = None
         self.qmp: QMP | None = None
-        self.tmpdir = tempfile.mkdtemp(prefix="guestpool-worker-")
+        self.tmpdir = tempfile.mkdtemp(prefix="worker-")
         self.attached: dict[str, Attached] = {}
 
     # -- pooled appliance ----------------------------------------------------
