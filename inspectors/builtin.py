@@ -136,4 +136,11 @@ class HostnameInspector(Inspector):
         return _hostname(guest) if guest.mount() else None
 
 
-BUILTINS: tuple[type[Inspector], ...] = (OSInspector, FilesystemsInspector, HostnameInspector)
+def _builtins() -> tuple[type[Inspector], ...]:
+    from .inventory import FilesInspector, PackagesInspector, ServicesInspector, UsersInspector
+
+    return (OSInspector, FilesystemsInspector, HostnameInspector, PackagesInspector,
+            UsersInspector, FilesInspector, ServicesInspector)
+
+
+BUILTINS = _builtins()

@@ -134,10 +134,9 @@ class Guest:
             except RuntimeError:
                 continue
             try:
-                if g.is_dir("/etc") and (g.is_file("/etc/os-release") or g.is_dir("/usr/bin")
-                                         or g.is_file("/etc/fstab")):
-                    roots.append(Root(fs.device, fs.type))
-                elif g.is_dir("/Windows/System32"):
+                linux = g.is_dir("/etc") and (g.is_file("/etc/os-release")
+                                              or g.is_dir("/usr/bin") or g.is_file("/etc/fstab"))
+                if linux or g.is_dir("/Windows/System32"):
                     roots.append(Root(fs.device, fs.type))
             finally:
                 g.umount_all()
@@ -160,8 +159,8 @@ class Guest:
         by_uuid = {f.uuid: f.device for f in self.filesystems() if f.uuid}
         by_label = {f.label: f.device for f in self.filesystems() if f.label}
         for spec, mountpoint, fstype in self.fstab():
-            if mountpoint == "/" or not mountpoint.startswith("/") or fstype in ("swap", "proc",
-                                                                                "sysfs", "tmpfs"):
+            skip = fstype in ("swap", "proc", "sysfs", "tmpfs", "devpts")
+            if mountpoint == "/" or not mountpoint.startswith("/") or skip:
                 continue
             dev = self._resolve(spec, by_uuid, by_label)
             if dev is None or dev == root.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -26,7 +27,7 @@ _ids = itertools.count(1)
 class Appliance:
     """One worker process owning one guestfs handle (and so one qemu)."""
 
-    proc: Process
+    proc: Process = field(repr=False)
     workdir: str = ""
     id: int = field(default_factory=lambda: next(_ids))
     state: str = "starting"  # starting, booting, idle, busy, retired
@@ -34,9 +35,9 @@ class Appliance:
     jobs: int = 0
     qemu_pid: int | None = None
     boot_seconds: float | None = None
-    _reader: BufferedByteReceiveStream | None = None
-    _seq: itertools.count[int] = field(default_factory=itertools.count)
-    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+    _reader: BufferedByteReceiveStream | None = field(default=None, repr=False)
+    _seq: itertools.count[int] = field(default_factory=itertools.count, repr=False)
+    _lock: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
 
     @classmethod
     async def spawn(cls) -> Appliance:
@@ -114,10 +115,8 @@ class Appliance:
     async def kill(self) -> None:
         """SIGKILL the worker's process group (worker and qemu) and reap it."""
         self.state = "retired"
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         with anyio.CancelScope(shield=True):
             await self.proc.wait()
             await self.proc.aclose()
@@ -128,10 +127,8 @@ class Appliance:
         if self.state == "retired":
             return
         with anyio.CancelScope(shield=True):
-            try:
+            with contextlib.suppress(GuestpoolError):
                 await self.call("shutdown", timeout)
-            except GuestpoolError:
-                pass
             with anyio.move_on_after(5):
                 await self.proc.wait()
             await self.kill()

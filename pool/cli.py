@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import click
@@ -113,7 +114,8 @@ def _scan(manifest: Path, budget: float, inspector_names: str | None, pool: int 
         from guestpool.inspectors.registry import resolve
 
         for n in names:
-            resolve(n)
+            if ":" not in n:
+                resolve(n)  # a typo in a name is an error; a broken plugin path is per VM
     done = Counter[str]()
 
     def on_result(r: Any) -> None:
@@ -154,7 +156,8 @@ def _scan(manifest: Path, budget: float, inspector_names: str | None, pool: int 
             table.add_row("guests by distro", ", ".join(f"{k}: {v}" for k, v in
                                                          sorted(distros.items())))
         if report.boot_seconds:
-            table.add_row("mean boot", f"{sum(report.boot_seconds) / len(report.boot_seconds):.1f} s")
+            mean_boot = sum(report.boot_seconds) / len(report.boot_seconds)
+            table.add_row("mean boot", f"{mean_boot:.1f} s")
         per_vm = [r.timings.get("total", 0) for r in report.covered]
         if per_vm:
             table.add_row("mean job time (wait included)", f"{sum(per_vm) / len(per_vm):.1f} s")
@@ -182,8 +185,11 @@ scan_options = [
 ]
 
 
-def _with(options: list[Any]) -> Any:
-    def deco(f: Any) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with(options: list[Any]) -> Callable[[F], F]:
+    def deco(f: F) -> F:
         for opt in reversed(options):
             f = opt(f)
         return f

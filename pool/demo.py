@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guestpool.inspectors import rpmdb
+
 from .errors import FleetError, SetupError
 from .fleet import VM, Disk, write_manifest
 from .paths import cache_dir
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "3"
 KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
 # Share of each kind in a large fleet (the first VMs cover every kind once).
 WEIGHTS = {"debian": 5, "fedora": 2, "alpine": 2, "lvm": 1, "twodisk": 1, "data": 1}
@@ -139,10 +141,19 @@ def _linux_tree(root: Path, spec: Spec, distro: str, fstab: str) -> dict[str, An
     _write(root, "/etc/ssh/sshd_config",
            f"Port 22\nPermitRootLogin {'yes' if spec.index % 5 == 0 else 'no'}\n")
     _write(root, "/etc/crontab", f"17 * * * * root /usr/local/bin/report-{spec.index}\n")
-    _write(root, "/etc/guestpool-demo", json.dumps({"vm": spec.name, "seed": spec.seed}) + "\n")
+    planted = spec.index % 4 == 1  # a hardening finding: world-writable file, SUID binary
+    _write(root, "/etc/guestpool-demo", json.dumps({"vm": spec.name, "seed": spec.seed}) + "\n",
+           0o666 if planted else 0o644)
     elf = Path("/usr/bin/true").read_bytes()
     _write(root, "/usr/bin/sh", elf, 0o755)
+    if planted:
+        _write(root, "/usr/local/bin/helper", elf, 0o4755)
     (root / "bin").symlink_to("usr/bin")
+    units = ["ssh.service", "cron.service"] + (["nginx.service"] if spec.index % 2 else [])
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    for unit in units:
+        (wants / unit).symlink_to(f"/lib/systemd/system/{unit}")
     files = {p: hashlib.sha256((root / p.lstrip("/")).read_bytes()).hexdigest()
              for p in ("/etc/passwd", "/etc/ssh/sshd_config", "/etc/guestpool-demo")}
     packages = _packages(root, distro, rng)
@@ -154,6 +165,10 @@ def _linux_tree(root: Path, spec: Spec, distro: str, fstab: str) -> dict[str, An
         "users": [{"name": u["name"], "uid": u["uid"], "keys": len(u["keys"])} for u in users],
         "extra_uid0": ["toor"] if spec.index % 7 == 3 else [],
         "packages": packages, "files": files,
+        "services": {"multi-user.target": sorted(units)},
+        "cron": [f"17 * * * * root /usr/local/bin/report-{spec.index}"],
+        "world_writable": ["/etc/guestpool-demo"] if planted else [],
+        "setid": ["/usr/local/bin/helper"] if planted else [],
     }
 
 
@@ -183,9 +198,9 @@ def _packages(root: Path, distro: str, rng: random.Random) -> dict[str, str]:
     else:
         for name, ver, rel in FEDORA_PACKAGES:
             out[name] = f"{ver}-{rel}"
-        # rpm's database is binary; a manifest stands in until the rpm reader lands.
-        _write(root, "/var/lib/rpm/.guestpool-demo-manifest",
-               "\n".join(f"{n}\t{v}\t{r}\tx86_64" for n, v, r in FEDORA_PACKAGES) + "\n")
+        (root / "var/lib/rpm").mkdir(parents=True)
+        rpmdb.write_sqlite(str(root / "var/lib/rpm/rpmdb.sqlite"),
+                           [(n, v, r, "x86_64") for n, v, r in FEDORA_PACKAGES])
     return out
 
 
@@ -338,6 +353,18 @@ def build_vm(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None) -> di
 
 
 LVM_DISK_MB = 80
+
+
+def image_from_tree(tree: Path, out: Path, size_mb: int, fmt: str = "raw") -> Disk:
+    """A one-partition disk whose ext4 filesystem holds ``tree`` (special files,
+    odd names and sparse files included): for tests and custom fleets."""
+    _need_tools()
+    with tempfile.TemporaryDirectory(prefix="gp-tree-") as tmp:
+        fs = Path(tmp) / "fs"
+        _mkfs("ext4", tree, fs, size_mb, str(uuid.uuid4()), "root")
+        raw = out.with_suffix(".img")
+        _assemble(raw, size_mb + 2, [(MiB, fs)], None, "start=2048, type=83\n")
+        return Disk(str(_finish(raw, fmt)), fmt)
 
 
 def lvm_header(progress: Callable[[str], None] | None = None) -> tuple[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .accel import qemu_binary, resolve_accel
 from .errors import SetupError
+from .host import available_memory_mb
 from .pool import DEFAULT_MEMSIZE_MB, default_pool_size
 
 
@@ -18,16 +19,6 @@ class Check:
     name: str
     ok: bool
     value: str
-
-
-def _meminfo_mb(key: str) -> int:
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 0
 
 
 def run_checks(accel: str | None = None, refresh: bool = False) -> list[Check]:
@@ -56,8 +47,8 @@ def run_checks(accel: str | None = None, refresh: bool = False) -> list[Check]:
                         f"cached in {cache}/appliance.d" if built else
                         "not built yet: the first boot builds it (about 30 s)"))
     checks.append(Check("cores", True, str(os.cpu_count())))
-    checks.append(Check("free memory", _meminfo_mb("MemAvailable") > 1500,
-                        f"{_meminfo_mb('MemAvailable')} MiB available"))
+    avail = available_memory_mb()
+    checks.append(Check("free memory", avail > 1500, f"{avail} MiB available"))
     checks.append(Check("recommended pool size", True,
                         f"{default_pool_size()} appliances of {DEFAULT_MEMSIZE_MB} MiB"))
     try:

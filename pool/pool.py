@@ -9,10 +9,10 @@ Works under trio (the default) and asyncio through anyio.
 from __future__ import annotations
 
 import itertools
-import sys
 import logging
 import math
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,8 +27,9 @@ from guestpool.inspectors.registry import DEFAULT_INSPECTORS, resolve
 
 from .accel import resolve_accel
 from .appliance import Appliance
-from .errors import ApplianceError, GuestpoolError, ImageError, SetupError
+from .errors import ApplianceError, GuestpoolError, ImageError, InspectorError, SetupError
 from .fleet import VM
+from .host import available_memory_mb
 
 log = logging.getLogger("guestpool")
 
@@ -43,12 +44,8 @@ def default_pool_size(memsize_mb: int = DEFAULT_MEMSIZE_MB) -> int:
     """One appliance per core (each TCG appliance keeps a core busy), bounded by
     free memory with room for qemu's overhead, at least one, at most 12 (virt-df's cap)."""
     cores = os.cpu_count() or 1
-    try:
-        avail_kb = next(int(line.split()[1]) for line in open("/proc/meminfo")
-                        if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        avail_kb = 4 * 1024 * 1024
-    by_memory = int(avail_kb / 1024 * 0.8 // (memsize_mb + 256))
+    avail_mb = available_memory_mb() or 4096
+    by_memory = int(avail_mb * 0.8 // (memsize_mb + 256))
     return max(1, min(cores, by_memory, 12))
 
 
@@ -327,7 +324,7 @@ class Pool:
                 raise
             self.stats.attaches += len(disks)
             result.timings["attach"] = (t2 := time.monotonic()) - t
-            deadline = sum(float(resolve(s["spec"]).deadline) for s in specs) + 30
+            deadline = sum(s["deadline"] for s in specs) + 30
             result.results = await app.call("inspect", deadline, vm=vm.name, labels=labels,
                                             inspectors=specs)
             result.timings["inspect"] = (t3 := time.monotonic()) - t2
@@ -351,8 +348,7 @@ class Pool:
             try:
                 disks = [{"label": f"d{i}", "path": d.path, "format": d.format}
                          for i, d in enumerate(vm.disks)]
-                deadline = self.boot_timeout + sum(float(resolve(s["spec"]).deadline)
-                                                   for s in specs)
+                deadline = self.boot_timeout + sum(s["deadline"] for s in specs)
                 reply = await app.call("cold", deadline, vm=vm.name, disks=disks,
                                        inspectors=specs, accel=self.accel,
                                        memsize=self.memsize, smp=self.smp)
@@ -367,12 +363,24 @@ class Pool:
 
 
 def _specs(inspectors: Sequence[str | dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Normalise and validate inspector choices before any appliance is used."""
-    out = []
+    """Normalise inspector choices and check their options before any appliance is used.
+
+    An inspector that cannot even be loaded (a broken plugin) is kept: the
+    worker turns it into an error entry naming the plugin, and the other
+    inspectors of the VM still run.
+    """
+    out: list[dict[str, Any]] = []
     for item in inspectors if inspectors is not None else DEFAULT_INSPECTORS:
-        spec = {"spec": item, "options": {}} if isinstance(item, str) else dict(item)
-        cls = resolve(spec["spec"])
-        cls.make_options(spec.get("options"))
+        spec: dict[str, Any] = (
+            {"spec": item, "options": {}} if isinstance(item, str) else dict(item))
+        try:
+            cls = resolve(spec["spec"])
+        except InspectorError as e:
+            log.warning("%s", e)
+            spec["deadline"] = 60.0
+        else:
+            cls.make_options(spec.get("options"))
+            spec["deadline"] = float(spec.get("deadline") or cls.deadline)
         out.append(spec)
     return out
 

@@ -52,7 +52,8 @@ class QMP:
         msg: dict[str, Any] = json.loads(line)
         return msg
 
-    def command(self, name: str, timeout: float = 10.0, **arguments: Any) -> Any:
+    def command(self, name: str, arguments: dict[str, Any] | None = None,
+                timeout: float = 10.0) -> Any:
         msg: dict[str, Any] = {"execute": name}
         if arguments:
             msg["arguments"] = arguments

@@ -10,6 +10,7 @@ from inside: the supervisor enforces deadlines by killing this process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -143,15 +144,16 @@ class Worker:
             node, dev_id = f"gp-{label}", f"gpd-{label}"
             before = set(g.list_devices())
             try:
-                qmp.command("blockdev-add", driver=fmt, **{"node-name": node, "read-only": True},
-                            file={"driver": "file", "filename": path, "read-only": True})
+                qmp.command("blockdev-add", {
+                    "driver": fmt, "node-name": node, "read-only": True,
+                    "file": {"driver": "file", "filename": path, "read-only": True}})
             except QMPError as e:
                 raise OpError("image", f"qemu cannot open {path} as {fmt}: {e}") from e
             try:
-                qmp.command("device_add", driver="scsi-hd", drive=node, bus="scsi.0", id=dev_id,
-                            serial=label)
+                qmp.command("device_add", {"driver": "scsi-hd", "drive": node, "bus": "scsi.0",
+                                          "id": dev_id, "serial": label})
             except QMPError as e:
-                qmp.command("blockdev-del", **{"node-name": node})
+                qmp.command("blockdev-del", {"node-name": node})
                 raise OpError("appliance", f"device_add failed: {e}") from e
             device = self._wait_new_device(before)
             self.attached[label] = Attached(path, node, dev_id, device)
@@ -163,7 +165,7 @@ class Worker:
         while time.monotonic() < deadline:
             new = set(self.g.list_devices()) - before
             if new:
-                return sorted(new)[0]
+                return str(sorted(new)[0])
             time.sleep(0.1)
         raise OpError("appliance", f"attached disk did not appear in the appliance "
                                    f"within {DEVICE_WAIT_S:.0f} s")
@@ -176,9 +178,9 @@ class Worker:
             if att is None:
                 continue
             try:
-                qmp.command("device_del", id=att.device_id)
+                qmp.command("device_del", {"id": att.device_id})
                 qmp.wait_event("DEVICE_DELETED", DEVICE_WAIT_S, device=att.device_id)
-                qmp.command("blockdev-del", **{"node-name": att.node})
+                qmp.command("blockdev-del", {"node-name": att.node})
             except QMPError as e:
                 raise OpError("appliance", f"detaching {att.path} failed: {e}") from e
             deadline = time.monotonic() + DEVICE_WAIT_S
@@ -211,9 +213,10 @@ class Worker:
 
     def _alive(self) -> bool:
         try:
-            return bool(self.g.ping_daemon())
+            self.g.ping_daemon()  # returns nothing; raises if the daemon is gone
         except RuntimeError:
             return False
+        return True
 
     def op_ping(self) -> dict[str, Any]:
         g, _ = self._booted()
@@ -247,10 +250,8 @@ class Worker:
                     "inspect_seconds": time.monotonic() - booted, "qemu_pid": g.get_pid()}
         finally:
             self.g = None
-            try:
+            with contextlib.suppress(RuntimeError):
                 g.shutdown()
-            except RuntimeError:
-                pass
             g.close()
 
     # -- lifecycle -------------------------------------------------------------
@@ -260,10 +261,8 @@ class Worker:
             self.qmp.close()
             self.qmp = None
         if self.g is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 self.g.shutdown()
-            except RuntimeError:
-                pass
             self.g.close()
             self.g = None
         shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import DemoFleet, PoolThread, sha256
 
 from guestpool import VM, Disk
-
-from .conftest import DemoFleet, PoolThread, sha256
 
 pytestmark = pytest.mark.appliance
 
@@ -109,10 +108,10 @@ def test_killed_qemu_fails_over_and_is_replaced(shared_pool: PoolThread,
                                                demo_fleet: DemoFleet) -> None:
     pool = shared_pool.pool
     assert pool is not None
-    vm = same_group(demo_fleet.vms[0])
-    shared_pool.inspect(vm, ["hostname"])  # both appliances serve "default" now
     victim = next(a for a in pool.appliances.values() if a.state == "idle")
     assert victim.qemu_pid is not None
+    # the victim is the first idle appliance of its group, so the job goes to it first
+    vm = dataclasses.replace(demo_fleet.vms[0], trust_group=victim.trust_group or "default")
     boots = pool.stats.boots
     os.kill(victim.qemu_pid, 9)
     r = shared_pool.inspect(vm, ["hostname"])

@@ -1,0 +1,1 @@
+"""Benchmarks: boot analysis and the throughput model."""

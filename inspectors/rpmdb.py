@@ -1,0 +1,80 @@
+"""Read and write rpm header blobs as rpm's sqlite database stores them.
+
+A blob is ``il`` (entry count) and ``dl`` (data length) as big-endian int32,
+``il`` index entries of (tag, type, offset, count), then ``dl`` bytes of data.
+We read only the tags an inventory needs, with every offset checked, because
+the blob comes from a guest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from typing import Any
+
+NAME, VERSION, RELEASE, EPOCH, ARCH = 1000, 1001, 1002, 1003, 1022
+_INT32, _STRING = 4, 6
+_WANT = {NAME: "name", VERSION: "version", RELEASE: "release", EPOCH: "epoch", ARCH: "arch"}
+MAX_ENTRIES = 10_000
+
+
+def parse_header(blob: bytes) -> dict[str, Any] | None:
+    """The package fields of one header blob, or None when it is malformed."""
+    if len(blob) < 8:
+        return None
+    il, dl = struct.unpack(">ii", blob[:8])
+    start = 8 + 16 * il
+    if not (0 < il <= MAX_ENTRIES) or dl < 0 or start + dl > len(blob):
+        return None
+    data = blob[start:start + dl]
+    out: dict[str, Any] = {}
+    for i in range(il):
+        tag, typ, offset, count = struct.unpack(">iiii", blob[8 + 16 * i: 24 + 16 * i])
+        key = _WANT.get(tag)
+        if key is None or not (0 <= offset < dl):
+            continue
+        if typ == _STRING:
+            end = data.find(b"\0", offset)
+            if end < 0:
+                return None
+            out[key] = data[offset:end].decode("utf-8", errors="replace")
+        elif typ == _INT32 and count >= 1 and offset + 4 <= dl:
+            out[key] = struct.unpack(">i", data[offset:offset + 4])[0]
+    return out if "name" in out else None
+
+
+def build_header(name: str, version: str, release: str, arch: str, epoch: int | None = None
+                 ) -> bytes:
+    """A minimal header blob (used by the demo fleet to write a real rpmdb.sqlite)."""
+    entries: list[tuple[int, int, bytes]] = []
+    if epoch is not None:
+        entries.append((EPOCH, _INT32, struct.pack(">i", epoch)))
+    for tag, value in ((NAME, name), (VERSION, version), (RELEASE, release), (ARCH, arch)):
+        entries.append((tag, _STRING, value.encode() + b"\0"))
+    index, data = b"", b""
+    for tag, typ, payload in entries:
+        if typ == _INT32:
+            data += b"\0" * (-len(data) % 4)
+        index += struct.pack(">iiii", tag, typ, len(data), 1)
+        data += payload
+    return struct.pack(">ii", len(entries), len(data)) + index + data
+
+
+def read_sqlite(path: str, limit: int = 100_000) -> list[dict[str, Any]]:
+    """Packages from an rpmdb.sqlite file on the host (copied out of the guest)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        rows = con.execute("SELECT blob FROM Packages LIMIT ?", (limit,)).fetchall()
+    finally:
+        con.close()
+    return [p for (blob,) in rows if (p := parse_header(bytes(blob))) is not None]
+
+
+def write_sqlite(path: str, packages: list[tuple[str, str, str, str]]) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "blob BLOB NOT NULL)")
+    con.executemany("INSERT INTO Packages (blob) VALUES (?)",
+                    [(build_header(*p),) for p in packages])
+    con.commit()
+    con.close()

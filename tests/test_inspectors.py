@@ -1,0 +1,136 @@
+"""Built-in and plugin inspectors against ground truth and hostile guests (real appliances)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DemoFleet, PoolThread
+
+from guestpool import VM
+from guestpool.demo import image_from_tree
+from guestpool.inspectors.inventory import fingerprint, parse_authorized_keys
+
+ALL = ["os", "filesystems", "packages", "users", "files", "services"]
+
+
+def full_version(p: dict[str, object]) -> str:
+    v = f"{p['version']}-{p['release']}" if p["release"] else str(p["version"])
+    return f"{p['epoch']}:{v}" if p.get("epoch") is not None else v
+
+
+@pytest.mark.appliance
+def test_inventory_inspectors_match_ground_truth(shared_pool: PoolThread,
+                                                 demo_fleet: DemoFleet) -> None:
+    for vm in demo_fleet.one_of_each():
+        truth = demo_fleet.truth[vm.name]
+        r = shared_pool.inspect(dataclasses.replace(vm, trust_group="default"), ALL)
+        assert r.ok, r.error
+        for name in ALL:
+            assert r.results[name]["ok"], (vm.name, name, r.results[name].get("error"))
+            assert r.results[name]["version"] == "1"
+        if truth["os"]["type"] == "none":
+            assert r.results["packages"]["value"]["count"] == 0
+            continue
+        pk = r.results["packages"]["value"]
+        assert pk["format"] == truth["os"]["package_format"]
+        assert {p["name"]: full_version(p) for p in pk["packages"]} == truth["packages"], vm.name
+        users = r.results["users"]["value"]
+        named = {a["name"]: a["uid"] for a in users["accounts"]}
+        for u in truth["users"]:
+            assert named[u["name"]] == u["uid"]
+            keys = users["authorized_keys"][u["name"]]
+            assert len(keys) == u["keys"]
+            assert all(k["type"] == "ssh-ed25519" and k["fingerprint"] for k in keys)
+        assert users["uid0_not_root"] == truth["extra_uid0"]
+        assert users["empty_password"] == truth["extra_uid0"]  # the planted toor has none
+        assert any(g["rule"].startswith(truth["users"][0]["name"]) for g in users["sudoers"])
+        files = r.results["files"]["value"]
+        for path in ("/etc/passwd", "/etc/ssh/sshd_config"):
+            assert files[path]["sha256"] == truth["files"][path]
+        svc = r.results["services"]["value"]
+        assert svc["enabled_units"] == truth["services"]
+        assert [c["entry"] for c in svc["cron"]] == truth["cron"]
+
+
+@pytest.fixture(scope="module")
+def hostile_vm(tmp_path_factory: pytest.TempPathFactory) -> VM:
+    tmp = tmp_path_factory.mktemp("hostile")
+    tree = tmp / "tree"
+    (tree / "etc/ssh").mkdir(parents=True)
+    (tree / "etc/cron.d").mkdir()
+    (tree / "etc/sudoers.d").mkdir()
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "etc/os-release").write_text("ID=debian\nVERSION_ID=12\n")
+    (tree / "etc/hostname").write_text("x" * 100_000)  # absurdly long hostname
+    with open(tree / "etc/ssh/sshd_config", "wb") as f:  # 2 GB sparse file
+        f.truncate(2 * 1024**3)
+    with open(tree / "etc/passwd", "w") as f:  # huge passwd: 400k accounts (~20 MB)
+        for i in range(400_000):
+            f.write(f"user{i}:x:{i + 1000}:100::/home/user{i}:/bin/sh\n")
+    os.symlink("loop-b", tree / "etc/loop-a")
+    os.symlink("loop-a", tree / "etc/loop-b")
+    os.symlink("/etc/loop-a", tree / "etc/crontab")  # crontab is a symlink loop
+    os.mkfifo(tree / "etc/sudoers.d/fifo")
+    os.mknod(tree / "etc/cron.d/devnode", 0o600 | 0o020000, os.makedev(1, 3))
+    (tree / os.fsdecode(b"etc/cron.d/bad-\xff\xfe-name")).write_bytes(b"* * * * * root x\n")
+    disk = image_from_tree(tree, tmp / "hostile", 2200, "qcow2")
+    return VM("hostile", (disk,))
+
+
+@pytest.mark.appliance
+def test_hostile_guest_data_stays_bounded(shared_pool: PoolThread, hostile_vm: VM) -> None:
+    r = shared_pool.inspect(hostile_vm, ALL)
+    assert r.ok, r.error
+    for name in ALL:
+        entry = r.results[name]
+        assert entry["ok"] or entry["error"]["message"], name
+    os_value = r.results["os"]["value"]
+    assert os_value["distro"] == "debian"
+    assert len(os_value["hostname"]) <= 255
+    users = r.results["users"]["value"]
+    assert 0 < len(users["accounts"]) <= 10_000
+    files = r.results["files"]["value"]
+    assert "over the" in files["/etc/ssh/sshd_config"]["error"]
+    assert "/etc/crontab" not in files or "error" in files["/etc/crontab"]
+    cron = r.results["services"]["value"]["cron"]
+    assert all(isinstance(c["file"], str) for c in cron)
+
+
+@pytest.mark.appliance
+def test_installed_plugin_runs_through_the_pool(shared_pool: PoolThread,
+                                                demo_fleet: DemoFleet) -> None:
+    example = Path(__file__).parent.parent / "examples" / "world_writable"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", str(example)], check=True)
+    listing = subprocess.run([sys.executable, "-m", "guestpool.cli", "inspectors", "list"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "world-writable" in listing
+    for vm in demo_fleet.vms[:2]:
+        truth = demo_fleet.truth[vm.name]
+        r = shared_pool.inspect(dataclasses.replace(vm, trust_group="default"),
+                                ["world-writable"])
+        assert r.ok and r.results["world-writable"]["ok"], r
+        value = r.results["world-writable"]["value"]
+        if truth["os"]["type"] == "none":
+            assert value is None
+            continue
+        assert value["world_writable"] == truth["world_writable"]
+        assert [e["path"] for e in value["setid"]] == truth["setid"]
+
+
+def test_authorized_keys_parsing() -> None:
+    keys = parse_authorized_keys([
+        "# comment", "",
+        'from="10.0.0.1" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@x',
+        "garbage line",
+    ])
+    assert keys[0]["type"] == "ssh-ed25519"
+    assert keys[0]["options"] == 'from="10.0.0.1"'
+    assert keys[0]["fingerprint"].startswith("SHA256:")
+    assert keys[1]["type"] == "invalid"
+    assert fingerprint("!!!") is None
