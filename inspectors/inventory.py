@@ -43,14 +43,16 @@ class PackagesInspector(Inspector):
         if guest.mount() is None:
             return {"format": "none", "count": 0, "packages": []}
         cap = options.max_db_mb * MiB
+        found: list[dict[str, Any]] | None
         if guest.is_file("/var/lib/dpkg/status"):
-            fmt, pkgs = "deb", self._dpkg(guest.read_text("/var/lib/dpkg/status", cap))
+            fmt, found = "deb", self._dpkg(guest.read_text("/var/lib/dpkg/status", cap))
         elif guest.is_file("/lib/apk/db/installed"):
-            fmt, pkgs = "apk", self._apk(guest.read_text("/lib/apk/db/installed", cap))
+            fmt, found = "apk", self._apk(guest.read_text("/lib/apk/db/installed", cap))
         else:
-            fmt, pkgs = "rpm", self._rpm(guest, cap)
-            if pkgs is None:
-                return {"format": "unknown", "count": 0, "packages": []}
+            fmt, found = "rpm", self._rpm(guest, cap)
+        if found is None:
+            return {"format": "unknown", "count": 0, "packages": []}
+        pkgs = found
         pkgs = sorted(pkgs, key=lambda p: (p["name"], p["version"]))[: options.max_packages]
         return {"format": fmt, "count": len(pkgs), "packages": pkgs}
 
@@ -142,7 +144,7 @@ class UsersInspector(Inspector):
     def run(self, guest: Guest, options: UsersInspector.Options) -> Any:
         if guest.mount() is None:
             return None
-        accounts = []
+        accounts: list[dict[str, Any]] = []
         for line in guest.read_lines("/etc/passwd", 16 * MiB, options.max_accounts):
             f = line.split(":")
             if len(f) >= 7 and f[2].lstrip("-").isdigit():
@@ -253,6 +255,7 @@ class ServicesInspector(Inspector):
             return None
         units: dict[str, list[str]] = {}
         for wants in guest.glob("/etc/systemd/system/*.wants", limit=200):
+            wants = wants.rstrip("/")
             target = wants.rsplit("/", 1)[-1].removesuffix(".wants")
             units[target] = sorted(guest.listdir(wants, limit=options.max_entries))
         cron = []

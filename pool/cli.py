@@ -104,9 +104,12 @@ def inspectors_list() -> None:
 
 
 def _scan(manifest: Path, budget: float, inspector_names: str | None, pool: int | None,
-          strategy: str, accel: str | None, as_json: bool) -> int:
-    from .dispatch import run_round
+          strategy: str, accel: str | None, as_json: bool, store_path: Path | None,
+          plan_only: bool = False) -> int:
+    from .dispatch import plan_round, run_round
     from .fleet import load_manifest
+    from .pool import default_pool_size
+    from .store import Store
 
     vms = load_manifest(manifest).vms
     names = [s for s in inspector_names.split(",") if s] if inspector_names else None
@@ -116,6 +119,15 @@ def _scan(manifest: Path, budget: float, inspector_names: str | None, pool: int 
         for n in names:
             if ":" not in n:
                 resolve(n)  # a typo in a name is an error; a broken plugin path is per VM
+    store = Store(store_path)
+    if plan_only:
+        plan = plan_round(len(vms), budget, pool or default_pool_size(), store.costs(),
+                          strategy)  # type: ignore[arg-type]
+        if as_json:
+            out.print_json(json.dumps(plan.to_dict()))
+        else:
+            _print_plan(plan)
+        return EXIT_OK
     done = Counter[str]()
 
     def on_result(r: Any) -> None:
@@ -123,51 +135,80 @@ def _scan(manifest: Path, budget: float, inspector_names: str | None, pool: int 
         if not as_json:
             status = "ok" if r.ok else f"FAILED ({r.error['kind']}: {r.error['message'][:80]})"
             console.print(f"[{done.total()}/{len(vms)}] {r.vm}: {status} "
-                          f"in {r.timings.get('total', 0):.1f} s")
+                          f"in {r.timings.get('total', 0):.1f} s", highlight=False)
 
     def on_event(name: str, data: dict[str, Any]) -> None:
         if not as_json and name in ("boot_done", "retire", "boot_failed"):
             console.print(f"  appliance {data.get('appliance')}: {name.replace('_', ' ')} "
                           + (f"in {data['seconds']:.1f} s" if "seconds" in data else
-                             str(data.get("reason") or data.get("error", ""))))
+                             str(data.get("reason") or data.get("error", ""))),
+                          highlight=False)
 
     if not as_json:
         console.print(f"scanning {len(vms)} VMs from {manifest} within {budget:.0f} s "
-                      f"({strategy})")
+                      f"({strategy}); results in {store.path}", highlight=False)
     report = anyio.run(lambda: run_round(vms, budget=budget, inspectors=names, pool_size=pool,
                                          strategy=strategy,  # type: ignore[arg-type]
-                                         accel=accel, on_result=on_result, on_event=on_event),
+                                         accel=accel, store=store, on_result=on_result,
+                                         on_event=on_event),
                        backend="trio")
+    store.close()
+    _print_report(report, as_json)
+    if report.failed:
+        return 1
+    return EXIT_INCOMPLETE if report.not_reached else EXIT_OK
+
+
+def _print_plan(plan: Any) -> None:
+    table = Table(title="capacity plan")
+    table.add_column("measure")
+    table.add_column("value")
+    table.add_row("VMs in fleet", str(plan.vms))
+    table.add_row("budget", f"{plan.budget:.0f} s")
+    table.add_row("appliances", str(plan.pool_size))
+    table.add_row("boot (measured mean)", f"{plan.boot:.1f} s")
+    table.add_row("per-VM job (measured mean)", f"{plan.job:.1f} s")
+    table.add_row("predicted VMs this round", str(plan.predicted))
+    table.add_row("appliances for full coverage", str(plan.needed_pool))
+    out.print(table)
+    if not plan.fits:
+        console.print(f"[yellow]warning:[/] the fleet will not fit in one round: about "
+                      f"{plan.predicted} of {plan.vms} VMs; successive rounds cover the rest "
+                      "(stalest first)")
+
+
+def _print_report(report: Any, as_json: bool) -> None:
     summary = report.summary()
     if as_json:
         summary["vms"] = [r.to_dict() for r in report.results]
         summary["not_reached"] = report.not_reached
-        out.print_json(json.dumps(summary))
-    else:
-        table = Table(title="scan summary")
-        table.add_column("measure")
-        table.add_column("value")
-        for key, value in summary.items():
-            table.add_row(key, str(value))
-        distros = Counter(
-            (r.results.get("os", {}).get("value") or {}).get("distro", "none")
-            for r in report.covered if "os" in r.results)
-        if distros:
-            table.add_row("guests by distro", ", ".join(f"{k}: {v}" for k, v in
-                                                         sorted(distros.items())))
-        if report.boot_seconds:
-            mean_boot = sum(report.boot_seconds) / len(report.boot_seconds)
-            table.add_row("mean boot", f"{mean_boot:.1f} s")
-        per_vm = [r.timings.get("total", 0) for r in report.covered]
-        if per_vm:
-            table.add_row("mean job time (wait included)", f"{sum(per_vm) / len(per_vm):.1f} s")
-        for r in report.failed:
-            table.add_row(f"failed: {r.vm}", f"{r.error['kind']}: {r.error['message'][:100]}"
-                          if r.error else "?")
-        out.print(table)
-    if report.failed:
-        return 1
-    return EXIT_INCOMPLETE if report.not_reached else EXIT_OK
+        summary["drift"] = report.drift
+        out.print_json(json.dumps(summary, default=str))
+        return
+    table = Table(title="scan summary")
+    table.add_column("measure")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    if report.plan is not None:
+        table.add_row("predicted vs covered", f"{report.plan.predicted} predicted, "
+                                              f"{len(report.covered)} covered")
+    distros = Counter(
+        (r.results.get("os", {}).get("value") or {}).get("distro", "none")
+        for r in report.covered if "os" in r.results)
+    if distros:
+        table.add_row("guests by distro", ", ".join(f"{k}: {v}" for k, v in
+                                                     sorted(distros.items())))
+    if report.boot_seconds:
+        mean_boot = sum(report.boot_seconds) / len(report.boot_seconds)
+        table.add_row("mean boot", f"{mean_boot:.1f} s")
+    if report.drift:
+        kinds = Counter(c["kind"] for c in report.drift)
+        table.add_row("drift", ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))
+    for r in report.failed:
+        table.add_row(f"failed: {r.vm}", f"{r.error['kind']}: {r.error['message'][:100]}"
+                      if r.error else "?")
+    out.print(table)
 
 
 scan_options = [
@@ -182,6 +223,8 @@ scan_options = [
                  show_default=True),
     accel_option,
     click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+    click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+                 help="Results store (SQLite; default: the data folder's guestpool.db)."),
 ]
 
 
@@ -199,9 +242,119 @@ def _with(options: list[Any]) -> Callable[[F], F]:
 @cli.command()
 @click.argument("manifest", type=click.Path(path_type=Path))
 @_with(scan_options)
+@click.option("--plan", "plan_only", is_flag=True, help="Print the capacity plan only.")
 def scan(manifest: Path, **kw: Any) -> None:
     """Inspect the VMs of a fleet manifest within a time budget."""
     sys.exit(_scan(manifest, **kw))
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--interval", type=click.FloatRange(min=10), default=300.0, show_default=True,
+              help="Seconds from one round's start to the next.")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Stop after this many rounds (default: run until SIGINT/SIGTERM).")
+@_with(scan_options)
+def monitor(manifest: Path, interval: float, rounds: int | None, budget: float,
+            **kw: Any) -> None:
+    """Scan the fleet every INTERVAL seconds, keep history, report drift.
+
+    SIGINT or SIGTERM lets in-flight jobs finish, then stops cleanly.
+    """
+    from .monitor import run_monitor
+
+    sys.exit(run_monitor(manifest, interval=interval, rounds=rounds,
+                         budget=min(budget, interval), **kw))
+
+
+def _open_store(path: Path | None) -> Any:
+    from .store import Store
+
+    return Store(path)
+
+
+store_option = click.option("--store", "store_path", type=click.Path(path_type=Path),
+                            default=None, help="Results store (default: data folder).")
+
+
+@cli.command()
+@store_option
+@click.option("--json", "as_json", is_flag=True)
+def report(store_path: Path | None, as_json: bool) -> None:
+    """Summary of the last round."""
+    store = _open_store(store_path)
+    last = store.last_round()
+    if last is None:
+        raise click.ClickException("no round recorded yet: run `guestpool scan` first")
+    if as_json:
+        out.print_json(json.dumps(last, default=str))
+        return
+    table = Table(title=f"round {last['id']}")
+    table.add_column("measure")
+    table.add_column("value")
+    for k, v in (last["summary"] or {"state": "unfinished (interrupted?)"}).items():
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+@cli.command()
+@click.argument("vm")
+@store_option
+def show(vm: str, store_path: Path | None) -> None:
+    """The latest results of one VM (JSON)."""
+    latest = _open_store(store_path).latest(vm)
+    if latest is None:
+        raise click.ClickException(f"no successful result for VM {vm!r}")
+    out.print_json(json.dumps(latest, default=str))
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    import datetime as dt
+    import time as _time
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return _time.time() - float(value[:-1]) * units[value[-1]]
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use an ISO time or an age like 2h, 30m, 1d",
+                                 param_hint="--since") from None
+
+
+@cli.command()
+@click.argument("vm", required=False)
+@click.option("--since", default=None, help="ISO time, or an age such as 2h or 1d.")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table")
+@store_option
+def drift(vm: str | None, since: str | None, fmt: str, store_path: Path | None) -> None:
+    """Changes between successive inspections (all VMs, or one)."""
+    from .store import export
+
+    changes = _open_store(store_path).drift(vm, _since(since))
+    if fmt != "table":
+        click.echo(export(changes, fmt), nl=False)
+        return
+    table = Table(title=f"drift ({len(changes)} changes)")
+    for col in ("vm", "inspector", "kind", "key", "before", "after"):
+        table.add_column(col)
+    for c in changes:
+        table.add_row(c["vm"], c["inspector"], c["kind"], str(c["key"]), str(c["before"])[:40],
+                      str(c["after"])[:40])
+    out.print(table)
+
+
+@cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--vm", default=None)
+@store_option
+def export_cmd(fmt: str, vm: str | None, store_path: Path | None) -> None:
+    """Every stored result (or one VM's) as JSON Lines or CSV."""
+    from .store import export
+
+    click.echo(export(_open_store(store_path).results(vm), fmt), nl=False)
 
 
 @cli.command()

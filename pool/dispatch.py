@@ -7,8 +7,9 @@ unknown state) and the round reports what it covered and what it did not reach.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,48 @@ import anyio
 
 from .fleet import VM
 from .pool import InspectResult, Pool, Strategy
+from .store import Store
 
 ResultHook = Callable[[InspectResult], None]
+SHUTDOWN_RESERVE_S = 2.0
+STALENESS_BUCKET_S = 300.0
+DEFAULT_COSTS = {"boot": 20.0, "job": 5.0}  # TCG on 2 cores, measured 2026-11-22
+
+
+@dataclass
+class Plan:
+    """How much of the fleet a round should cover, from measured costs."""
+
+    vms: int
+    budget: float
+    pool_size: int
+    boot: float
+    job: float
+    predicted: int
+    needed_pool: int
+
+    @property
+    def fits(self) -> bool:
+        return self.predicted >= self.vms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"fits": self.fits}
+
+
+def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, float],
+               strategy: Strategy = "pooled") -> Plan:
+    """VMs(T) ≈ P·(T − B)/J pooled, P·T/(B + J) cold (J: per-VM job time of one appliance)."""
+    boot = costs.get("boot", DEFAULT_COSTS["boot"])
+    job = costs.get(f"job-{strategy}", costs.get("job", DEFAULT_COSTS["job"]))
+    usable = max(0.0, budget - SHUTDOWN_RESERVE_S)
+    if strategy == "cold":
+        per_app, unit = usable / (boot + job), boot + job
+        needed = math.ceil(vms * unit / usable) if usable else 0
+    else:
+        per_app = max(0.0, usable - boot) / job
+        needed = math.ceil(vms * job / (usable - boot)) if usable > boot else 0
+    predicted = min(vms, int(pool_size * per_app))
+    return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed))
 
 
 @dataclass
@@ -27,10 +68,14 @@ class RoundReport:
     pool_size: int = 0
     strategy: str = "pooled"
     accel: str = ""
+    round_id: int | None = None
+    plan: Plan | None = None
     results: list[InspectResult] = field(default_factory=list)
     not_reached: list[str] = field(default_factory=list)
     boot_seconds: list[float] = field(default_factory=list)
     boots: int = 0
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False
 
     @property
     def covered(self) -> list[InspectResult]:
@@ -46,18 +91,27 @@ class RoundReport:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "budget_s": self.budget, "elapsed_s": round(self.elapsed, 2),
+            "round": self.round_id, "budget_s": self.budget, "elapsed_s": round(self.elapsed, 2),
             "overrun_s": round(self.overrun, 2), "pool": self.pool_size,
             "strategy": self.strategy, "accel": self.accel, "boots": self.boots,
+            "predicted": self.plan.predicted if self.plan else None,
             "covered": len(self.covered), "failed": len(self.failed),
-            "not_reached": len(self.not_reached),
+            "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
+            "stopped_early": self.stopped,
         }
 
 
-def order_fleet(vms: Sequence[VM]) -> list[VM]:
-    """Higher priority first; VMs of one trust group together, so appliances
-    rarely switch groups."""
-    return sorted(vms, key=lambda vm: (-vm.priority, vm.trust_group, vm.name))
+def order_fleet(vms: Sequence[VM], last_scanned: Mapping[str, float | None] | None = None,
+                bucket: float = STALENESS_BUCKET_S) -> list[VM]:
+    """Priority first, then never scanned, then the stalest; within one staleness
+    bucket VMs of one trust group stay together, so appliances rarely switch groups."""
+    seen = last_scanned or {}
+
+    def key(vm: VM) -> tuple[Any, ...]:
+        at = seen.get(vm.name)
+        return (-vm.priority, at is not None, int((at or 0) // bucket), vm.trust_group, vm.name)
+
+    return sorted(vms, key=key)
 
 
 async def run_round(
@@ -68,17 +122,28 @@ async def run_round(
     pool_size: int | None = None,
     strategy: Strategy = "pooled",
     accel: str | None = None,
+    store: Store | None = None,
+    stop: anyio.Event | None = None,
     on_result: ResultHook | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RoundReport:
-    """Inspect as much of ``vms`` as fits in ``budget`` seconds."""
+    """Inspect as much of ``vms`` as fits in ``budget`` seconds.
+
+    With a ``store``, VMs are ordered by staleness, every result is committed
+    as it arrives (with its drift), and measured costs are kept for the next
+    plan. Setting ``stop`` lets in-flight jobs finish and starts no new ones.
+    """
     report = RoundReport(budget=budget, strategy=strategy)
-    start = time.monotonic()
-    todo = order_fleet(vms)
+    start = anyio.current_time()
+    todo = order_fleet(vms, store.last_scanned() if store else None)
     pool = Pool(pool_size, strategy=strategy, accel=accel, on_event=on_event)
     report.pool_size = pool.size
-    # keep ~2 s for an orderly pool shutdown inside the budget
-    with anyio.move_on_after(max(1.0, budget - 2.0)):
+    report.plan = plan_round(len(todo), budget, pool.size, store.costs() if store else {},
+                             strategy)
+    if store is not None:
+        store.sync_fleet(vms)
+        report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)
+    with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)):
         async with pool:
             report.accel = pool.accel
             send, receive = anyio.create_memory_object_stream[VM](len(todo))
@@ -88,8 +153,13 @@ async def run_round(
 
             async def runner() -> None:
                 async for vm in receive:
+                    if stop is not None and stop.is_set():
+                        report.stopped = True
+                        return
                     result = await pool.inspect(vm, inspectors)
                     report.results.append(result)
+                    if store is not None:
+                        report.drift += store.record(report.round_id, result)
                     if on_result is not None:
                         on_result(result)
 
@@ -98,7 +168,21 @@ async def run_round(
                     tg.start_soon(runner)
     done = {r.vm for r in report.results}
     report.not_reached = [vm.name for vm in todo if vm.name not in done]
-    report.elapsed = time.monotonic() - start
+    report.elapsed = anyio.current_time() - start
     report.boots = pool.stats.boots
     report.boot_seconds = list(pool.stats.boot_seconds)
+    if store is not None:
+        _keep_costs(store, report, strategy)
+        store.end_round(report.round_id or 0, report.summary())
     return report
+
+
+def _keep_costs(store: Store, report: RoundReport, strategy: str) -> None:
+    if report.boot_seconds:
+        store.update_cost("boot", sum(report.boot_seconds) / len(report.boot_seconds),
+                          len(report.boot_seconds))
+    jobs = [sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
+            if strategy == "pooled" else r.timings.get("inspect", 0.0)
+            for r in report.covered]
+    if jobs:
+        store.update_cost(f"job-{strategy}", sum(jobs) / len(jobs), len(jobs))

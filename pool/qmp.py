@@ -13,7 +13,11 @@ from typing import Any
 
 
 class QMPError(Exception):
-    """qemu refused a command or the monitor went away."""
+    """qemu refused a command (for example, it cannot open an image)."""
+
+
+class QMPDead(QMPError):
+    """The monitor did not answer in time or closed: qemu is stuck or gone."""
 
 
 class QMP:
@@ -26,7 +30,7 @@ class QMP:
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline:
-                    raise QMPError(f"qemu's monitor socket {path} did not open") from None
+                    raise QMPDead(f"qemu's monitor socket {path} did not open") from None
                 time.sleep(0.05)
         self._buf = b""
         self._events: list[dict[str, Any]] = []
@@ -44,9 +48,9 @@ class QMP:
             try:
                 chunk = self._sock.recv(65536)
             except TimeoutError:
-                raise QMPError("qemu's monitor did not answer in time") from None
+                raise QMPDead("qemu's monitor did not answer in time") from None
             if not chunk:
-                raise QMPError("qemu's monitor closed (qemu died?)")
+                raise QMPDead("qemu's monitor closed (qemu died?)")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         msg: dict[str, Any] = json.loads(line)
@@ -57,7 +61,10 @@ class QMP:
         msg: dict[str, Any] = {"execute": name}
         if arguments:
             msg["arguments"] = arguments
-        self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as e:
+            raise QMPDead(f"qemu's monitor is gone: {e}") from None
         deadline = time.monotonic() + timeout
         while True:
             reply = self._read(max(0.01, deadline - time.monotonic()))

@@ -26,7 +26,7 @@ from guestpool.inspectors.guest import Guest
 from guestpool.inspectors.registry import run_inspectors
 
 from . import wire
-from .qmp import QMP, QMPError
+from .qmp import QMP, QMPDead, QMPError
 
 DEVICE_WAIT_S = 30.0
 
@@ -147,6 +147,8 @@ class Worker:
                 qmp.command("blockdev-add", {
                     "driver": fmt, "node-name": node, "read-only": True,
                     "file": {"driver": "file", "filename": path, "read-only": True}})
+            except QMPDead as e:
+                raise OpError("appliance", f"qemu did not answer: {e}") from e
             except QMPError as e:
                 raise OpError("image", f"qemu cannot open {path} as {fmt}: {e}") from e
             try:

@@ -126,7 +126,8 @@ def test_installed_plugin_runs_through_the_pool(shared_pool: PoolThread,
 def test_authorized_keys_parsing() -> None:
     keys = parse_authorized_keys([
         "# comment", "",
-        'from="10.0.0.1" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@x',
+        'from="10.0.0.1" ssh-ed25519 '
+        "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@x",
         "garbage line",
     ])
     assert keys[0]["type"] == "ssh-ed25519"

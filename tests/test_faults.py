@@ -1,0 +1,110 @@
+"""Fault handling with real appliances: stopped qemu, killed supervisor, clean exit."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import DemoFleet
+
+from guestpool import Pool
+
+pytestmark = pytest.mark.appliance
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
+async def test_stopped_qemu_is_killed_and_replaced_and_exit_is_clean(
+        demo_fleet: DemoFleet) -> None:
+    vm = dataclasses.replace(demo_fleet.vms[0], trust_group="default")
+    before = set(glob.glob("/tmp/guestpool-app-*"))
+    pids: list[int] = []
+    async with Pool(1, op_timeout=20) as pool:
+        (app,) = pool.appliances.values()
+        assert app.qemu_pid is not None
+        pids += [app.pid, app.qemu_pid]
+        os.kill(app.qemu_pid, signal.SIGSTOP)
+        start = time.monotonic()
+        r = await pool.inspect(vm, ["hostname"])
+        assert r.ok, r.error
+        assert r.attempts == 2
+        assert r.appliance != app.id
+        assert pool.stats.retirements["error"] == 1
+        assert time.monotonic() - start < 20 + 60  # one deadline, one fresh boot
+        assert wait_gone([app.pid, app.qemu_pid], 5) == []
+        # an appliance whose qemu grew past the memory bound is retired after its job
+        pool.max_rss_mb = 1
+        (app2,) = [a for a in pool.appliances.values() if a.state == "idle"]
+        assert app2.qemu_pid is not None
+        pids += [app2.pid, app2.qemu_pid]
+        assert (await pool.inspect(vm, ["hostname"])).ok
+        assert pool.stats.retirements["memory"] == 1
+    assert wait_gone(pids, 5) == []
+    assert set(glob.glob("/tmp/guestpool-app-*")) == before
+
+
+SUPERVISOR = """
+import trio
+from guestpool import Pool
+async def main():
+    async with Pool(1) as pool:
+        (app,) = pool.appliances.values()
+        print(app.pid, app.qemu_pid, flush=True)
+        await trio.sleep(600)
+trio.run(main)
+"""
+
+
+def test_killed_supervisor_leaves_no_worker_or_qemu() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        worker, qemu = map(int, line.split())
+        assert alive(worker) and alive(qemu)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_gone([worker, qemu], 5) == []
+
+
+async def test_cold_strategy_boots_once_per_vm(demo_fleet: DemoFleet) -> None:
+    async with Pool(1, strategy="cold") as pool:
+        for vm in demo_fleet.vms[:2]:
+            r = await pool.inspect(vm, ["os"])
+            assert r.ok, r.error
+            assert r.strategy == "cold"
+            assert r.timings["boot"] > 0
+            want = demo_fleet.truth[vm.name]["os"]
+            got = r.results["os"]["value"]
+            assert got["type"] == want["type"]
+            if want["type"] == "linux":
+                assert got["hostname"] == want["hostname"]
+        assert pool.stats.boots == 2

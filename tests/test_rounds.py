@@ -1,0 +1,121 @@
+"""Budgeted rounds with real appliances: staleness, bad images, crash safety, drift."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DemoFleet, PoolThread
+
+from guestpool import VM, Disk
+from guestpool.demo import image_from_tree
+from guestpool.dispatch import run_round
+from guestpool.fleet import write_manifest
+from guestpool.store import Store
+
+pytestmark = pytest.mark.appliance
+
+
+async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
+        demo_fleet: DemoFleet, tmp_path: Path) -> None:
+    good = [dataclasses.replace(v, trust_group="default") for v in demo_fleet.vms[:8]]
+    corrupt = tmp_path / "corrupt.qcow2"
+    corrupt.write_bytes(b"QFI\xfb" + b"\0" * 1000)
+    bad = [VM("bad-missing", (Disk(str(tmp_path / "gone.qcow2"), "qcow2"),), priority=5),
+           VM("bad-corrupt", (Disk(str(corrupt), "qcow2"),), priority=5)]
+    store = Store(tmp_path / "r.db")
+    budget = 50.0
+    first = await run_round(good + bad, budget=budget, pool_size=1, inspectors=["hostname"],
+                            store=store)
+    assert first.overrun <= 3.0
+    assert {r.vm for r in first.failed} == {"bad-missing", "bad-corrupt"}
+    assert all(r.error and r.error["kind"] == "image" for r in first.failed)
+    assert first.covered and first.not_reached
+    second = await run_round(good + bad, budget=budget, pool_size=1, inspectors=["hostname"],
+                             store=store)
+    assert second.overrun <= 3.0
+    one = {r.vm for r in first.covered}
+    two = {r.vm for r in second.results}
+    assert one.isdisjoint(two), (one, two)
+    assert not {"bad-missing", "bad-corrupt"} & two  # recorded, not retried first
+    for r in first.covered + second.covered:
+        assert r.results["hostname"]["value"] == demo_fleet.truth[r.vm]["os"].get("hostname")
+
+
+def test_sigkill_mid_round_loses_no_reported_result(demo_fleet: DemoFleet,
+                                                   tmp_path: Path) -> None:
+    manifest = tmp_path / "fleet.json"
+    write_manifest(manifest, [dataclasses.replace(v, trust_group="default")
+                              for v in demo_fleet.vms])
+    db = tmp_path / "r.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guestpool.cli", "scan", str(manifest), "--store", str(db),
+         "--pool", "1", "--budget", "300", "--inspectors", "hostname"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    reported = []
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if ": ok in " in line:
+                reported.append(line.split("] ", 1)[1].split(":", 1)[0])
+                if len(reported) == 2:
+                    break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(reported) == 2
+    store = Store(db)
+    for name in reported:
+        latest = store.latest(name)
+        assert latest is not None and latest["ok"], name
+    time.sleep(2)  # the orphaned worker notices its parent is gone and exits
+
+
+def _tree(root: Path, nginx: str, users: list[str], permit_root: str) -> Path:
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "etc/os-release").write_text("ID=debian\nVERSION_ID=12\n")
+    (root / "etc/hostname").write_text("drifty\n")
+    (root / "etc/passwd").write_text("".join(
+        f"{u}:x:{1000 + i}:{1000 + i}::/home/{u}:/bin/sh\n" for i, u in enumerate(users)))
+    (root / "etc/ssh/sshd_config").write_text(f"PermitRootLogin {permit_root}\n")
+    (root / "var/lib/dpkg/status").write_text(
+        f"Package: nginx\nStatus: install ok installed\nArchitecture: amd64\n"
+        f"Version: {nginx}\n\nPackage: bash\nStatus: install ok installed\n"
+        f"Architecture: amd64\nVersion: 5.2.15-2\n")
+    return root
+
+
+def test_drift_between_rounds_is_exact(shared_pool: PoolThread, tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    inspectors = ["packages", "users", "files"]
+    disk = image_from_tree(_tree(tmp_path / "v1", "1.22.1-9", ["root", "alice"], "no"),
+                           tmp_path / "vm", 32)
+    vm = VM("drifty", (disk,))
+    r1 = shared_pool.inspect(vm, inspectors)
+    assert r1.ok and all(e["ok"] for e in r1.results.values()), r1
+    assert store.record(1, r1) == []
+    image_from_tree(_tree(tmp_path / "v2", "1.22.1-9+deb12u1", ["root", "alice", "eve"], "yes"),
+                    tmp_path / "vm", 32)
+    r2 = shared_pool.inspect(vm, inspectors)
+    assert r2.ok
+    changes = store.record(2, r2)
+    got = sorted((c["inspector"], c["kind"], c["key"], c["before"], c["after"])
+                 for c in changes)
+    assert got[0] == ("files", "file-changed", "/etc/passwd",
+                      r1.results["files"]["value"]["/etc/passwd"]["sha256"],
+                      r2.results["files"]["value"]["/etc/passwd"]["sha256"])
+    assert [g[:3] for g in got] == [
+        ("files", "file-changed", "/etc/passwd"),
+        ("files", "file-changed", "/etc/ssh/sshd_config"),
+        ("packages", "package-changed", "nginx:amd64"),
+        ("users", "user-added", "account:eve"),
+    ]
+    assert got[2][3:] == ("1.22.1-9", "1.22.1-9+deb12u1")
+    assert store.drift("drifty") and len(store.drift("drifty")) == 4

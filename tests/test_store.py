@@ -1,0 +1,85 @@
+"""Store, drift, staleness and capacity plan: fast tests, no appliance."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from guestpool import VM, Disk, InspectResult
+from guestpool.dispatch import order_fleet, plan_round
+from guestpool.drift import diff_results
+from guestpool.store import Store, export
+
+
+def vm(name: str, group: str = "g", priority: int = 0) -> VM:
+    return VM(name, (Disk(f"/x/{name}.qcow2", "qcow2"),), trust_group=group, priority=priority)
+
+
+def pkgs(*versions: tuple[str, str]) -> dict[str, object]:
+    return {"packages": {"inspector": "packages", "version": "1", "ok": True, "value": {
+        "format": "deb", "count": len(versions),
+        "packages": [{"name": n, "version": v, "release": "1", "epoch": None, "arch": "amd64"}
+                     for n, v in versions]}}}
+
+
+def test_results_and_drift_are_stored(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    rid = store.start_round(60, "pooled", 2, 5)
+    store.record(rid, InspectResult("a", True, pkgs(("nginx", "1.0"), ("curl", "7"))))
+    changes = store.record(rid, InspectResult("a", True, pkgs(("nginx", "1.1"), ("vim", "9"))))
+    assert [(c["kind"], c["key"]) for c in changes] == [
+        ("package-removed", "curl:amd64"), ("package-changed", "nginx:amd64"),
+        ("package-added", "vim:amd64")]
+    store.record(rid, InspectResult("b", False, error={"kind": "image", "message": "gone"}))
+    assert store.latest("b") is None
+    assert store.latest("a")["results"]["packages"]["value"]["count"] == 2
+    assert len(store.drift("a")) == 3
+    assert store.drift("a", since=4e9) == []
+    rows = list(store.results())
+    assert [r["ok"] for r in rows] == [True, True, False]
+    assert export(rows, "jsonl").count("\n") == 3
+    assert export(store.drift(), "csv").splitlines()[0].startswith("id,vm,")
+    store.end_round(rid, {"covered": 2})
+    assert store.last_round()["summary"] == {"covered": 2}
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_inspector_upgrade_is_not_reported_as_drift() -> None:
+    before = pkgs(("nginx", "1.0"))
+    after = pkgs(("nginx", "2.0"))
+    after["packages"]["version"] = "2"  # type: ignore[index]
+    assert [c["kind"] for c in diff_results(before, after)] == ["inspector-upgraded"]
+
+
+def test_fleet_changes_are_tracked(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    assert store.sync_fleet([vm("a"), vm("b")])["appeared"] == ["a", "b"]
+    moved = VM("a", (Disk("/y/a.raw", "raw"),))
+    seen = store.sync_fleet([moved, vm("c")])
+    assert seen == {"appeared": ["c"], "disappeared": ["b"], "changed": ["a"]}
+
+
+def test_staleness_order_gives_successive_rounds_disjoint_vms(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    fleet = [vm(f"vm{i}", group=f"t{i % 2}") for i in range(10)]
+    first = order_fleet(fleet, store.last_scanned())[:4]
+    for v in first:
+        store.record(1, InspectResult(v.name, True, {}))
+    second = order_fleet(fleet, store.last_scanned())[:4]
+    assert {v.name for v in first}.isdisjoint(v.name for v in second)
+    # within one staleness class, trust groups stay together
+    groups = [v.trust_group for v in order_fleet(fleet)]
+    assert groups == sorted(groups)
+    assert order_fleet([*fleet, vm("urgent", priority=5)])[0].name == "urgent"
+
+
+def test_capacity_plan() -> None:
+    plan = plan_round(1000, 300, 2, {"boot": 20, "job-pooled": 4})
+    assert plan.predicted == int(2 * (298 - 20) / 4)
+    assert not plan.fits
+    assert plan.needed_pool == pytest.approx(1000 * 4 / 278, abs=1)
+    cold = plan_round(10, 300, 2, {"boot": 20, "job-cold": 5}, "cold")
+    assert cold.predicted == 10 and cold.fits
