@@ -373,6 +373,15 @@ def quickstart(count: int, directory: Path | None, **kw: Any) -> None:
     sys.exit(EXIT_OK if code == EXIT_INCOMPLETE else code)
 
 
+def _add_bench() -> None:
+    from guestpool.bench.cli import bench
+
+    cli.add_command(bench)
+
+
+_add_bench()
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

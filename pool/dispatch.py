@@ -8,7 +8,6 @@ unknown state) and the round reports what it covered and what it did not reach.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,20 +122,25 @@ async def run_round(
     strategy: Strategy = "pooled",
     accel: str | None = None,
     store: Store | None = None,
+    pool: Pool | None = None,
     stop: anyio.Event | None = None,
     on_result: ResultHook | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RoundReport:
     """Inspect as much of ``vms`` as fits in ``budget`` seconds.
 
-    With a ``store``, VMs are ordered by staleness, every result is committed
-    as it arrives (with its drift), and measured costs are kept for the next
-    plan. Setting ``stop`` lets in-flight jobs finish and starts no new ones.
+    ``pool`` (not yet entered) replaces the one built from ``pool_size``,
+    ``strategy`` and ``accel``. With a ``store``, VMs are ordered by staleness,
+    every result is committed as it arrives (with its drift), and measured costs
+    are kept for the next plan. Setting ``stop`` lets in-flight jobs finish and starts no new ones.
     """
     report = RoundReport(budget=budget, strategy=strategy)
     start = anyio.current_time()
     todo = order_fleet(vms, store.last_scanned() if store else None)
-    pool = Pool(pool_size, strategy=strategy, accel=accel, on_event=on_event)
+    if pool is None:
+        pool = Pool(pool_size, strategy=strategy, accel=accel, on_event=on_event)
+    strategy = pool.strategy
+    report.strategy = strategy
     report.pool_size = pool.size
     report.plan = plan_round(len(todo), budget, pool.size, store.costs() if store else {},
                              strategy)

@@ -150,7 +150,10 @@ class Pool:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
-        verdict = await anyio.to_thread.run_sync(resolve_accel, self._accel_request)
+        if self._accel_request in ("kvm", "tcg"):
+            verdict = resolve_accel(self._accel_request)  # an override: nothing to probe
+        else:
+            verdict = await anyio.to_thread.run_sync(resolve_accel, self._accel_request)
         self.accel = verdict.accel
         self._emit("accel", accel=verdict.accel, source=verdict.source)
         try:

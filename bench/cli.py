@@ -1,0 +1,220 @@
+"""`guestpool bench …`: boot analysis, A/B comparison, throughput, simulation, plots."""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from guestpool.errors import GuestpoolError
+from guestpool.paths import data_dir
+
+console = Console(stderr=True)
+out = Console()
+
+
+def results_dir(path: Path | None) -> Path:
+    """Where figures go: --results, else ./bench/results in a checkout, else the data folder."""
+    if path is None:
+        here = Path("bench/results")
+        path = here if here.parent.is_dir() else data_dir() / "bench-results"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise GuestpoolError(f"results folder {path} is not writable: {e.strerror}") from None
+    return path
+
+
+results_option = click.option("--results", type=click.Path(path_type=Path), default=None,
+                              help="Folder for JSON results and plots (default: bench/results).")
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: boot phases, A/B comparison, throughput, simulation."""
+
+
+@bench.command("boot")
+@click.option("--passes", type=int, default=5, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--compare", "compare_specs", multiple=True,
+              help="A variant NAME:key=value,… (repeat; keys: memsize, smp, accel, append, "
+                   "cachedir). Two or more run interleaved A B A B.")
+@click.option("--variants", "variants_file", type=click.Path(path_type=Path), default=None,
+              help="TOML file: [variants.NAME] key = value …")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Write every event of every pass to this file.")
+@results_option
+def bench_boot(passes: int, warmup: int, compare_specs: tuple[str, ...],
+               variants_file: Path | None, json_out: Path | None, results: Path | None) -> None:
+    """Boot real appliances and time each phase (mean ± sd, share of the total)."""
+    from . import boot
+    from .plots import timeline_bars
+
+    if passes < 1:
+        raise GuestpoolError(f"--passes must be at least 1, got {passes}")
+    variants: dict[str, dict[str, Any]] = {}
+    for spec in compare_specs:
+        name, settings = boot.parse_variant(spec)
+        variants[name] = settings
+    if variants_file is not None:
+        try:
+            data = tomllib.loads(variants_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise GuestpoolError(f"cannot read variants file {variants_file}: {e}") from None
+        for name, settings in data.get("variants", {}).items():
+            variants[name] = boot.check_variant(name, settings)
+    if not variants:
+        variants = {"default": {}}
+    folder = results_dir(results)
+    all_passes = boot.run_passes(variants, passes, warmup, progress=console.print)
+    bars = {}
+    for name in variants:
+        mine = [p for p in all_passes if p.variant == name]
+        phases, steps, total, sd = boot.summarise(mine)
+        tree = Tree(f"[bold]{name}[/]: total {boot.fmt_pm(total, sd)} s over {len(mine)} passes"
+                    f" (phases sum to {sum(ph.mean for ph in phases):.3f} s)")
+        for ph in phases:
+            node = tree.add(f"{ph.name:<32} start {ph.start:7.3f}  {boot.fmt_pm(ph.mean, ph.sd)} s"
+                            f"  {100 * ph.share:5.1f}%")
+            if ph.name == "/init":
+                for st in steps.values():
+                    node.add(f"{st.name:<28} {boot.fmt_pm(st.mean, st.sd)} s "
+                             f"{100 * st.share:5.1f}%")
+        out.print(tree)
+        bars[name] = [(ph.name, ph.mean) for ph in phases]
+    names = list(variants)
+    comparisons = {}
+    for other in names[1:]:
+        rows = boot.compare(all_passes, names[0], other)
+        comparisons[other] = rows
+        table = Table(title=f"{other} vs {names[0]} (95% bootstrap interval of the difference)")
+        for col in ("phase", names[0], other, "delta", "95% CI", "real?"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["phase"], f"{r['base_mean']:.3f}", f"{r['other_mean']:.3f}",
+                          f"{r['delta']:+.3f}", f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]",
+                          "[green]yes[/]" if r["real"] else "no (interval holds 0)")
+        out.print(table)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    summary = {"variants": variants, "passes": passes, "comparisons": comparisons,
+               "phases": {n: [(ph.name, ph.start, ph.mean, ph.sd, ph.share)
+                              for ph in boot.summarise([p for p in all_passes
+                                                        if p.variant == n])[0]]
+                          for n in variants}}
+    (folder / "boot-latest.json").write_text(json.dumps(summary, indent=1))
+    files = timeline_bars(folder / "boot-timeline", bars)
+    if json_out is not None:
+        json_out.write_text(json.dumps([{"variant": p.variant, "total": p.total,
+                                         "phases": p.phases, "events": p.events}
+                                        for p in all_passes]))
+    console.print(f"wrote {folder / 'boot-latest.json'}, {', '.join(map(str, files))} ({stamp})")
+
+
+@bench.command("throughput")
+@click.option("--budget", type=click.FloatRange(min=20), default=300.0, show_default=True)
+@click.option("--pool", type=click.IntRange(min=1), default=None)
+@click.option("--count", type=click.IntRange(min=4), default=200, show_default=True,
+              help="Demo fleet size (more than a round can cover).")
+@click.option("--inspectors", "inspector_names", default="os,filesystems", show_default=True)
+@results_option
+def bench_throughput(budget: float, pool: int | None, count: int, inspector_names: str,
+                     results: Path | None) -> None:
+    """Measure B, A, W; predict VMs per budget; run cold and pooled for real."""
+    from guestpool.demo import generate
+    from guestpool.fleet import load_manifest
+    from guestpool.pool import default_pool_size
+
+    from . import throughput
+    from .plots import throughput_curves
+
+    folder = results_dir(results)
+    size = pool or default_pool_size()
+    names = [s for s in inspector_names.split(",") if s]
+    manifest = generate(data_dir() / f"bench-fleet-{count}", count, progress=console.print)
+    vms = load_manifest(manifest).vms
+    console.print(f"measuring B, A and W with {size} appliances…")
+    m = anyio.run(lambda: throughput.measure(vms, size, names, console.print), backend="trio")
+    predicted = m.predict(budget)
+    console.print(f"running pooled and cold rounds of {budget:.0f} s each…")
+    reports = anyio.run(lambda: throughput.run_both(vms, budget, size, names), backend="trio")
+    table = Table(title=f"VMs per {budget:.0f} s budget, P={size} (B={m.boot:.1f} s, "
+                        f"A={m.attach_detach:.1f} s, W={m.work:.1f} s, cold W={m.cold_work:.1f} s)")
+    for col in ("strategy", "predicted", "measured", "error", "within 25%", "overrun"):
+        table.add_column(col)
+    rows = {}
+    for strategy in ("cold", "pooled"):
+        rep = reports[strategy]
+        got = len(rep.covered)
+        err = (predicted[strategy] - got) / got if got else float("inf")
+        rows[strategy] = {"predicted": round(predicted[strategy], 1), "measured": got,
+                          "error": round(err, 3), "overrun_s": round(rep.overrun, 2),
+                          "failed": len(rep.failed)}
+        table.add_row(strategy, f"{predicted[strategy]:.1f}", str(got), f"{100 * err:+.0f}%",
+                      "yes" if throughput.within(predicted[strategy], got) else "NO",
+                      f"{rep.overrun:.1f} s")
+    out.print(table)
+    ratio = ((m.boot + m.cold_work) / (m.attach_detach + m.work))
+    out.print(f"per-VM cost: cold {m.boot + m.cold_work:.1f} s, pooled "
+              f"{m.attach_detach + m.work:.1f} s: pooled is {ratio:.1f}x cheaper per VM")
+    result = {"budget": budget, "pool": size, "measured": m.__dict__, "rounds": rows,
+              "per_vm_cost": {"cold": m.boot + m.cold_work, "pooled": m.attach_detach + m.work},
+              "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (folder / f"throughput-{int(budget)}s.json").write_text(json.dumps(result, indent=1))
+    points = [{"strategy": s, "boot": m.boot, "vms": rows[s]["measured"] * 300 / budget,
+               "label": f"this host, {s} (P={size}, scaled to 300 s)"} for s in rows]
+    files = throughput_curves(folder / "throughput-vs-boot", budget=300.0,
+                              attach_detach=m.attach_detach, work=m.work,
+                              cold_work=m.cold_work, points=points)
+    console.print(f"wrote {folder}/throughput-{int(budget)}s.json, {', '.join(map(str, files))}")
+
+
+@bench.command("simulate")
+@click.option("--vms", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--pool", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--boot", type=click.FloatRange(min=0.01), default=1.2, show_default=True)
+@click.option("--attach", type=click.FloatRange(min=0.0), default=1.5, show_default=True)
+@click.option("--inspect", "inspect_s", type=click.FloatRange(min=0.01), default=3.0,
+              show_default=True)
+@click.option("--detach", type=click.FloatRange(min=0.0), default=0.4, show_default=True)
+@click.option("--budget", type=click.FloatRange(min=5), default=300.0, show_default=True)
+@click.option("--strategy", type=click.Choice(["pooled", "cold", "both"]), default="both")
+@click.option("--json", "as_json", is_flag=True)
+def bench_simulate(vms: int, pool: int, boot: float, attach: float, inspect_s: float,
+                   detach: float, budget: float, strategy: str, as_json: bool) -> None:
+    """SIMULATION: the real scheduler on a virtual clock with drawn costs (sd = 10%)."""
+    from .simulate import LABEL, Costs, simulate
+
+    costs = Costs(boot=(boot, boot / 10), attach=(attach, attach / 10),
+                  inspect=(inspect_s, inspect_s / 10), detach=(detach, detach / 10))
+    rows = {}
+    start = time.monotonic()
+    for s in (["pooled", "cold"] if strategy == "both" else [strategy]):
+        rep = simulate(vms, pool, budget, costs, s)  # type: ignore[arg-type]
+        rows[s] = {"covered": len(rep.covered), "not_reached": len(rep.not_reached),
+                   "boots": rep.boots}
+    result = {"label": LABEL, "vms": vms, "pool": pool, "budget": budget,
+              "costs": costs.to_dict(), "results": rows,
+              "wall_seconds": round(time.monotonic() - start, 2)}
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"{LABEL}: {vms} VMs, {pool} appliances, boot {boot} s, "
+                        f"budget {budget:.0f} s")
+    for col in ("strategy", "VMs covered", "not reached", "boots"):
+        table.add_column(col)
+    for s, r in rows.items():
+        table.add_row(s, str(r["covered"]), str(r["not_reached"]), str(r["boots"]))
+    out.print(table)
+    console.print(f"{LABEL} (no appliance booted), {result['wall_seconds']} s of wall time")

@@ -1,0 +1,97 @@
+"""How boot time bounds fleet throughput: measure B, A, W; predict; run for real.
+
+    boot per VM (cold):   VMs(T) ≈ P · T / (B + W)
+    pooled, late binding: VMs(T) ≈ P · (T − B) / (A + W)
+
+B, A and W are measured with P appliances busy at once, since on a small host
+they compete for the same cores. The real runs use the demo fleet with its
+trust groups merged into one: this measures throughput, not trust switches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from guestpool.dispatch import SHUTDOWN_RESERVE_S, RoundReport, run_round
+from guestpool.fleet import VM
+from guestpool.pool import Pool
+
+
+@dataclass
+class Measured:
+    pool_size: int
+    boot: float  # B
+    attach_detach: float  # A
+    work: float  # W (pooled, per VM, inspectors only)
+    cold_work: float  # W in a cold appliance (inspectors after launch)
+    samples: int
+
+    def predict(self, budget: float) -> dict[str, float]:
+        usable = budget - SHUTDOWN_RESERVE_S
+        return {
+            "cold": self.pool_size * usable / (self.boot + self.cold_work),
+            "pooled": self.pool_size * max(0.0, usable - self.boot) / (self.attach_detach
+                                                                      + self.work),
+        }
+
+
+def one_group(vms: Sequence[VM]) -> list[VM]:
+    return [dataclasses.replace(vm, trust_group="bench") for vm in vms]
+
+
+async def measure(vms: Sequence[VM], pool_size: int, inspectors: Sequence[str] | None,
+                  progress: Callable[[str], None] | None = None) -> Measured:
+    """Boot P appliances together, run 2·P VMs on them, then P cold VMs."""
+    sample = one_group(vms)[: 2 * pool_size]
+    pooled: list[Any] = []
+    async with Pool(pool_size, max_jobs=10**6) as pool:
+        while len(pool.stats.boot_seconds) < pool_size:
+            await anyio.sleep(0.5)
+        async with anyio.create_task_group() as tg:
+            async def run(vm: VM) -> None:
+                pooled.append(await pool.inspect(vm, inspectors))
+            for vm in sample:
+                tg.start_soon(run, vm)
+        boots = list(pool.stats.boot_seconds)
+    if progress:
+        progress(f"pooled calibration: {len(pooled)} VMs on {pool_size} appliances")
+    cold: list[Any] = []
+    async with Pool(pool_size, strategy="cold") as cpool, anyio.create_task_group() as tg:
+        async def run_cold(vm: VM) -> None:
+            cold.append(await cpool.inspect(vm, inspectors))
+        for vm in sample[:pool_size]:
+            tg.start_soon(run_cold, vm)
+    if progress:
+        progress(f"cold calibration: {len(cold)} VMs")
+    ok = [r for r in pooled if r.ok]
+    cok = [r for r in cold if r.ok]
+    if not ok or not cok:
+        raise RuntimeError("calibration VMs failed; run `guestpool scan` on the fleet to see why")
+    return Measured(
+        pool_size=pool_size,
+        boot=statistics.fmean(boots + [r.timings["boot"] for r in cok]),
+        attach_detach=statistics.fmean(r.timings["attach"] + r.timings["detach"] for r in ok),
+        work=statistics.fmean(r.timings["inspect"] for r in ok),
+        cold_work=statistics.fmean(r.timings["inspect"] for r in cok),
+        samples=len(ok) + len(cok),
+    )
+
+
+async def run_both(vms: Sequence[VM], budget: float, pool_size: int,
+                   inspectors: Sequence[str] | None) -> dict[str, RoundReport]:
+    fleet = one_group(vms)
+    out = {}
+    for strategy in ("pooled", "cold"):
+        pool = Pool(pool_size, strategy=strategy, max_jobs=10**6)
+        out[strategy] = await run_round(fleet, budget=budget, pool=pool, inspectors=inspectors)
+    return out
+
+
+def within(predicted: float, measured: int, tolerance: float = 0.25) -> bool:
+    return measured > 0 and abs(predicted - measured) / measured <= tolerance
