@@ -34,7 +34,7 @@ from .errors import FleetError, SetupError
 from .fleet import VM, Disk, write_manifest
 from .paths import cache_dir
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
 # Share of each kind in a large fleet (the first VMs cover every kind once).
 WEIGHTS = {"debian": 5, "fedora": 2, "alpine": 2, "lvm": 1, "twodisk": 1, "data": 1}
@@ -348,7 +348,7 @@ def build_vm(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None) -> di
         truth["filesystems"] = fs_truth
     vm = VM(spec.name, tuple(Disk(os.path.relpath(d.path, outdir), d.format) for d in disks),
             tags=(spec.kind,), trust_group=f"tenant-{spec.index % 3}",
-            clone_of="debian-template" if spec.kind == "debian" else None)
+            clone_of={"debian": "debian-template", "lvm": "lvm-template"}.get(spec.kind))
     return {"vm": vm.to_dict(), "truth": truth}
 
 

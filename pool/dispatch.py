@@ -7,7 +7,9 @@ unknown state) and the round reports what it covered and what it did not reach.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import anyio
 
 from .fleet import VM
-from .pool import InspectResult, Pool, Strategy
+from .pool import InspectResult, Pool, Strategy, batchable
 from .store import Store
 
 ResultHook = Callable[[InspectResult], None]
@@ -100,6 +102,19 @@ class RoundReport:
         }
 
 
+def take_batch(queue: deque[VM], size: int, window: int = 64) -> list[VM]:
+    """The next VM and up to ``size - 1`` compatible ones from the next ``window``."""
+    chunk = [queue.popleft()]
+    if size > 1:
+        for vm in list(itertools.islice(queue, window)):
+            if len(chunk) >= size:
+                break
+            if batchable([*chunk, vm]):
+                chunk.append(vm)
+                queue.remove(vm)
+    return chunk
+
+
 def order_fleet(vms: Sequence[VM], last_scanned: Mapping[str, float | None] | None = None,
                 bucket: float = STALENESS_BUCKET_S) -> list[VM]:
     """Priority first, then never scanned, then the stalest; within one staleness
@@ -123,6 +138,7 @@ async def run_round(
     accel: str | None = None,
     store: Store | None = None,
     pool: Pool | None = None,
+    batch: int = 1,
     stop: anyio.Event | None = None,
     on_result: ResultHook | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -132,7 +148,9 @@ async def run_round(
     ``pool`` (not yet entered) replaces the one built from ``pool_size``,
     ``strategy`` and ``accel``. With a ``store``, VMs are ordered by staleness,
     every result is committed as it arrives (with its drift), and measured costs
-    are kept for the next plan. Setting ``stop`` lets in-flight jobs finish and starts no new ones.
+    are kept for the next plan. ``batch`` > 1 attaches that many compatible VMs
+    (one trust group, no clones of one template) to an appliance at once.
+    Setting ``stop`` lets in-flight jobs finish and starts no new ones.
     """
     report = RoundReport(budget=budget, strategy=strategy)
     start = anyio.current_time()
@@ -150,22 +168,24 @@ async def run_round(
     with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)):
         async with pool:
             report.accel = pool.accel
-            send, receive = anyio.create_memory_object_stream[VM](len(todo))
-            for vm in todo:
-                send.send_nowait(vm)
-            send.close()
+            queue = deque(todo)
 
             async def runner() -> None:
-                async for vm in receive:
+                while queue:
                     if stop is not None and stop.is_set():
                         report.stopped = True
                         return
-                    result = await pool.inspect(vm, inspectors)
-                    report.results.append(result)
-                    if store is not None:
-                        report.drift += store.record(report.round_id, result)
-                    if on_result is not None:
-                        on_result(result)
+                    chunk = take_batch(queue, batch)
+                    if len(chunk) == 1:
+                        results = [await pool.inspect(chunk[0], inspectors)]
+                    else:
+                        results = await pool.inspect_batch(chunk, inspectors)
+                    for result in results:
+                        report.results.append(result)
+                        if store is not None:
+                            report.drift += store.record(report.round_id, result)
+                        if on_result is not None:
+                            on_result(result)
 
             async with anyio.create_task_group() as tg:
                 for _ in range(pool.size):

@@ -307,6 +307,74 @@ class Pool:
         self._emit("job_done", vm=vm.name, ok=result.ok, error=result.error)
         return result
 
+    async def inspect_batch(self, vms: Sequence[VM],
+                            inspectors: Sequence[str | dict[str, Any]] | None = None
+                            ) -> list[InspectResult]:
+        """Inspect several VMs on one appliance: attach all their disks at once,
+        inspect each VM on its own devices, detach all at once.
+
+        The VMs must share a trust group and must not be clones of one template
+        (clones share filesystem and LVM UUIDs; see :func:`batchable`). On an
+        image or appliance problem the batch falls back to one VM at a time.
+        """
+        if len(vms) <= 1 or self.strategy == "cold":
+            return [await self.inspect(vm, inspectors) for vm in vms]
+        if not batchable(vms):
+            raise GuestpoolError("these VMs cannot share an appliance: mixed trust groups "
+                                 "or clones of one template")
+        specs = _specs(inspectors)
+        start = anyio.current_time()
+        app = await self._acquire(vms[0].trust_group, set())
+        waited = anyio.current_time() - start
+        labels = {vm.name: [f"d{next(self._labels)}" for _ in vm.disks] for vm in vms}
+        disks = [{"label": lb, "path": d.path, "format": d.format}
+                 for vm in vms for lb, d in zip(labels[vm.name], vm.disks, strict=True)]
+        all_labels = [lb for vm in vms for lb in labels[vm.name]]
+        results: list[InspectResult] = []
+        healthy = False
+        try:
+            t = anyio.current_time()
+            try:
+                await app.call("attach", self.op_timeout, disks=disks)
+            except ImageError:
+                await app.call("detach", self.op_timeout, labels=all_labels)
+                healthy = True
+                raise
+            attach = (anyio.current_time() - t) / len(vms)
+            self.stats.attaches += len(disks)
+            inspect_times = []
+            for vm in vms:
+                t = anyio.current_time()
+                deadline = sum(s["deadline"] for s in specs) + 30
+                out = await app.call("inspect", deadline, vm=vm.name, labels=labels[vm.name],
+                                     inspectors=specs)
+                inspect_times.append(anyio.current_time() - t)
+                results.append(InspectResult(vm.name, True, out, appliance=app.id,
+                                             qemu_pid=app.qemu_pid, attempts=1))
+            t = anyio.current_time()
+            await app.call("detach", self.op_timeout, labels=all_labels)
+            detach = (anyio.current_time() - t) / len(vms)
+            self.stats.detaches += len(disks)
+            healthy = True
+        except (ImageError, ApplianceError) as e:
+            log.info("batch of %d VMs fell back to one at a time: %s", len(vms), e)
+            results = []
+        finally:
+            with anyio.CancelScope(shield=True):
+                if healthy:
+                    await self._release(app)
+                else:
+                    await self._retire(app, "error")
+        if not results:
+            return [await self.inspect(vm, inspectors) for vm in vms]
+        for r, w in zip(results, inspect_times, strict=True):
+            r.timings = {"wait": waited, "attach": attach, "inspect": w, "detach": detach,
+                         "total": waited + attach + w + detach}
+            self.stats.jobs += 1
+            self.stats.job_phases.append(dict(r.timings))
+            self._emit("job_done", vm=r.vm, ok=True, error=None)
+        return results
+
     async def _inspect_pooled(self, vm: VM, specs: list[dict[str, Any]], result: InspectResult,
                               tried: set[int]) -> None:
         t0 = anyio.current_time()
@@ -387,6 +455,13 @@ def _specs(inspectors: Sequence[str | dict[str, Any]] | None) -> list[dict[str, 
             spec["deadline"] = float(spec.get("deadline") or cls.deadline)
         out.append(spec)
     return out
+
+
+def batchable(vms: Sequence[VM]) -> bool:
+    """Whether these VMs may share an appliance at once: one trust group, and no two
+    clones of one template (they share filesystem and LVM UUIDs)."""
+    templates = [vm.clone_of for vm in vms if vm.clone_of]
+    return len({vm.trust_group for vm in vms}) <= 1 and len(templates) == len(set(templates))
 
 
 def mean(xs: Sequence[float]) -> float:

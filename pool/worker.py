@@ -134,15 +134,15 @@ class Worker:
         return self.g, self.qmp
 
     def op_attach(self, disks: list[dict[str, str]]) -> dict[str, str]:
-        g, qmp = self._booted()
-        out = {}
+        """Hot-add every disk, then wait once for all of them: the guest's SCSI
+        scan of several disks overlaps instead of adding up."""
+        _, qmp = self._booted()
         for disk in disks:
             label, path, fmt = disk["label"], disk["path"], disk["format"]
             if label in self.attached:
                 raise OpError("bad_request", f"label {label} already attached")
             _check_image(path)
             node, dev_id = f"gp-{label}", f"gpd-{label}"
-            before = set(g.list_devices())
             try:
                 qmp.command("blockdev-add", {
                     "driver": fmt, "node-name": node, "read-only": True,
@@ -155,41 +155,43 @@ class Worker:
                 qmp.command("device_add", {"driver": "scsi-hd", "drive": node, "bus": "scsi.0",
                                           "id": dev_id, "serial": label})
             except QMPError as e:
-                qmp.command("blockdev-del", {"node-name": node})
+                with contextlib.suppress(QMPError):
+                    qmp.command("blockdev-del", {"node-name": node})
                 raise OpError("appliance", f"device_add failed: {e}") from e
-            device = self._wait_new_device(before)
-            self.attached[label] = Attached(path, node, dev_id, device)
-            out[label] = device
-        return out
+            self.attached[label] = Attached(path, node, dev_id, "")
+        return self._wait_devices([d["label"] for d in disks])
 
-    def _wait_new_device(self, before: set[str]) -> str:
+    def _wait_devices(self, labels: list[str]) -> dict[str, str]:
+        """Appliance device of each label, from libguestfs's /dev/disk/guestfs names."""
         deadline = time.monotonic() + DEVICE_WAIT_S
         while time.monotonic() < deadline:
-            new = set(self.g.list_devices()) - before
-            if new:
-                return str(sorted(new)[0])
+            known = self.g.list_disk_labels()
+            if all(lb in known for lb in labels):
+                for lb in labels:
+                    self.attached[lb].device = known[lb]
+                return {lb: known[lb] for lb in labels}
             time.sleep(0.1)
-        raise OpError("appliance", f"attached disk did not appear in the appliance "
+        raise OpError("appliance", f"attached disks did not appear in the appliance "
                                    f"within {DEVICE_WAIT_S:.0f} s")
 
     def op_detach(self, labels: list[str]) -> dict[str, Any]:
+        """Release mounts, then unplug every disk and wait for the guest to let go."""
         g, qmp = self._booted()
         g.umount_all()
-        for label in labels:
-            att = self.attached.pop(label, None)
-            if att is None:
-                continue
-            try:
+        going = [self.attached.pop(lb) for lb in labels if lb in self.attached]
+        try:
+            for att in going:
                 qmp.command("device_del", {"id": att.device_id})
+            for att in going:
                 qmp.wait_event("DEVICE_DELETED", DEVICE_WAIT_S, device=att.device_id)
                 qmp.command("blockdev-del", {"node-name": att.node})
-            except QMPError as e:
-                raise OpError("appliance", f"detaching {att.path} failed: {e}") from e
-            deadline = time.monotonic() + DEVICE_WAIT_S
-            while att.device in g.list_devices():
-                if time.monotonic() > deadline:
-                    raise OpError("appliance", f"{att.device} still present after device_del")
-                time.sleep(0.05)
+        except QMPError as e:
+            raise OpError("appliance", f"detaching disks failed: {e}") from e
+        deadline = time.monotonic() + DEVICE_WAIT_S
+        while any(att.device and att.device in g.list_devices() for att in going):
+            if time.monotonic() > deadline:
+                raise OpError("appliance", "detached disks are still present in the appliance")
+            time.sleep(0.05)
         return {"attached": len(self.attached)}
 
     def op_inspect(self, vm: str, labels: list[str], inspectors: list[dict[str, Any]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 from conftest import DemoFleet, PoolThread
 
 from guestpool import VM, Disk
+from guestpool.bench.simulate import Costs, simulate
 from guestpool.demo import image_from_tree
 from guestpool.dispatch import run_round
 from guestpool.fleet import write_manifest
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.appliance
 
 async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
         demo_fleet: DemoFleet, tmp_path: Path) -> None:
-    good = [dataclasses.replace(v, trust_group="default") for v in demo_fleet.vms[:8]]
+    good = [dataclasses.replace(v, trust_group="default") for v in demo_fleet.vms]
     corrupt = tmp_path / "corrupt.qcow2"
     corrupt.write_bytes(b"QFI\xfb" + b"\0" * 1000)
     bad = [VM("bad-missing", (Disk(str(tmp_path / "gone.qcow2"), "qcow2"),), priority=5),
@@ -46,6 +48,13 @@ async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
     assert not {"bad-missing", "bad-corrupt"} & two  # recorded, not retried first
     for r in first.covered + second.covered:
         assert r.results["hostname"]["value"] == demo_fleet.truth[r.vm]["os"].get("hostname")
+    # the simulator, fed this round's measured costs, predicts its coverage within 25%
+    costs = Costs(boot=(statistics.fmean(second.boot_seconds), 0.5),
+                  **{k: (statistics.fmean(r.timings[k] for r in second.covered), 0.1)
+                     for k in ("attach", "inspect", "detach")})
+    simulated = simulate(len(good) - len(one), 1, budget, costs)
+    real = len([r for r in second.covered])
+    assert abs(len(simulated.covered) - real) <= max(1, 0.25 * real), (simulated.summary(), real)
 
 
 def test_sigkill_mid_round_loses_no_reported_result(demo_fleet: DemoFleet,
