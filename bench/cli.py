@@ -180,6 +180,39 @@ def bench_throughput(budget: float, pool: int | None, count: int, inspector_name
     console.print(f"wrote {folder}/throughput-{int(budget)}s.json, {', '.join(map(str, files))}")
 
 
+@bench.command("batch")
+@click.option("--sizes", default="1,2,4", show_default=True, help="Batch sizes to compare.")
+@click.option("--count", type=click.IntRange(min=2), default=12, show_default=True)
+@click.option("--inspectors", "inspector_names", default="os,filesystems", show_default=True)
+@results_option
+def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | None) -> None:
+    """Per-VM cost of attaching 1, 2, 4… VMs to one appliance at once."""
+    from guestpool.demo import generate
+    from guestpool.fleet import load_manifest
+
+    from .batching import measure_batching
+
+    try:
+        size_list = [int(x) for x in sizes.split(",") if x]
+    except ValueError:
+        raise GuestpoolError(f"--sizes takes whole numbers like 1,2,4, got {sizes!r}") from None
+    if not size_list or min(size_list) < 1:
+        raise GuestpoolError("--sizes must list batch sizes of at least 1")
+    folder = results_dir(results)
+    vms = load_manifest(generate(data_dir() / f"bench-fleet-{count}", count)).vms
+    names = [s for s in inspector_names.split(",") if s]
+    rows = anyio.run(lambda: measure_batching(vms, size_list, names), backend="trio")
+    table = Table(title=f"batching: {count} VMs on one appliance ({inspector_names})")
+    for col in ("batch size", "VMs ok", "batches", "seconds", "per VM"):
+        table.add_column(col)
+    for size, r in rows.items():
+        table.add_row(str(size), str(r["vms"]), str(r["batches"]), f"{r['seconds']:.1f}",
+                      f"{r['per_vm']:.2f} s")
+    out.print(table)
+    (folder / "batching.json").write_text(json.dumps(rows, indent=1))
+    console.print(f"wrote {folder / 'batching.json'}")
+
+
 @bench.command("simulate")
 @click.option("--vms", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--pool", type=click.IntRange(min=1), default=32, show_default=True)

@@ -7,10 +7,13 @@ inspector's deadline, because all guest data is hostile.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from guestpool.errors import InspectorError
@@ -265,18 +268,38 @@ class Guest:
                 "gid": st["st_gid"], "mtime": st["st_mtime_sec"]}
 
     def listdir(self, path: str, limit: int = 10_000) -> list[str]:
+        """Names in a folder. A name that is not UTF-8 comes back with its bad
+        bytes escaped (``\\xff``); such a name cannot be opened by later calls."""
         self.check_deadline()
         try:
             names: list[str] = self._g.ls(path)
+        except UnicodeDecodeError:
+            names = self._raw_names(path)
         except RuntimeError as e:
             raise GuestReadError(f"{path}: {e}") from None
         return names[:limit]
+
+    def _raw_names(self, path: str) -> list[str]:
+        with tempfile.NamedTemporaryFile(prefix="gp-ls0-") as tmp:
+            try:
+                self._g.ls0(path, tmp.name)
+            except RuntimeError as e:
+                raise GuestReadError(f"{path}: {e}") from None
+            data = Path(tmp.name).read_bytes()[: 16 * 1024 * 1024]
+        return [n.decode("utf-8", "backslashreplace") for n in data.split(b"\0") if n]
 
     def glob(self, pattern: str, limit: int = 1000) -> list[str]:
         """Paths matching a shell pattern, at most ``limit``."""
         self.check_deadline()
         try:
             paths: list[str] = self._g.glob_expand(pattern)
+        except UnicodeDecodeError:  # a name that is not UTF-8: match folder by folder
+            folder, _, leaf = pattern.rpartition("/")
+            try:
+                names = self.listdir(folder or "/", limit=100_000)
+            except GuestReadError:
+                return []
+            paths = [f"{folder}/{n}" for n in names if fnmatch.fnmatchcase(n, leaf)]
         except RuntimeError:
             return []
         return paths[:limit]

@@ -140,6 +140,8 @@ class UsersInspector(Inspector):
     class Options:
         max_accounts: int = 10_000
         max_keys_per_user: int = 100
+        #: homes probed for authorized_keys (each probe is an appliance round trip)
+        max_key_homes: int = 200
 
     def run(self, guest: Guest, options: UsersInspector.Options) -> Any:
         if guest.mount() is None:
@@ -160,10 +162,16 @@ class UsersInspector(Inspector):
         except GuestReadError:
             pass
         keys: dict[str, list[dict[str, Any]]] = {}
+        homes = 0
         for acc in accounts:
             home = acc["home"] if acc["home"].startswith("/") else None
             if home is None or acc["shell"].endswith(("nologin", "false")):
                 continue
+            homes += 1
+            if homes > options.max_key_homes:
+                keys["..."] = [{"type": "capped", "fingerprint": None,
+                                "comment": f"more than {options.max_key_homes} homes"}]
+                break
             path = home.rstrip("/") + "/.ssh/authorized_keys"
             try:
                 lines = guest.read_lines(path, MiB, options.max_keys_per_user)

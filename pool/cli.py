@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .accel import ACCEL_CHOICES
+from .dispatch import DEFAULT_BATCH
 from .errors import GuestpoolError
 from .paths import data_dir
 
@@ -103,15 +104,17 @@ def inspectors_list() -> None:
     out.print(table)
 
 
-def _scan(manifest: Path, budget: float, inspector_names: str | None, pool: int | None,
+def _scan(manifest: str, budget: float, inspector_names: str | None, pool: int | None,
           strategy: str, accel: str | None, as_json: bool, store_path: Path | None,
-          plan_only: bool = False) -> int:
+          batch: int = 1, allow_format_mismatch: bool = False, plan_only: bool = False) -> int:
     from .dispatch import plan_round, run_round
-    from .fleet import load_manifest
     from .pool import default_pool_size
+    from .sources import open_source, safety_policy
     from .store import Store
 
-    vms = load_manifest(manifest).vms
+    source = open_source(manifest)
+    vms = source.load()
+    safety = safety_policy(source, allow_format_mismatch)
     names = [s for s in inspector_names.split(",") if s] if inspector_names else None
     if names is not None:
         from guestpool.inspectors.registry import resolve
@@ -150,7 +153,7 @@ def _scan(manifest: Path, budget: float, inspector_names: str | None, pool: int 
     report = anyio.run(lambda: run_round(vms, budget=budget, inspectors=names, pool_size=pool,
                                          strategy=strategy,  # type: ignore[arg-type]
                                          accel=accel, store=store, on_result=on_result,
-                                         on_event=on_event),
+                                         on_event=on_event, batch=batch, safety=safety),
                        backend="trio")
     store.close()
     _print_report(report, as_json)
@@ -225,6 +228,10 @@ scan_options = [
     click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
     click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
                  help="Results store (SQLite; default: the data folder's guestpool.db)."),
+    click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
+                 help="VMs attached to one appliance at once (compatible VMs only)."),
+    click.option("--allow-format-mismatch", is_flag=True,
+                 help="Accept raw-declared images that carry another format's header."),
 ]
 
 
@@ -240,22 +247,27 @@ def _with(options: list[Any]) -> Callable[[F], F]:
 
 
 @cli.command()
-@click.argument("manifest", type=click.Path(path_type=Path))
+@click.argument("fleet")
 @_with(scan_options)
 @click.option("--plan", "plan_only", is_flag=True, help="Print the capacity plan only.")
-def scan(manifest: Path, **kw: Any) -> None:
-    """Inspect the VMs of a fleet manifest within a time budget."""
+def scan(fleet: str, **kw: Any) -> None:
+    """Inspect a fleet within a time budget.
+
+    FLEET is a manifest (.json/.toml), folder:PATH, nova:PATH (a Nova instances
+    folder) or libvirt:URI (libvirt: alone means qemu:///system).
+    """
+    manifest = fleet
     sys.exit(_scan(manifest, **kw))
 
 
 @cli.command()
-@click.argument("manifest", type=click.Path(path_type=Path))
+@click.argument("manifest")
 @click.option("--interval", type=click.FloatRange(min=10), default=300.0, show_default=True,
               help="Seconds from one round's start to the next.")
 @click.option("--rounds", type=click.IntRange(min=1), default=None,
               help="Stop after this many rounds (default: run until SIGINT/SIGTERM).")
 @_with(scan_options)
-def monitor(manifest: Path, interval: float, rounds: int | None, budget: float,
+def monitor(manifest: str, interval: float, rounds: int | None, budget: float,
             **kw: Any) -> None:
     """Scan the fleet every INTERVAL seconds, keep history, report drift.
 
@@ -368,7 +380,7 @@ def quickstart(count: int, directory: Path | None, **kw: Any) -> None:
 
     directory = directory or data_dir() / "demo-fleet"
     manifest = generate(directory, count, progress=lambda m: console.print(m))
-    code = _scan(manifest, **kw)
+    code = _scan(str(manifest), **kw)
     # a demo round that ran out of budget did its job; failures still count
     sys.exit(EXIT_OK if code == EXIT_INCOMPLETE else code)
 

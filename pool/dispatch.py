@@ -18,11 +18,13 @@ import anyio
 
 from .fleet import VM
 from .pool import InspectResult, Pool, Strategy, batchable
+from .safety import SafetyPolicy
 from .store import Store
 
 ResultHook = Callable[[InspectResult], None]
 SHUTDOWN_RESERVE_S = 2.0
 STALENESS_BUCKET_S = 300.0
+DEFAULT_BATCH = 1  # bench/README.md: batching measured no better per VM under TCG
 DEFAULT_COSTS = {"boot": 20.0, "job": 5.0}  # TCG on 2 cores, measured 2026-11-22
 
 
@@ -138,7 +140,8 @@ async def run_round(
     accel: str | None = None,
     store: Store | None = None,
     pool: Pool | None = None,
-    batch: int = 1,
+    safety: SafetyPolicy | None = None,
+    batch: int = DEFAULT_BATCH,
     stop: anyio.Event | None = None,
     on_result: ResultHook | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -156,7 +159,8 @@ async def run_round(
     start = anyio.current_time()
     todo = order_fleet(vms, store.last_scanned() if store else None)
     if pool is None:
-        pool = Pool(pool_size, strategy=strategy, accel=accel, on_event=on_event)
+        pool = Pool(pool_size, strategy=strategy, accel=accel, on_event=on_event,
+                    safety=safety or SafetyPolicy())
     strategy = pool.strategy
     report.strategy = strategy
     report.pool_size = pool.size

@@ -40,6 +40,8 @@ class VM:
     trust_group: str = "default"
     priority: int = 0
     clone_of: str | None = None
+    #: The VM is running: its disks are read without qemu's lock and may be inconsistent.
+    live: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -51,6 +53,8 @@ class VM:
         }
         if self.clone_of:
             d["clone_of"] = self.clone_of
+        if self.live:
+            d["live"] = True
         return d
 
     @classmethod
@@ -71,6 +75,7 @@ class VM:
                 trust_group=str(d.get("trust_group", "default")),
                 priority=int(d.get("priority", 0)),
                 clone_of=d.get("clone_of"),
+                live=bool(d.get("live", False)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FleetError(f"bad VM entry {d!r:.120}: {e}") from e

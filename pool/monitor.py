@@ -11,17 +11,20 @@ import anyio
 from rich.console import Console
 
 from .dispatch import run_round
-from .fleet import load_manifest
+from .sources import open_source, safety_policy
 from .store import Store
 
 console = Console(stderr=True)
 
 
-def run_monitor(manifest: Path, *, interval: float, rounds: int | None, budget: float,
+def run_monitor(manifest: str, *, interval: float, rounds: int | None, budget: float,
                 inspector_names: str | None, pool: int | None, strategy: str,
-                accel: str | None, as_json: bool, store_path: Path | None) -> int:
+                accel: str | None, as_json: bool, store_path: Path | None, batch: int = 1,
+                allow_format_mismatch: bool = False) -> int:
     names = [s for s in inspector_names.split(",") if s] if inspector_names else None
     store = Store(store_path)
+    source = open_source(manifest)
+    safety = safety_policy(source, allow_format_mismatch)
 
     async def main() -> None:
         stop = anyio.Event()
@@ -40,10 +43,11 @@ def run_monitor(manifest: Path, *, interval: float, rounds: int | None, budget: 
             while not stop.is_set() and (rounds is None or n < rounds):
                 n += 1
                 started = time.monotonic()
-                vms = load_manifest(manifest).vms  # re-read: the fleet changes
+                vms = source.load()  # re-read: the fleet changes between rounds
                 report = await run_round(vms, budget=budget, inspectors=names, pool_size=pool,
                                          strategy=strategy,  # type: ignore[arg-type]
-                                         accel=accel, store=store, stop=stop)
+                                         accel=accel, store=store, stop=stop, batch=batch,
+                                         safety=safety)
                 _print_round(n, report, as_json)
                 wait = interval - (time.monotonic() - started)
                 if rounds is not None and n >= rounds:

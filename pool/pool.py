@@ -29,6 +29,7 @@ from .appliance import Appliance
 from .errors import ApplianceError, GuestpoolError, ImageError, InspectorError, SetupError
 from .fleet import VM
 from .host import available_memory_mb
+from .safety import SafetyPolicy, check_vm
 
 log = logging.getLogger("guestpool")
 
@@ -75,6 +76,8 @@ class InspectResult:
     strategy: str = "pooled"
     attempts: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    #: "possibly inconsistent" when the VM was running and read without its lock
+    live: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -89,7 +92,8 @@ class Pool:
     ``size`` appliances are kept booted; ``max_jobs`` retires an appliance
     after that many VMs; ``max_rss_mb`` retires one whose qemu grew past it.
     ``trust`` is ``"group"`` (an appliance serves one trust group for life) or
-    ``"strict"`` (one VM per appliance).
+    ``"strict"`` (one VM per appliance). ``safety`` is checked on the host before
+    any disk reaches qemu (``None`` turns the checks off: only for simulations).
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class Pool:
         op_timeout: float = OP_TIMEOUT_S,
         boot_timeout: float = BOOT_TIMEOUT_S,
         on_event: EventHook | None = None,
+        safety: SafetyPolicy | None = SafetyPolicy(),  # noqa: B008 (frozen, shared safely)
     ) -> None:
         if size is not None and size < 1:
             raise SetupError(f"pool size must be at least 1, got {size}")
@@ -120,6 +125,7 @@ class Pool:
         self.memsize, self.smp = memsize, smp
         self.max_jobs, self.max_rss_mb, self.trust = max_jobs, max_rss_mb, trust
         self.op_timeout, self.boot_timeout = op_timeout, boot_timeout
+        self.safety = safety
         self.stats = Stats()
         self.appliances: dict[int, Appliance] = {}
         self._on_event = on_event
@@ -281,9 +287,17 @@ class Pool:
         ``ok=False`` and ``error.kind == "image"``; they are not retried.
         """
         specs = _specs(inspectors)
-        result = InspectResult(vm.name, False, strategy=self.strategy)
+        result = InspectResult(vm.name, False, strategy=self.strategy,
+                               live="possibly inconsistent" if vm.live else None)
         tried: set[int] = set()
         start = anyio.current_time()
+        try:
+            vm = await self._checked(vm)
+        except ImageError as e:
+            result.error = {"kind": "image", "message": str(e)}
+            self.stats.failures["image"] += 1
+            self._emit("job_done", vm=vm.name, ok=False, error=result.error)
+            return result
         for attempt in (1, 2):
             result.attempts = attempt
             try:
@@ -323,11 +337,15 @@ class Pool:
             raise GuestpoolError("these VMs cannot share an appliance: mixed trust groups "
                                  "or clones of one template")
         specs = _specs(inspectors)
+        try:
+            vms = [await self._checked(vm) for vm in vms]
+        except ImageError:
+            return [await self.inspect(vm, inspectors) for vm in vms]
         start = anyio.current_time()
         app = await self._acquire(vms[0].trust_group, set())
         waited = anyio.current_time() - start
         labels = {vm.name: [f"d{next(self._labels)}" for _ in vm.disks] for vm in vms}
-        disks = [{"label": lb, "path": d.path, "format": d.format}
+        disks = [{"label": lb, "path": d.path, "format": d.format, "live": vm.live}
                  for vm in vms for lb, d in zip(labels[vm.name], vm.disks, strict=True)]
         all_labels = [lb for vm in vms for lb in labels[vm.name]]
         results: list[InspectResult] = []
@@ -375,6 +393,11 @@ class Pool:
             self._emit("job_done", vm=r.vm, ok=True, error=None)
         return results
 
+    async def _checked(self, vm: VM) -> VM:
+        if self.safety is None:
+            return vm
+        return await anyio.to_thread.run_sync(check_vm, vm, self.safety)
+
     async def _inspect_pooled(self, vm: VM, specs: list[dict[str, Any]], result: InspectResult,
                               tried: set[int]) -> None:
         t0 = anyio.current_time()
@@ -383,7 +406,7 @@ class Pool:
         result.appliance, result.qemu_pid = app.id, app.qemu_pid
         result.timings["wait"] = anyio.current_time() - t0
         labels = [f"d{next(self._labels)}" for _ in vm.disks]
-        disks = [{"label": lb, "path": d.path, "format": d.format}
+        disks = [{"label": lb, "path": d.path, "format": d.format, "live": vm.live}
                  for lb, d in zip(labels, vm.disks, strict=True)]
         healthy = False
         try:
@@ -418,8 +441,9 @@ class Pool:
             self.appliances[app.id] = app
             app.state = "busy"
             try:
-                disks = [{"label": f"d{i}", "path": d.path, "format": d.format}
-                         for i, d in enumerate(vm.disks)]
+                # libguestfs drive labels are letters only
+                disks = [{"label": f"disk{chr(ord('a') + i % 26)}", "path": d.path,
+                          "format": d.format} for i, d in enumerate(vm.disks)]
                 deadline = self.boot_timeout + sum(s["deadline"] for s in specs)
                 reply = await app.call("cold", deadline, vm=vm.name, disks=disks,
                                        inspectors=specs, accel=self.accel,

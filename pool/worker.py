@@ -133,7 +133,7 @@ class Worker:
             raise OpError("bad_request", "appliance not booted")
         return self.g, self.qmp
 
-    def op_attach(self, disks: list[dict[str, str]]) -> dict[str, str]:
+    def op_attach(self, disks: list[dict[str, Any]]) -> dict[str, str]:
         """Hot-add every disk, then wait once for all of them: the guest's SCSI
         scan of several disks overlaps instead of adding up."""
         _, qmp = self._booted()
@@ -143,10 +143,12 @@ class Worker:
                 raise OpError("bad_request", f"label {label} already attached")
             _check_image(path)
             node, dev_id = f"gp-{label}", f"gpd-{label}"
+            # a running VM's qemu holds a write lock: share it, never take it
+            share = {"force-share": True} if disk.get("live") else {}
             try:
                 qmp.command("blockdev-add", {
-                    "driver": fmt, "node-name": node, "read-only": True,
-                    "file": {"driver": "file", "filename": path, "read-only": True}})
+                    "driver": fmt, "node-name": node, "read-only": True, **share,
+                    "file": {"driver": "file", "filename": path, "read-only": True, **share}})
             except QMPDead as e:
                 raise OpError("appliance", f"qemu did not answer: {e}") from e
             except QMPError as e:
@@ -239,7 +241,8 @@ class Worker:
             for disk in disks:
                 _check_image(disk["path"])
                 try:
-                    g.add_drive_ro(disk["path"], format=disk["format"], label=disk["label"])
+                    g.add_drive_opts(disk["path"], readonly=True, format=disk["format"],
+                                     label=disk["label"])
                 except RuntimeError as e:
                     raise OpError("image", f"{disk['path']}: {e}") from e
             try:

@@ -26,13 +26,15 @@ pytestmark = pytest.mark.appliance
 
 async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
         demo_fleet: DemoFleet, tmp_path: Path) -> None:
-    good = [dataclasses.replace(v, trust_group="default") for v in demo_fleet.vms]
+    # four copies of the demo fleet: more than two rounds can cover
+    good = [dataclasses.replace(v, name=f"{v.name}-{copy}", trust_group="default")
+            for copy in "abcd" for v in demo_fleet.vms]
     corrupt = tmp_path / "corrupt.qcow2"
     corrupt.write_bytes(b"QFI\xfb" + b"\0" * 1000)
     bad = [VM("bad-missing", (Disk(str(tmp_path / "gone.qcow2"), "qcow2"),), priority=5),
            VM("bad-corrupt", (Disk(str(corrupt), "qcow2"),), priority=5)]
     store = Store(tmp_path / "r.db")
-    budget = 50.0
+    budget = 45.0
     first = await run_round(good + bad, budget=budget, pool_size=1, inspectors=["hostname"],
                             store=store)
     assert first.overrun <= 3.0
@@ -47,7 +49,8 @@ async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
     assert one.isdisjoint(two), (one, two)
     assert not {"bad-missing", "bad-corrupt"} & two  # recorded, not retried first
     for r in first.covered + second.covered:
-        assert r.results["hostname"]["value"] == demo_fleet.truth[r.vm]["os"].get("hostname")
+        truth = demo_fleet.truth[r.vm.rsplit("-", 1)[0]]
+        assert r.results["hostname"]["value"] == truth["os"].get("hostname")
     # the simulator, fed this round's measured costs, predicts its coverage within 25%
     costs = Costs(boot=(statistics.fmean(second.boot_seconds), 0.5),
                   **{k: (statistics.fmean(r.timings[k] for r in second.covered), 0.1)

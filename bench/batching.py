@@ -1,0 +1,37 @@
+"""Does attaching several VMs to one appliance at once lower the per-VM cost?
+
+One appliance, booted once; the same VMs inspected with each batch size in
+turn; per-VM cost = wall time of the jobs / VMs (boot excluded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+
+import anyio
+
+from guestpool.dispatch import take_batch
+from guestpool.fleet import VM
+from guestpool.pool import Pool
+
+
+async def measure_batching(vms: Sequence[VM], sizes: Sequence[int],
+                           inspectors: Sequence[str] | None) -> dict[int, dict[str, float]]:
+    fleet = [dataclasses.replace(vm, trust_group="bench") for vm in vms]
+    out: dict[int, dict[str, float]] = {}
+    async with Pool(1, max_jobs=10**6) as pool:
+        for size in sizes:
+            queue = deque(fleet)
+            start = anyio.current_time()
+            done = batches = 0
+            while queue:
+                chunk = take_batch(queue, size)
+                results = await pool.inspect_batch(chunk, inspectors)
+                done += sum(r.ok for r in results)
+                batches += 1
+            elapsed = anyio.current_time() - start
+            out[size] = {"vms": done, "batches": batches, "seconds": elapsed,
+                         "per_vm": elapsed / max(done, 1)}
+    return out
