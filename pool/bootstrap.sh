@@ -17,7 +17,8 @@ die() { echo "guestpool bootstrap: $*" >&2; exit 1; }
 # Debian's python3 matches the ABI of Debian's libguestfs bindings exactly.
 python=/usr/bin/python3
 system_packages=(libguestfs-tools python3-guestfs qemu-utils python3-venv e2fsprogs
-                 fdisk lvm2 xfsprogs btrfs-progs dosfstools procps)
+                 fdisk lvm2 xfsprogs btrfs-progs dosfstools procps
+                 libvirt-daemon-system python3-libvirt)
 
 missing=()
 for p in "${system_packages[@]}"; do
@@ -50,14 +51,17 @@ fi
 echo "guestpool bootstrap: creating $venv" >&2
 [[ -x $venv/bin/python ]] || "$python" -m venv "$venv" || die "could not create $venv (package python3-venv)"
 
-# Bring in only the libguestfs bindings from dist-packages, not all of Debian's modules.
+# Bring in only the libguestfs and libvirt bindings from dist-packages, not all of
+# Debian's modules.
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 mkdir -p "$venv/guestfs-bindings"
-for f in "$bindings_dir"/guestfs.py "$bindings_dir"/libguestfsmod*.so; do
-    ln -sf "$f" "$venv/guestfs-bindings/$(basename "$f")"
+for f in "$bindings_dir"/guestfs.py "$bindings_dir"/libguestfsmod*.so \
+         "$bindings_dir"/libvirt.py "$bindings_dir"/libvirt_qemu.py "$bindings_dir"/libvirtaio.py \
+         "$bindings_dir"/libvirtmod.cpython*.so "$bindings_dir"/libvirtmod_qemu.cpython*.so; do
+    [[ -e $f ]] && ln -sf "$f" "$venv/guestfs-bindings/$(basename "$f")"
 done
 echo "$venv/guestfs-bindings" > "$site/guestfs-bindings.pth"
-"$venv/bin/python" -c 'import guestfs' || die "the venv cannot import guestfs"
+"$venv/bin/python" -c 'import guestfs, libvirt' || die "the venv cannot import guestfs and libvirt"
 
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null || die "pip upgrade failed (PyPI reachable?)"
 "$venv/bin/python" -m pip install -q -e "$here$extras" || die "pip install of guestpool failed"

@@ -31,8 +31,10 @@ async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
             for copy in "abcd" for v in demo_fleet.vms]
     corrupt = tmp_path / "corrupt.qcow2"
     corrupt.write_bytes(b"QFI\xfb" + b"\0" * 1000)
-    bad = [VM("bad-missing", (Disk(str(tmp_path / "gone.qcow2"), "qcow2"),), priority=5),
-           VM("bad-corrupt", (Disk(str(corrupt), "qcow2"),), priority=5)]
+    # named to sort first among never-scanned VMs of their trust group
+    bad = [VM("bad-missing", (Disk(str(tmp_path / "gone.qcow2"), "qcow2"),),
+              trust_group="default"),
+           VM("bad-corrupt", (Disk(str(corrupt), "qcow2"),), trust_group="default")]
     store = Store(tmp_path / "r.db")
     budget = 45.0
     first = await run_round(good + bad, budget=budget, pool_size=1, inspectors=["hostname"],

@@ -1,0 +1,175 @@
+"""Fleet sources: manifest, folder, Nova instance folders, a real libvirtd."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DemoFleet
+
+from guestpool.dispatch import run_round
+from guestpool.sources import (
+    GUESTPOOL_XMLNS,
+    FolderSource,
+    LibvirtSource,
+    NovaSource,
+    domain_to_vm,
+    open_source,
+    safety_policy,
+)
+
+URI = "qemu:///system"
+
+
+def by_kind(fleet: DemoFleet, kind: str) -> int:
+    return next(i for i, v in enumerate(fleet.vms) if fleet.truth[v.name]["kind"] == kind)
+
+
+@pytest.fixture(scope="module")
+def nova(demo_fleet: DemoFleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A compute node's layout: _base holds raw base images, instances are qcow2 overlays."""
+    root = tmp_path_factory.mktemp("nova") / "instances"
+    (root / "_base").mkdir(parents=True)
+    for i in (by_kind(demo_fleet, "debian"), by_kind(demo_fleet, "alpine")):
+        vm = demo_fleet.vms[i]
+        base = root / "_base" / f"{i:040x}"
+        subprocess.run(["qemu-img", "convert", "-f", vm.disks[0].format, "-O", "raw",
+                        vm.disks[0].path, str(base)], check=True)
+        inst = root / str(uuid.UUID(int=i + 1))
+        inst.mkdir()
+        disk = inst / "disk"
+        subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", str(base), "-F", "raw",
+                        str(disk)], check=True, capture_output=True)
+        (inst / "disk.info").write_text(json.dumps({str(disk): "qcow2"}))
+        (inst / "libvirt.xml").write_text(
+            '<domain xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1"><metadata>'
+            f'<nova:instance><nova:owner><nova:project uuid="p{i}">demo</nova:project>'
+            f'</nova:owner></nova:instance></metadata><name>{vm.name}</name></domain>')
+    (root / "locks").mkdir()
+    return root
+
+
+def test_nova_layout_is_listed(nova: Path) -> None:
+    src = open_source(f"nova:{nova}")
+    assert isinstance(src, NovaSource)
+    vms = src.load()
+    assert len(vms) == 2
+    assert all(v.disks[0].format == "qcow2" and v.trust_group.startswith("project-p")
+               for v in vms)
+    assert str(nova / "_base") in src.allowed_roots
+
+
+def test_folder_source_reads_formats_from_extension_or_sidecar(tmp_path: Path) -> None:
+    (tmp_path / "a.qcow2").write_bytes(b"x")
+    (tmp_path / "b.img").write_bytes(b"x")
+    (tmp_path / "c.disk").write_bytes(b"x")
+    (tmp_path / "c.disk.json").write_text('{"format": "qcow2", "trust_group": "t9"}')
+    (tmp_path / "d.bin").write_bytes(b"x")  # no declared format: skipped, never guessed
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "root.raw").write_bytes(b"x")
+    (tmp_path / "e" / "data.qcow2").write_bytes(b"x")
+    vms = {v.name: v for v in FolderSource(tmp_path).load()}
+    assert set(vms) == {"a", "b", "c", "e"}
+    assert vms["b"].disks[0].format == "raw"
+    assert vms["c"].disks[0].format == "qcow2" and vms["c"].trust_group == "t9"
+    assert [d.format for d in vms["e"].disks] == ["qcow2", "raw"]
+
+
+def test_domain_xml_parsing() -> None:
+    xml = f"""<domain type='qemu'><name>web</name>
+      <metadata><gp:guestpool xmlns:gp='{GUESTPOOL_XMLNS}' trust_group='tenant-x'/></metadata>
+      <devices>
+        <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+          <source file='/v/web.qcow2'/><target dev='vda'/></disk>
+        <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+          <source file='/v/cd.iso'/><target dev='hdc'/></disk>
+        <disk type='block' device='disk'><driver name='qemu' type='raw'/>
+          <source dev='/dev/sdz'/><target dev='vdb'/></disk>
+      </devices></domain>"""
+    vm = domain_to_vm(xml, running=True)
+    assert vm is not None and vm.name == "web" and vm.live
+    assert [d.path for d in vm.disks] == ["/v/web.qcow2"]
+    assert vm.trust_group == "tenant-x"
+
+
+def _virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["virsh", "-c", URI, *args], input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> Iterator[None]:
+    """A real libvirtd: the running one, or one we start (and stop) ourselves."""
+    started = None
+    if _virsh("list", "--all").returncode != 0:
+        if shutil.which("libvirtd") is None or os.geteuid() != 0:
+            pytest.fail("libvirtd is not running and cannot be started: run as root after "
+                        "`bash pool/bootstrap.sh`")
+        started = subprocess.Popen(["libvirtd"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while _virsh("list", "--all").returncode != 0:
+            assert time.monotonic() < deadline, "libvirtd did not come up"
+            time.sleep(0.5)
+    yield
+    if started is not None:
+        started.terminate()
+        started.wait(timeout=30)
+
+
+def _domain(name: str, disks: list[tuple[str, str]], group: str) -> str:
+    devs = "".join(
+        f"<disk type='file' device='disk'><driver name='qemu' type='{fmt}'/>"
+        f"<source file='{path}'/><target dev='vd{chr(97 + i)}' bus='virtio'/></disk>"
+        for i, (path, fmt) in enumerate(disks))
+    return (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>128</memory>"
+            f"<metadata><gp:guestpool xmlns:gp='{GUESTPOOL_XMLNS}' trust_group='{group}'/>"
+            f"</metadata><os><type arch='x86_64'>hvm</type></os><devices>{devs}</devices>"
+            f"</domain>")
+
+
+@pytest.mark.appliance
+async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet: DemoFleet,
+                                                      nova: Path, tmp_path: Path) -> None:
+    two = demo_fleet.vms[by_kind(demo_fleet, "twodisk")]
+    alpine = demo_fleet.vms[by_kind(demo_fleet, "alpine")]
+    overlay = Path(alpine.disks[0].path).with_name("gp-test-overlay.qcow2")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", alpine.disks[0].path, "-F",
+                    "qcow2", str(overlay)], check=True, capture_output=True)
+    names = {"gp-test-twodisk": (two, [(d.path, d.format) for d in two.disks]),
+             "gp-test-overlay": (alpine, [(str(overlay), "qcow2")])}
+    try:
+        for name, (_, disks) in names.items():
+            xml = tmp_path / f"{name}.xml"
+            xml.write_text(_domain(name, disks, "test"))
+            r = _virsh("define", str(xml))
+            assert r.returncode == 0, r.stderr
+        source = LibvirtSource(URI)
+        listed = {v.name: v for v in source.load() if v.name.startswith("gp-test-")}
+        assert set(listed) == set(names)
+        assert len(listed["gp-test-twodisk"].disks) == 2
+        assert listed["gp-test-overlay"].disks[0].format == "qcow2"
+        assert not any(v.live for v in listed.values())
+        nova_vms = NovaSource(nova).load()
+        fleet = list(listed.values()) + [dataclasses.replace(v, trust_group="test")
+                                         for v in nova_vms]
+        report = await run_round(fleet, budget=150, pool_size=1, inspectors=["os"],
+                                 safety=safety_policy(NovaSource(nova)))
+        assert not report.failed and not report.not_reached, report.summary()
+        got = {r.vm: r.results["os"]["value"]["hostname"] for r in report.results}
+        assert got["gp-test-twodisk"] == demo_fleet.truth[two.name]["os"]["hostname"]
+        assert got["gp-test-overlay"] == demo_fleet.truth[alpine.name]["os"]["hostname"]
+        hostnames = {demo_fleet.truth[v.name]["os"].get("hostname") for v in demo_fleet.vms}
+        assert all(got[v.name] in hostnames for v in nova_vms)
+    finally:
+        for name in names:
+            _virsh("undefine", name)
+        overlay.unlink(missing_ok=True)
