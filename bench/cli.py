@@ -213,6 +213,33 @@ def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | No
     console.print(f"wrote {folder / 'batching.json'}")
 
 
+@bench.command("inspectors")
+@click.option("--count", type=click.IntRange(min=1), default=12, show_default=True)
+@results_option
+def bench_inspectors(count: int, results: Path | None) -> None:
+    """Per-VM cost of each built-in inspector; cheap `os` against full inspect_os."""
+    from guestpool.demo import generate
+    from guestpool.fleet import load_manifest
+
+    from .inspectors import measure_inspectors
+
+    folder = results_dir(results)
+    vms = load_manifest(generate(data_dir() / f"bench-fleet-{count}", count)).vms
+    res = anyio.run(lambda: measure_inspectors(vms), backend="trio")
+    table = Table(title=f"inspector cost per VM under {count} demo VMs (one appliance)")
+    table.add_column("measure")
+    table.add_column("seconds")
+    for name, sec in res["per_inspector_mean_s"].items():
+        table.add_row(f"inspector {name}", f"{sec:.2f}")
+    table.add_row("whole job (attach + all inspectors + detach)", f"{res['job_mean_s']:.2f}")
+    table.add_row("os, cheap path", f"{res['os_cheap_mean_s']:.2f}")
+    table.add_row("os, full inspect_os", f"{res['os_full_inspect_os_mean_s']:.2f}")
+    table.add_row("cheap and full agree on", res["os_answers_agree"])
+    out.print(table)
+    (folder / "inspectors.json").write_text(json.dumps(res, indent=1))
+    console.print(f"wrote {folder / 'inspectors.json'}")
+
+
 @bench.command("simulate")
 @click.option("--vms", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--pool", type=click.IntRange(min=1), default=32, show_default=True)

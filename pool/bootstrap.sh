@@ -20,6 +20,9 @@ system_packages=(libguestfs-tools python3-guestfs qemu-utils python3-venv e2fspr
                  fdisk lvm2 xfsprogs btrfs-progs dosfstools procps
                  libvirt-daemon-system python3-libvirt)
 
+# the status page test drives a real headless browser
+[[ -n $extras ]] && system_packages+=(chromium)
+
 missing=()
 for p in "${system_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

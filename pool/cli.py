@@ -385,6 +385,42 @@ def quickstart(count: int, directory: Path | None, **kw: Any) -> None:
     sys.exit(EXIT_OK if code == EXIT_INCOMPLETE else code)
 
 
+@cli.command()
+@click.argument("fleet", required=False)
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--token-file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="File holding the bearer token (default: env GUESTPOOL_TOKEN).")
+@click.option("--open-reads", is_flag=True, help="Serve GET endpoints without a token.")
+@click.option("--interval", type=click.FloatRange(min=10), default=None,
+              help="Also scan FLEET every INTERVAL seconds (the monitor loop).")
+@click.option("--budget", type=click.FloatRange(min=5), default=300.0, show_default=True,
+              help="Budget of the periodic rounds.")
+@click.option("--pool", type=click.IntRange(min=1), default=None)
+@click.option("--paused", is_flag=True, help="Accept and queue scans but start none.")
+@store_option
+def serve(fleet: str | None, bind: str, token_file: Path | None, open_reads: bool,
+          interval: float | None, budget: float, pool: int | None, paused: bool,
+          store_path: Path | None) -> None:
+    """HTTP API (POST /scans → 202), Prometheus /metrics and a status page at /."""
+    import os
+
+    from .service import serve as run_service
+
+    host, _, port_s = bind.rpartition(":")
+    if not host or not port_s.isdigit():
+        raise click.BadParameter(f"{bind!r}: use HOST:PORT", param_hint="--bind")
+    token = (token_file.read_text().strip() if token_file else
+             os.environ.get("GUESTPOOL_TOKEN")) or None
+    if interval is not None and fleet is None:
+        raise click.BadParameter("--interval needs a FLEET to scan", param_hint="--interval")
+    console.print(f"guestpool serve: http://{host}:{port_s}/ "
+                  f"({'token required' if token else 'no token: loopback only'})")
+    anyio.run(lambda: run_service(host=host.strip("[]"), port=int(port_s), store_path=store_path,
+                                  fleet=fleet, token=token, open_reads=open_reads, paused=paused,
+                                  pool_size=pool, interval=interval, budget=budget),
+              backend="trio")
+
+
 def _add_bench() -> None:
     from guestpool.bench.cli import bench
 

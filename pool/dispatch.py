@@ -78,6 +78,8 @@ class RoundReport:
     boot_seconds: list[float] = field(default_factory=list)
     boots: int = 0
     drift: list[dict[str, Any]] = field(default_factory=list)
+    #: VMs that appeared, disappeared or changed disks since the last round (with a store)
+    fleet_changes: dict[str, list[str]] = field(default_factory=dict)
     stopped: bool = False
 
     @property
@@ -101,6 +103,7 @@ class RoundReport:
             "covered": len(self.covered), "failed": len(self.failed),
             "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
             "stopped_early": self.stopped,
+            **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
         }
 
 
@@ -167,7 +170,7 @@ async def run_round(
     report.plan = plan_round(len(todo), budget, pool.size, store.costs() if store else {},
                              strategy)
     if store is not None:
-        store.sync_fleet(vms)
+        report.fleet_changes = store.sync_fleet(vms)
         report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)
     with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)):
         async with pool:

@@ -318,7 +318,8 @@ class Pool:
         result.timings["total"] = anyio.current_time() - start
         self.stats.jobs += 1
         self.stats.job_phases.append(dict(result.timings))
-        self._emit("job_done", vm=vm.name, ok=result.ok, error=result.error)
+        self._emit("job_done", vm=vm.name, ok=result.ok, error=result.error,
+                   seconds=result.timings["total"], strategy=self.strategy)
         return result
 
     async def inspect_batch(self, vms: Sequence[VM],
@@ -390,7 +391,8 @@ class Pool:
                          "total": waited + attach + w + detach}
             self.stats.jobs += 1
             self.stats.job_phases.append(dict(r.timings))
-            self._emit("job_done", vm=r.vm, ok=True, error=None)
+            self._emit("job_done", vm=r.vm, ok=True, error=None, seconds=r.timings["total"],
+                       strategy=self.strategy)
         return results
 
     async def _checked(self, vm: VM) -> VM:
