@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from guestpool.errors import GuestpoolError
-from guestpool.paths import data_dir
+from guestpool.paths import data_dir, writable_dir
 
 console = Console(stderr=True)
 out = Console()
@@ -27,10 +27,7 @@ def results_dir(path: Path | None) -> Path:
         here = Path("bench/results")
         path = here if here.parent.is_dir() else data_dir() / "bench-results"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        writable_dir(path)
     except OSError as e:
         raise GuestpoolError(f"results folder {path} is not writable: {e.strerror}") from None
     return path
@@ -238,6 +235,44 @@ def bench_inspectors(count: int, results: Path | None) -> None:
     out.print(table)
     (folder / "inspectors.json").write_text(json.dumps(res, indent=1))
     console.print(f"wrote {folder / 'inspectors.json'}")
+
+
+@bench.command("service-load")
+@click.option("--requests", "load", type=click.IntRange(min=1, max=100_000), default=1000,
+              show_default=True)
+@click.option("--count", type=click.IntRange(min=2), default=12, show_default=True)
+@results_option
+def bench_service_load(load: int, count: int, results: Path | None) -> None:
+    """A scan through `guestpool serve`, quiet and under LOAD status requests (loopback)."""
+    from guestpool.demo import generate
+    from guestpool.fleet import load_manifest
+
+    from .service_load import run_load_bench
+
+    folder = results_dir(results)
+    manifest = generate(data_dir() / f"bench-fleet-{count}", count)
+    vms = [v.name for v in load_manifest(manifest).vms]
+    store = folder / "service-load.db"
+    for stale in folder.glob("service-load.db*"):
+        stale.unlink()
+    res = run_load_bench(manifest, vms, store, load)
+    table = Table(title=f"scan of {len(vms)} VMs through guestpool serve, pool of 1")
+    for col in ("run", "state", "covered", "job mean", "elapsed", "requests", "errors",
+                "p50 latency", "max latency"):
+        table.add_column(col)
+    for name in ("quiet", "loaded"):
+        r = res[name]
+        table.add_row(name, r["state"], str(r["covered"]), f"{r['job_mean_s']:.2f} s",
+                      f"{r['elapsed_s']:.1f} s", str(r["requests"]), str(r["errors"]),
+                      f"{r['p50_ms']:.1f} ms" if r["p50_ms"] else "-",
+                      f"{r['max_ms']:.1f} ms" if r["max_ms"] else "-")
+    out.print(table)
+    out.print(f"slowdown of the per-VM job under load: {100 * (res['slowdown'] or 0):+.1f}%")
+    store.unlink(missing_ok=True)
+    (folder / "service-load.json").write_text(json.dumps(res, indent=1))
+    for stale in folder.glob("service-load.db*"):
+        stale.unlink()
+    console.print(f"wrote {folder / 'service-load.json'}")
 
 
 @bench.command("simulate")

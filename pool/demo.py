@@ -32,7 +32,7 @@ from guestpool.inspectors import rpmdb
 
 from .errors import FleetError, SetupError
 from .fleet import VM, Disk, write_manifest
-from .paths import cache_dir
+from .paths import cache_dir, writable_dir
 
 GENERATOR_VERSION = "4"
 KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
@@ -417,10 +417,7 @@ def generate(outdir: Path, count: int, progress: Callable[[str], None] | None = 
     _need_tools()
     outdir = outdir.resolve()
     try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        probe = outdir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        writable_dir(outdir)
     except OSError as e:
         raise FleetError(f"cannot write to {outdir}: {e.strerror}") from None
     manifest, truth_path, stamp = (outdir / "fleet.json", outdir / "truth.json",

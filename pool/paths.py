@@ -24,3 +24,12 @@ def cache_dir() -> Path:
 def data_dir() -> Path:
     """Default home of the demo fleet and the results store."""
     return _dir("GUESTPOOL_DATA_DIR", "XDG_DATA_HOME", ".local/share")
+
+
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it can be written to; raises OSError."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write-test"
+    probe.write_text("")
+    probe.unlink()
+    return path

@@ -345,55 +345,72 @@ class Pool:
         start = anyio.current_time()
         app = await self._acquire(vms[0].trust_group, set())
         waited = anyio.current_time() - start
-        labels = {vm.name: [f"d{next(self._labels)}" for _ in vm.disks] for vm in vms}
-        disks = [{"label": lb, "path": d.path, "format": d.format, "live": vm.live}
-                 for vm in vms for lb, d in zip(labels[vm.name], vm.disks, strict=True)]
-        all_labels = [lb for vm in vms for lb in labels[vm.name]]
-        results: list[InspectResult] = []
-        healthy = False
         try:
-            t = anyio.current_time()
-            try:
-                await app.call("attach", self.op_timeout, disks=disks)
-            except ImageError:
-                await app.call("detach", self.op_timeout, labels=all_labels)
-                healthy = True
-                raise
-            attach = (anyio.current_time() - t) / len(vms)
-            self.stats.attaches += len(disks)
-            inspect_times = []
-            for vm in vms:
-                t = anyio.current_time()
-                deadline = sum(s["deadline"] for s in specs) + 30
-                out = await app.call("inspect", deadline, vm=vm.name, labels=labels[vm.name],
-                                     inspectors=specs)
-                inspect_times.append(anyio.current_time() - t)
-                results.append(InspectResult(vm.name, True, out, appliance=app.id,
-                                             qemu_pid=app.qemu_pid, attempts=1))
-            t = anyio.current_time()
-            await app.call("detach", self.op_timeout, labels=all_labels)
-            detach = (anyio.current_time() - t) / len(vms)
-            self.stats.detaches += len(disks)
-            healthy = True
+            async with self._holding(app):
+                outs, inspect_times, attach, detach = await self._run_on(app, vms, specs)
         except (ImageError, ApplianceError) as e:
             log.info("batch of %d VMs fell back to one at a time: %s", len(vms), e)
-            results = []
+            return [await self.inspect(vm, inspectors) for vm in vms]
+        results = []
+        for vm, out, w in zip(vms, outs, inspect_times, strict=True):
+            r = InspectResult(vm.name, True, out, appliance=app.id, qemu_pid=app.qemu_pid,
+                              attempts=1, timings={
+                                  "wait": waited, "attach": attach / len(vms), "inspect": w,
+                                  "detach": detach / len(vms)})
+            r.timings["total"] = sum(r.timings.values())
+            self.stats.jobs += 1
+            self.stats.job_phases.append(dict(r.timings))
+            self._emit("job_done", vm=r.vm, ok=True, error=None, seconds=r.timings["total"],
+                       strategy=self.strategy)
+            results.append(r)
+        return results
+
+    @asynccontextmanager
+    async def _holding(self, app: Appliance) -> AsyncIterator[None]:
+        """Give ``app`` back after a job: released if it is known clean (success or an
+        image refused before use), retired otherwise."""
+        healthy = False
+        try:
+            yield
+            healthy = True
+        except ImageError:
+            healthy = True
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 if healthy:
                     await self._release(app)
                 else:
                     await self._retire(app, "error")
-        if not results:
-            return [await self.inspect(vm, inspectors) for vm in vms]
-        for r, w in zip(results, inspect_times, strict=True):
-            r.timings = {"wait": waited, "attach": attach, "inspect": w, "detach": detach,
-                         "total": waited + attach + w + detach}
-            self.stats.jobs += 1
-            self.stats.job_phases.append(dict(r.timings))
-            self._emit("job_done", vm=r.vm, ok=True, error=None, seconds=r.timings["total"],
-                       strategy=self.strategy)
-        return results
+
+    async def _run_on(self, app: Appliance, vms: Sequence[VM], specs: list[dict[str, Any]]
+                      ) -> tuple[list[dict[str, Any]], list[float], float, float]:
+        """Attach every disk of ``vms`` at once, inspect each VM on its own devices,
+        detach all: (results per VM, inspect seconds per VM, attach s, detach s).
+        An image qemu refuses is detached again before ImageError is raised."""
+        labels = {vm.name: [f"d{next(self._labels)}" for _ in vm.disks] for vm in vms}
+        disks = [{"label": lb, "path": d.path, "format": d.format, "live": vm.live}
+                 for vm in vms for lb, d in zip(labels[vm.name], vm.disks, strict=True)]
+        all_labels = [lb for vm in vms for lb in labels[vm.name]]
+        t = anyio.current_time()
+        try:
+            await app.call("attach", self.op_timeout, disks=disks)
+        except ImageError:
+            await app.call("detach", self.op_timeout, labels=all_labels)
+            raise
+        attach = anyio.current_time() - t
+        self.stats.attaches += len(disks)
+        outs, inspect_times = [], []
+        deadline = sum(s["deadline"] for s in specs) + 30
+        for vm in vms:
+            t = anyio.current_time()
+            outs.append(await app.call("inspect", deadline, vm=vm.name, labels=labels[vm.name],
+                                       inspectors=specs))
+            inspect_times.append(anyio.current_time() - t)
+        t = anyio.current_time()
+        await app.call("detach", self.op_timeout, labels=all_labels)
+        self.stats.detaches += len(disks)
+        return outs, inspect_times, attach, anyio.current_time() - t
 
     async def _checked(self, vm: VM) -> VM:
         if self.safety is None:
@@ -407,34 +424,10 @@ class Pool:
         tried.add(app.id)
         result.appliance, result.qemu_pid = app.id, app.qemu_pid
         result.timings["wait"] = anyio.current_time() - t0
-        labels = [f"d{next(self._labels)}" for _ in vm.disks]
-        disks = [{"label": lb, "path": d.path, "format": d.format, "live": vm.live}
-                 for lb, d in zip(labels, vm.disks, strict=True)]
-        healthy = False
-        try:
-            t = anyio.current_time()
-            try:
-                await app.call("attach", self.op_timeout, disks=disks)
-            except ImageError:
-                await app.call("detach", self.op_timeout, labels=labels)
-                healthy = True
-                raise
-            self.stats.attaches += len(disks)
-            result.timings["attach"] = (t2 := anyio.current_time()) - t
-            deadline = sum(s["deadline"] for s in specs) + 30
-            result.results = await app.call("inspect", deadline, vm=vm.name, labels=labels,
-                                            inspectors=specs)
-            result.timings["inspect"] = (t3 := anyio.current_time()) - t2
-            await app.call("detach", self.op_timeout, labels=labels)
-            self.stats.detaches += len(disks)
-            result.timings["detach"] = anyio.current_time() - t3
-            healthy = True
-        finally:
-            with anyio.CancelScope(shield=True):
-                if healthy:
-                    await self._release(app)
-                else:
-                    await self._retire(app, "error")
+        async with self._holding(app):
+            (out,), (inspect,), attach, detach = await self._run_on(app, [vm], specs)
+        result.results = out
+        result.timings.update(attach=attach, inspect=inspect, detach=detach)
 
     async def _inspect_cold(self, vm: VM, specs: list[dict[str, Any]],
                             result: InspectResult) -> None:

@@ -109,6 +109,10 @@ def _virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
 def libvirtd() -> Iterator[None]:
     """A real libvirtd: the running one, or one we start (and stop) ourselves."""
     started = None
+    logd = None
+    if not Path("/run/libvirt/virtlogd-sock").exists() and shutil.which("virtlogd"):
+        logd = subprocess.Popen(["virtlogd"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # libvirtd needs it to start domains
     if _virsh("list", "--all").returncode != 0:
         if shutil.which("libvirtd") is None or os.geteuid() != 0:
             pytest.fail("libvirtd is not running and cannot be started: run as root after "
@@ -120,9 +124,10 @@ def libvirtd() -> Iterator[None]:
             assert time.monotonic() < deadline, "libvirtd did not come up"
             time.sleep(0.5)
     yield
-    if started is not None:
-        started.terminate()
-        started.wait(timeout=30)
+    for proc in (started, logd):
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def _domain(name: str, disks: list[tuple[str, str]], group: str) -> str:
@@ -173,3 +178,37 @@ async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet
         for name in names:
             _virsh("undefine", name)
         overlay.unlink(missing_ok=True)
+
+
+@pytest.mark.appliance
+async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
+                                                            demo_fleet: DemoFleet,
+                                                            tmp_path: Path) -> None:
+    """A tiny guest (the host kernel, which panics and idles) keeps its disk open."""
+    alpine = demo_fleet.vms[by_kind(demo_fleet, "alpine")]
+    disk = tmp_path / "live.qcow2"
+    shutil.copy(alpine.disks[0].path, disk)
+    kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]
+    xml = tmp_path / "live.xml"
+    xml.write_text(
+        "<domain type='qemu'><name>gp-test-live</name><memory unit='MiB'>128</memory>"
+        f"<os><type arch='x86_64'>hvm</type><kernel>{kernel}</kernel>"
+        "<cmdline>console=ttyS0 panic=0</cmdline></os><on_crash>destroy</on_crash>"
+        "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
+    assert _virsh("define", str(xml)).returncode == 0
+    try:
+        r = _virsh("start", "gp-test-live")
+        assert r.returncode == 0, r.stderr
+        (vm,) = [v for v in LibvirtSource(URI).load() if v.name == "gp-test-live"]
+        assert vm.live
+        report = await run_round([vm], budget=90, pool_size=1, inspectors=["hostname"])
+        (res,) = report.results
+        assert res.ok, res.error
+        assert res.live == "possibly inconsistent"
+        assert res.results["hostname"]["value"] == demo_fleet.truth[alpine.name]["os"][
+            "hostname"]
+        assert "running" in _virsh("domstate", "gp-test-live").stdout  # undisturbed
+    finally:
+        _virsh("destroy", "gp-test-live")
+        _virsh("undefine", "gp-test-live")
