@@ -64,6 +64,8 @@ class Guest:
         self._filesystems: list[Filesystem] | None = None
         self._roots: list[Root] | None = None
         self._mounted: Root | None = None
+        #: a root left mounted alone at / by roots(), without its fstab mounts yet
+        self._bare_root: str | None = None
         self._vgs: list[str] = []
 
     # -- expert escape hatch -------------------------------------------------
@@ -91,17 +93,17 @@ class Guest:
         if self._filesystems is not None:
             return self._filesystems
         g = self._g
-        parts = [p for p in g.list_partitions() if self._owns(p)]
+        parts = [p for p in _listing(g.list_partitions) if self._owns(p)]
         with_parts = {d for d in self.devices for p in parts if _part_of(p, d)}
         candidates = parts + [d for d in self.devices if d not in with_parts]
         found: list[Filesystem] = []
         pv_uuids: set[str] = set()
         for dev in candidates:
-            kind = _safe(g.vfs_type, dev) or ""
-            if kind == "LVM2_member":
+            fs = self._probe(dev)
+            if fs is not None and fs.type == "LVM2_member":
                 pv_uuids.add(_safe(g.pvuuid, dev) or "")
-            elif kind:
-                found.append(self._describe(dev, kind))
+            elif fs is not None:
+                found.append(fs)
         if pv_uuids:
             g.lvm_scan(True)
             for vg in g.vgs():
@@ -109,18 +111,23 @@ class Guest:
                     self._vgs.append(vg)
                     for lv in g.lvs():
                         if lv.startswith(f"/dev/{vg}/"):
-                            kind = _safe(g.vfs_type, lv) or ""
-                            if kind and kind != "swap":
-                                found.append(self._describe(lv, kind))
+                            fs = self._probe(lv)
+                            if fs is not None and fs.type != "swap":
+                                found.append(fs)
         self._filesystems = found
         return found
 
     def _owns(self, part: str) -> bool:
         return any(_part_of(part, d) for d in self.devices)
 
-    def _describe(self, dev: str, kind: str) -> Filesystem:
-        return Filesystem(dev, kind, _safe(self._g.vfs_uuid, dev) or "",
-                          _safe(self._g.vfs_label, dev) or "")
+    def _probe(self, dev: str) -> Filesystem | None:
+        """Type, UUID and label in one appliance round trip (blkid), not three."""
+        self.check_deadline()
+        info = _safe(self._g.blkid, dev)
+        if not info or not info.get("TYPE"):
+            return None
+        return Filesystem(dev, str(info["TYPE"]), str(info.get("UUID", "")),
+                          str(info.get("LABEL", "")))
 
     def roots(self) -> list[Root]:
         """Operating-system roots: Linux filesystems holding /etc with an OS marker."""
@@ -129,20 +136,26 @@ class Guest:
         g = self._g
         self.unmount()
         roots = []
-        for fs in self.filesystems():
-            if fs.type not in LINUX_FS and fs.type != "ntfs":
-                continue
+        candidates = [fs for fs in self.filesystems() if fs.type in LINUX_FS or fs.type == "ntfs"]
+        for i, fs in enumerate(candidates):
+            self.check_deadline()
             try:
                 g.mount_ro(fs.device, "/")
             except RuntimeError:
                 continue
+            keep = False
             try:
                 linux = g.is_dir("/etc") and (g.is_file("/etc/os-release")
                                               or g.is_dir("/usr/bin") or g.is_file("/etc/fstab"))
                 if linux or g.is_dir("/Windows/System32"):
                     roots.append(Root(fs.device, fs.type))
+                    # the last candidate and the only root: mount() can use it as it is
+                    keep = i == len(candidates) - 1 and len(roots) == 1
             finally:
-                g.umount_all()
+                if keep:
+                    self._bare_root = fs.device
+                else:
+                    g.umount_all()
         self._roots = roots
         return roots
 
@@ -155,9 +168,11 @@ class Guest:
             root = roots[0]
         if self._mounted is root:
             return root
-        self.unmount()
         g = self._g
-        g.mount_ro(root.device, "/")
+        if self._bare_root != root.device:
+            self.unmount()
+            g.mount_ro(root.device, "/")
+        self._bare_root = None
         root.mounts = {"/": root.device}
         by_uuid = {f.uuid: f.device for f in self.filesystems() if f.uuid}
         by_label = {f.label: f.device for f in self.filesystems() if f.label}
@@ -207,14 +222,14 @@ class Guest:
         return None
 
     def unmount(self) -> None:
-        if self._mounted is not None:
+        if self._mounted is not None or self._bare_root is not None:
             self._g.umount_all()
-            self._mounted = None
+            self._mounted = self._bare_root = None
 
     def release(self) -> None:
         """Unmount and deactivate this VM's volume groups so its disks can detach."""
         self._g.umount_all()
-        self._mounted = None
+        self._mounted = self._bare_root = None
         if self._vgs:
             self._g.vg_activate(False, self._vgs)
 
@@ -342,6 +357,19 @@ class Guest:
                         out[key] = value.strip("\"'")
             return out
         return {}
+
+
+def _listing(fn: Any, tries: int = 30) -> Any:
+    """A device listing; retried while udev is still adding or removing the links of
+    disks just hot-plugged (the daemon then fails to resolve one of them)."""
+    for _ in range(tries - 1):
+        try:
+            return fn()
+        except RuntimeError as e:
+            if "No such file or directory" not in str(e):
+                raise
+            time.sleep(0.1)
+    return fn()
 
 
 def _part_of(part: str, device: str) -> bool:

@@ -167,7 +167,7 @@ class Worker:
         """Appliance device of each label, from libguestfs's /dev/disk/guestfs names."""
         deadline = time.monotonic() + DEVICE_WAIT_S
         while time.monotonic() < deadline:
-            known = self.g.list_disk_labels()
+            known = self._settled(self.g.list_disk_labels) or {}
             if all(lb in known for lb in labels):
                 for lb in labels:
                     self.attached[lb].device = known[lb]
@@ -175,6 +175,17 @@ class Worker:
             time.sleep(0.1)
         raise OpError("appliance", f"attached disks did not appear in the appliance "
                                    f"within {DEVICE_WAIT_S:.0f} s")
+
+    @staticmethod
+    def _settled(listing: Any) -> Any:
+        """A device listing, or None while udev is still adding or removing links
+        (the daemon then fails to resolve one of them)."""
+        try:
+            return listing()
+        except RuntimeError as e:
+            if "No such file or directory" in str(e):
+                return None
+            raise
 
     def op_detach(self, labels: list[str]) -> dict[str, Any]:
         """Release mounts, then unplug every disk and wait for the guest to let go."""
@@ -190,7 +201,8 @@ class Worker:
         except QMPError as e:
             raise OpError("appliance", f"detaching disks failed: {e}") from e
         deadline = time.monotonic() + DEVICE_WAIT_S
-        while any(att.device and att.device in g.list_devices() for att in going):
+        while any(att.device and att.device in (self._settled(g.list_devices) or [att.device])
+                  for att in going):
             if time.monotonic() > deadline:
                 raise OpError("appliance", "detached disks are still present in the appliance")
             time.sleep(0.05)
