@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -186,7 +187,10 @@ async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
                                                             tmp_path: Path) -> None:
     """A tiny guest (the host kernel, which panics and idles) keeps its disk open."""
     alpine = demo_fleet.vms[by_kind(demo_fleet, "alpine")]
-    disk = tmp_path / "live.qcow2"
+    # qemu runs as libvirt-qemu here: the disk must live where that user can reach it
+    where = Path(tempfile.mkdtemp(prefix="gp-live-", dir="/var/tmp"))
+    where.chmod(0o755)
+    disk = where / "live.qcow2"
     shutil.copy(alpine.disks[0].path, disk)
     kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]
     xml = tmp_path / "live.xml"
@@ -212,3 +216,4 @@ async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
     finally:
         _virsh("destroy", "gp-test-live")
         _virsh("undefine", "gp-test-live")
+        shutil.rmtree(where, ignore_errors=True)
