@@ -87,7 +87,6 @@ class Service:
     cancel: anyio.Event | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     wake: anyio.Event = field(default_factory=anyio.Event)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
 
     # -- auth --------------------------------------------------------------------
 
@@ -161,7 +160,6 @@ class Service:
                               finished=time.time(), summary=summary, progress=self.progress)
             self.metrics.coverage.set(len(report.covered) / len(vms) if vms else 1.0)
             self.metrics.overrun.set(report.overrun)
-            self.rounds = [{"scan": scan["id"], **summary}, *self.rounds][:10]
         except GuestpoolError as e:
             self.queue.update(scan["id"], state="failed", finished=time.time(),
                               errors=[{"kind": "scan", "message": str(e)}])
@@ -358,9 +356,10 @@ def render_status(svc: Service) -> str:
         current = (f"scan {e(svc.running[:8])}: {p.get('done', 0)}/{p.get('total', 0)} VMs, "
                    f"{p.get('failed', 0)} failed; {elapsed:.0f} of {budget:.0f} s"
                    f"<div class='bar'><div style='width:{pct:.0f}%'></div></div>")
-    rounds = "".join(f"<tr><td>{e(r['scan'][:8])}</td><td>{r['covered']}</td>"
-                     f"<td>{r['failed']}</td><td>{r['not_reached']}</td>"
-                     f"<td>{r['elapsed_s']}</td></tr>" for r in svc.rounds) or \
+    rounds = "".join(f"<tr><td>{r['id']}</td><td>{r['summary']['covered']}</td>"
+                     f"<td>{r['summary']['failed']}</td><td>{r['summary']['not_reached']}</td>"
+                     f"<td>{r['summary']['elapsed_s']}</td></tr>"
+                     for r in svc.store.recent_rounds(10) if r["summary"]) or \
         "<tr><td colspan=5>no round yet</td></tr>"
     drift = "".join(f"<tr><td>{e(c['vm'])}</td><td>{e(c['kind'])}</td><td>{e(str(c['key']))}"
                     f"</td></tr>" for c in svc.store.drift()[-15:][::-1]) or \
@@ -375,7 +374,7 @@ background:#3a7}}.busy{{color:#a60}}.idle{{color:#070}}.booting{{color:#06a}}</s
 <h2 id="round">Current round</h2><p>{current}</p>
 <h2 id="pool">Appliances</h2><table><tr><th>id</th><th>state</th><th>trust group</th>
 <th>jobs</th></tr>{rows}</table>
-<h2 id="rounds">Last rounds</h2><table><tr><th>scan</th><th>covered</th><th>failed</th>
+<h2 id="rounds">Last rounds</h2><table><tr><th>round</th><th>covered</th><th>failed</th>
 <th>not reached</th><th>seconds</th></tr>{rounds}</table>
 <h2 id="drift">Recent drift</h2><table><tr><th>VM</th><th>change</th><th>what</th></tr>
 {drift}</table></body></html>"""

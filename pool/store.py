@@ -198,11 +198,16 @@ class Store:
             yield self._result(row)
 
     def last_round(self) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM rounds ORDER BY id DESC LIMIT 1").fetchone()
-        if row is None:
-            return None
-        out = dict(row)
-        out["summary"] = json.loads(row["summary"]) if row["summary"] else None
+        rounds = self.recent_rounds(1)
+        return rounds[0] if rounds else None
+
+    def recent_rounds(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest rounds, newest first, with their summaries (None while running)."""
+        out = []
+        for row in self._db.execute("SELECT * FROM rounds ORDER BY id DESC LIMIT ?", (limit,)):
+            r = dict(row)
+            r["summary"] = json.loads(row["summary"]) if row["summary"] else None
+            out.append(r)
         return out
 
     def drift(self, vm: str | None = None, since: float | None = None) -> list[dict[str, Any]]:

@@ -188,6 +188,7 @@ def _check_status_page(srv: Server, tmp_path: Path) -> None:
         for element in ('id="round"', 'id="pool"', 'id="rounds"', 'id="drift"',
                         'http-equiv="refresh"'):
             assert element in dom, element
+        assert "no round yet" not in dom  # the rounds the scans above ran, from the store
         subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1100,900",
                         url], capture_output=True, timeout=120)
         assert shot.stat().st_size > 5000
