@@ -65,7 +65,7 @@ def timeline_bars(path: Path, variants: dict[str, list[tuple[str, float]]]) -> l
     ax.set_yticks(range(len(variants)), list(variants))
     ax.set_xlabel("seconds since launch (mean over passes)")
     ax.set_title("Appliance boot timeline by phase")
-    ax.legend(ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     out = [path.with_suffix(".png"), path.with_suffix(".svg")]
     for p_ in out:

@@ -27,7 +27,7 @@ class Costs:
     """Mean and standard deviation (seconds) of each appliance operation."""
 
     boot: tuple[float, float] = (20.0, 2.0)
-    attach: tuple[float, float] = (1.5, 0.3)
+    attach: tuple[float, float] = (0.3, 0.05)
     inspect: tuple[float, float] = (3.0, 1.0)
     detach: tuple[float, float] = (0.4, 0.1)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from guestpool.dispatch import SHUTDOWN_RESERVE_S, RoundReport, run_round
+from guestpool.dispatch import SHUTDOWN_RESERVE_S, RoundReport, order_fleet, run_round
 from guestpool.fleet import VM
 from guestpool.pool import Pool
 
@@ -47,8 +47,15 @@ def one_group(vms: Sequence[VM]) -> list[VM]:
 
 async def measure(vms: Sequence[VM], pool_size: int, inspectors: Sequence[str] | None,
                   progress: Callable[[str], None] | None = None) -> Measured:
-    """Boot P appliances together, run 2·P VMs on them, then P cold VMs."""
-    sample = one_group(vms)[: 2 * pool_size]
+    """Boot P appliances together, run 4·P VMs on them, then P cold VMs.
+
+    The sample is spread evenly over the first VMs in the order a round takes
+    them, so its mix of guest kinds is the mix the round will meet.
+    """
+    ordered = order_fleet(one_group(vms))
+    n = 4 * pool_size
+    window = ordered[: max(n, 100)]
+    sample = window[:: max(1, len(window) // n)][:n]
     pooled: list[Any] = []
     async with Pool(pool_size, max_jobs=10**6) as pool:
         while len(pool.stats.boot_seconds) < pool_size:
@@ -65,7 +72,7 @@ async def measure(vms: Sequence[VM], pool_size: int, inspectors: Sequence[str] |
     async with Pool(pool_size, strategy="cold") as cpool, anyio.create_task_group() as tg:
         async def run_cold(vm: VM) -> None:
             cold.append(await cpool.inspect(vm, inspectors))
-        for vm in sample[:pool_size]:
+        for vm in sample[::4][:pool_size]:
             tg.start_soon(run_cold, vm)
     if progress:
         progress(f"cold calibration: {len(cold)} VMs")

@@ -12,6 +12,13 @@ from .guest import Guest, GuestReadError
 
 _ELF_MACHINES = {3: "i386", 62: "x86_64", 40: "arm", 183: "aarch64", 243: "riscv64",
                  21: "ppc64", 22: "s390x"}
+# os-release IDs to the distro names libguestfs's inspect_os reports, so the cheap
+# path and the full inspection give the same answers.
+LIBGUESTFS_DISTRO = {
+    "alpine": "alpinelinux", "arch": "archlinux", "kali": "kalilinux", "void": "voidlinux",
+    "opensuse-leap": "opensuse", "opensuse-tumbleweed": "opensuse", "sled": "sles",
+    "ol": "oraclelinux", "almalinux": "redhat-based", "rocky": "rocky", "rhel": "rhel",
+}
 _PACKAGE_FORMATS = {
     "debian": ("deb", "apt"), "ubuntu": ("deb", "apt"),
     "fedora": ("rpm", "dnf"), "rhel": ("rpm", "dnf"), "centos": ("rpm", "dnf"),
@@ -48,7 +55,7 @@ class OSInspector(Inspector):
         fmt, mgr = _PACKAGE_FORMATS.get(distro, ("unknown", "unknown"))
         return {
             "type": "linux",
-            "distro": distro,
+            "distro": LIBGUESTFS_DISTRO.get(distro, distro),
             "version": rel.get("VERSION_ID", ""),
             "product_name": rel.get("PRETTY_NAME", rel.get("NAME", "")),
             "hostname": _hostname(guest),
@@ -113,22 +120,29 @@ class FilesystemsInspector(Inspector):
     description = "Filesystems on the VM's disks: device, type, UUID, label, size, used, free"
 
     def run(self, guest: Guest, options: Inspector.Options) -> Any:
-        g = guest.handle
-        out = []
+        # filesystems the OS root already mounted are measured where they are;
+        # only the others are mounted, one at a time, at the end
+        root = guest.mount()
+        mounted = {dev: mp for mp, dev in root.mounts.items()} if root else {}
+        out: dict[str, dict[str, Any]] = {}
         for fs in guest.filesystems():
-            entry: dict[str, Any] = {"device": fs.device, "type": fs.type, "uuid": fs.uuid,
-                                     "label": fs.label}
-            if fs.type != "swap":
-                guest.unmount()
+            out[fs.device] = {"device": fs.device, "type": fs.type, "uuid": fs.uuid,
+                              "label": fs.label}
+            if fs.device in mounted:
+                out[fs.device].update(guest.usage(mounted[fs.device]))
+        rest = [fs for fs in guest.filesystems() if fs.device not in mounted and fs.type != "swap"]
+        if rest:
+            g = guest.handle
+            guest.unmount()
+            for fs in rest:
                 try:
                     g.mount_ro(fs.device, "/")
-                    entry.update(guest.usage("/"))
+                    out[fs.device].update(guest.usage("/"))
                 except RuntimeError as e:
-                    entry["error"] = str(e)[:200]
+                    out[fs.device]["error"] = str(e)[:200]
                 finally:
                     g.umount_all()
-            out.append(entry)
-        return out
+        return list(out.values())
 
 
 class HostnameInspector(Inspector):

@@ -131,30 +131,21 @@ def _scan(manifest: str, budget: float, inspector_names: str | None, pool: int |
         else:
             _print_plan(plan)
         return EXIT_OK
-    done = Counter[str]()
+    from .pool import Pool
+    from .progress import ScanProgress
 
-    def on_result(r: Any) -> None:
-        done["ok" if r.ok else "failed"] += 1
-        if not as_json:
-            status = "ok" if r.ok else f"FAILED ({r.error['kind']}: {r.error['message'][:80]})"
-            console.print(f"[{done.total()}/{len(vms)}] {r.vm}: {status} "
-                          f"in {r.timings.get('total', 0):.1f} s", highlight=False)
-
-    def on_event(name: str, data: dict[str, Any]) -> None:
-        if not as_json and name in ("boot_done", "retire", "boot_failed"):
-            console.print(f"  appliance {data.get('appliance')}: {name.replace('_', ' ')} "
-                          + (f"in {data['seconds']:.1f} s" if "seconds" in data else
-                             str(data.get("reason") or data.get("error", ""))),
-                          highlight=False)
-
+    progress = ScanProgress(console, len(vms), budget, quiet=as_json)
+    the_pool = Pool(pool, strategy=strategy,  # type: ignore[arg-type]
+                    accel=accel, safety=safety, on_event=progress.on_event)
+    progress.pool = the_pool
     if not as_json:
         console.print(f"scanning {len(vms)} VMs from {manifest} within {budget:.0f} s "
                       f"({strategy}); results in {store.path}", highlight=False)
-    report = anyio.run(lambda: run_round(vms, budget=budget, inspectors=names, pool_size=pool,
-                                         strategy=strategy,  # type: ignore[arg-type]
-                                         accel=accel, store=store, on_result=on_result,
-                                         on_event=on_event, batch=batch, safety=safety),
-                       backend="trio")
+    with progress.running():
+        report = anyio.run(lambda: run_round(vms, budget=budget, inspectors=names,
+                                             pool=the_pool, store=store,
+                                             on_result=progress.on_result, batch=batch),
+                           backend="trio")
     store.close()
     _print_report(report, as_json)
     if report.failed:

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from guestpool.inspectors import rpmdb
+from guestpool.inspectors.builtin import LIBGUESTFS_DISTRO
 
 from .errors import FleetError, SetupError
 from .fleet import VM, Disk, write_manifest
 from .paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
 # Share of each kind in a large fleet (the first VMs cover every kind once).
 WEIGHTS = {"debian": 5, "fedora": 2, "alpine": 2, "lvm": 1, "twodisk": 1, "data": 1}
@@ -159,7 +160,8 @@ def _linux_tree(root: Path, spec: Spec, distro: str, fstab: str) -> dict[str, An
     packages = _packages(root, distro, rng)
     fmt, mgr = PKG[distro]
     return {
-        "os": {"type": "linux", "distro": distro, "version": _version_id(distro),
+        "os": {"type": "linux", "distro": LIBGUESTFS_DISTRO.get(distro, distro),
+               "version": _version_id(distro),
                "hostname": hostname, "arch": "x86_64", "package_format": fmt,
                "package_manager": mgr},
         "users": [{"name": u["name"], "uid": u["uid"], "keys": len(u["keys"])} for u in users],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -40,17 +42,22 @@ def test_every_kind_matches_ground_truth(shared_pool: PoolThread, demo_fleet: De
 
 def test_appliances_are_reused_not_rebooted(shared_pool: PoolThread,
                                             demo_fleet: DemoFleet) -> None:
-    assert shared_pool.pool is not None
+    """20 VMs on a pool of 2: every appliance booted once, same qemu for all its jobs."""
+    pool = shared_pool.pool
+    assert pool is not None
+    vms = [dataclasses.replace(v, name=f"{v.name}-{i}", trust_group="default")
+           for i in range(2) for v in demo_fleet.vms[:10]]
     pids: dict[int | None, set[int | None]] = {}
-    boots_before = shared_pool.pool.stats.boots
-    for vm in demo_fleet.vms[:6]:
-        r = shared_pool.inspect(same_group(vm), ["hostname"])
+    with ThreadPoolExecutor(2) as ex:  # two jobs at a time: both appliances serve
+        results = list(ex.map(lambda vm: shared_pool.inspect(vm, ["hostname"]), vms))
+    for vm, r in zip(vms, results, strict=True):
         assert r.ok, r.error
-        assert r.results["hostname"]["value"] == demo_fleet.truth[vm.name].get(
-            "os", {}).get("hostname")
+        truth = demo_fleet.truth[vm.name.rsplit("-", 1)[0]]
+        assert r.results["hostname"]["value"] == truth.get("os", {}).get("hostname")
         pids.setdefault(r.appliance, set()).add(r.qemu_pid)
-    assert shared_pool.pool.stats.boots == boots_before
-    assert all(len(p) == 1 for p in pids.values())
+    assert len(results) == 20
+    assert pool.stats.boots == pool.size == 2
+    assert len(pids) == 2 and all(len(p) == 1 for p in pids.values())
 
 
 def test_bad_images_fail_cleanly_and_pool_goes_on(shared_pool: PoolThread, tmp_path: Path,
@@ -82,8 +89,10 @@ def test_broken_inspectors_do_not_spoil_the_others(shared_pool: PoolThread,
                                                    demo_fleet: DemoFleet) -> None:
     vm = same_group(demo_fleet.vms[0])
     r = shared_pool.inspect(vm, ["hostname", "testinspectors:Boom",
-                                 "testinspectors:Unserialisable"])
+                                 "testinspectors:Unserialisable", "no_such_plugin:Inspector"])
     assert r.ok
+    assert "cannot load inspector 'no_such_plugin:Inspector'" in r.results[
+        "no_such_plugin:Inspector"]["error"]["message"]
     assert r.results["hostname"]["ok"]
     assert not r.results["test-boom"]["ok"]
     assert "boom" in r.results["test-boom"]["error"]["message"]
@@ -104,8 +113,8 @@ def test_trust_groups_never_share_an_appliance(shared_pool: PoolThread,
     assert shared_pool.pool.stats.retirements["trust-group-switch"] >= 1
 
 
-def test_killed_qemu_fails_over_and_is_replaced(shared_pool: PoolThread,
-                                               demo_fleet: DemoFleet) -> None:
+def test_qemu_killed_mid_job_fails_over_and_is_replaced(shared_pool: PoolThread,
+                                                        demo_fleet: DemoFleet) -> None:
     pool = shared_pool.pool
     assert pool is not None
     victim = next(a for a in pool.appliances.values() if a.state == "idle")
@@ -113,13 +122,19 @@ def test_killed_qemu_fails_over_and_is_replaced(shared_pool: PoolThread,
     # the victim is the first idle appliance of its group, so the job goes to it first
     vm = dataclasses.replace(demo_fleet.vms[0], trust_group=victim.trust_group or "default")
     boots = pool.stats.boots
-    os.kill(victim.qemu_pid, 9)
-    r = shared_pool.inspect(vm, ["hostname"])
+    with ThreadPoolExecutor(1) as ex:
+        job = ex.submit(shared_pool.inspect, vm, ["hostname", "testinspectors:Slow"])
+        deadline = time.monotonic() + 30
+        while victim.state != "busy":  # attached and inspecting (Slow sleeps 8 s)
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)
+        os.kill(victim.qemu_pid, 9)
+        r = job.result(timeout=300)
     assert r.ok, r.error
-    assert r.appliance != victim.id
+    assert r.attempts == 2 and r.appliance != victim.id
+    assert r.results["test-slow"]["value"] == "slept"
     assert victim.id not in pool.appliances
-    import time
-
     deadline = time.monotonic() + 120
     while pool.stats.boots == boots and time.monotonic() < deadline:
         time.sleep(1)

@@ -108,3 +108,16 @@ async def test_cold_strategy_boots_once_per_vm(demo_fleet: DemoFleet) -> None:
             if want["type"] == "linux":
                 assert got["hostname"] == want["hostname"]
         assert pool.stats.boots == 2
+
+
+def test_library_works_under_asyncio(demo_fleet: DemoFleet) -> None:
+    import anyio
+
+    async def main() -> None:
+        async with Pool(1) as pool:
+            r = await pool.inspect(demo_fleet.vms[0], ["hostname"])
+            assert r.ok, r.error
+            assert r.results["hostname"]["value"] == demo_fleet.truth[demo_fleet.vms[0].name][
+                "os"]["hostname"]
+
+    anyio.run(main, backend="asyncio")
