@@ -18,9 +18,11 @@ from guestpool.pool import Pool
 
 
 async def measure_batching(vms: Sequence[VM], sizes: Sequence[int],
-                           inspectors: Sequence[str] | None) -> dict[int, dict[str, float]]:
+                           inspectors: Sequence[str] | None) -> list[dict[str, float]]:
+    """One row per entry of ``sizes``, in order (repeat sizes, e.g. 2,1,4,1,2, to see
+    the run-to-run spread)."""
     fleet = [dataclasses.replace(vm, trust_group="bench") for vm in vms]
-    out: dict[int, dict[str, float]] = {}
+    out: list[dict[str, float]] = []
     async with Pool(1, max_jobs=10**6) as pool:
         for size in sizes:
             queue = deque(fleet)
@@ -32,6 +34,6 @@ async def measure_batching(vms: Sequence[VM], sizes: Sequence[int],
                 done += sum(r.ok for r in results)
                 batches += 1
             elapsed = anyio.current_time() - start
-            out[size] = {"vms": done, "batches": batches, "seconds": elapsed,
-                         "per_vm": elapsed / max(done, 1)}
+            out.append({"size": size, "vms": done, "batches": batches, "seconds": elapsed,
+                        "per_vm": elapsed / max(done, 1)})
     return out

@@ -211,8 +211,8 @@ def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | No
     table = Table(title=f"batching: {count} VMs on one appliance ({inspector_names})")
     for col in ("batch size", "VMs ok", "batches", "seconds", "per VM"):
         table.add_column(col)
-    for size, r in rows.items():
-        table.add_row(str(size), str(r["vms"]), str(r["batches"]), f"{r['seconds']:.1f}",
+    for r in rows:
+        table.add_row(str(r["size"]), str(r["vms"]), str(r["batches"]), f"{r['seconds']:.1f}",
                       f"{r['per_vm']:.2f} s")
     out.print(table)
     (folder / "batching.json").write_text(json.dumps(rows, indent=1))

@@ -25,7 +25,9 @@ ResultHook = Callable[[InspectResult], None]
 SHUTDOWN_RESERVE_S = 2.0
 STALENESS_BUCKET_S = 300.0
 DEFAULT_BATCH = 1  # bench/README.md: batching measured no better per VM under TCG
-DEFAULT_COSTS = {"boot": 20.0, "job": 5.0}  # TCG on 2 cores, measured 2026-11-22
+# Costs assumed by a store with no history: TCG, 2 cores, os+filesystems, measured
+# 2026-11-22 (bench/README.md). Every round then replaces them with its own.
+DEFAULT_COSTS = {"boot": 18.0, "job": 2.8}
 
 
 @dataclass
