@@ -340,6 +340,50 @@ class Guest:
         free = st["bfree"] * st["frsize"]
         return {"size": size, "used": size - free, "free": st["bavail"] * st["frsize"]}
 
+    def registry_value(self, hive: str, key: str, value: str,
+                       max_hive_size: int = 512 * 1024 * 1024) -> str | int | bytes:
+        """One value from a Windows registry hive file of the mounted guest.
+
+        ``hive`` is a guest path such as ``/Windows/System32/config/SOFTWARE``,
+        ``key`` a backslash-separated path below the hive's root (``Microsoft\\
+        Windows NT\\CurrentVersion``), ``value`` the value's name. REG_SZ and
+        REG_EXPAND_SZ come back as str, REG_DWORD and REG_QWORD as int, others as
+        bytes. The hive is opened read-only inside the appliance.
+        """
+        st = self.stat(hive)
+        if (st["mode"] & 0o170000) != 0o100000:
+            raise GuestReadError(f"{hive}: not a regular file")
+        if st["size"] > max_hive_size:
+            raise GuestReadError(f"{hive}: {st['size']} bytes is over the hive size cap")
+        g = self._g
+        try:
+            g.hivex_open(hive, write=False)
+        except RuntimeError as e:
+            raise GuestReadError(f"{hive}: not a readable registry hive: {e}") from None
+        try:
+            node = g.hivex_root()
+            for part in filter(None, key.split("\\")):
+                self.check_deadline()
+                node = g.hivex_node_get_child(node, part)
+                if not node:
+                    raise GuestReadError(f"{hive}: no key {key!r}")
+            handle = g.hivex_node_get_value(node, value)
+            if not handle:
+                raise GuestReadError(f"{hive}: key {key!r} has no value {value!r}")
+            kind = g.hivex_value_type(handle)
+            if kind in (1, 2):  # REG_SZ, REG_EXPAND_SZ
+                return str(g.hivex_value_string(handle))
+            raw = bytes(g.hivex_value_value(handle))
+            if kind == 4 and len(raw) >= 4:  # REG_DWORD
+                return int.from_bytes(raw[:4], "little")
+            if kind == 11 and len(raw) >= 8:  # REG_QWORD
+                return int.from_bytes(raw[:8], "little")
+            return raw
+        except RuntimeError as e:
+            raise GuestReadError(f"{hive}: {e}") from None
+        finally:
+            g.hivex_close()
+
     def os_release(self) -> dict[str, str]:
         """/etc/os-release (or /usr/lib/os-release) of the mounted root, parsed."""
         for path in ("/etc/os-release", "/usr/lib/os-release"):

@@ -137,3 +137,26 @@ def test_authorized_keys_parsing() -> None:
     assert keys[0]["fingerprint"].startswith("SHA256:")
     assert keys[1]["type"] == "invalid"
     assert fingerprint("!!!") is None
+
+
+@pytest.mark.appliance
+def test_windows_registry_values_are_read_through_the_facade(shared_pool: PoolThread,
+                                                             tmp_path: Path) -> None:
+    from regf import Key, hive
+
+    tree = tmp_path / "win"
+    config = tree / "Windows" / "System32" / "config"
+    config.mkdir(parents=True)
+    (config / "SOFTWARE").write_bytes(hive(Key("ROOT", children=[Key("Microsoft", children=[
+        Key("Windows NT", children=[Key("CurrentVersion", values={
+            "ProductName": "Windows Server 2022 Datacenter",
+            "CurrentMajorVersionNumber": 10})])])])))
+    (config / "SYSTEM").write_bytes(b"regf" + os.urandom(9000))  # a hostile, broken hive
+    vm = VM("windowsish", (image_from_tree(tree, tmp_path / "win", 32),))
+    r = shared_pool.inspect(vm, ["testinspectors:Registry"])
+    assert r.ok and r.results["test-registry"]["ok"], r
+    value = r.results["test-registry"]["value"]
+    assert value["ProductName"] == "Windows Server 2022 Datacenter"
+    assert value["CurrentMajorVersionNumber"] == 10
+    assert value["Missing"].startswith("error:") and "no value 'Missing'" in value["Missing"]
+    assert value["garbage"].startswith("error:")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from guestpool.inspectors import Guest, Inspector
+from guestpool.inspectors import Guest, GuestReadError, Inspector
 
 
 class Slow(Inspector):
@@ -32,3 +32,26 @@ class Unserialisable(Inspector):
 
     def run(self, guest: Guest, options: Any) -> Any:
         return {"x": object()}
+
+
+class Registry(Inspector):
+    """Reads registry values through the facade (a Windows-like test guest)."""
+
+    name = "test-registry"
+    version = "1"
+
+    def run(self, guest: Guest, options: Any) -> Any:
+        guest.mount()
+        hive = "/Windows/System32/config/SOFTWARE"
+        key = "Microsoft\\Windows NT\\CurrentVersion"
+        out: dict[str, Any] = {}
+        for value in ("ProductName", "CurrentMajorVersionNumber", "Missing"):
+            try:
+                out[value] = guest.registry_value(hive, key, value)
+            except GuestReadError as e:
+                out[value] = f"error: {e}"
+        try:
+            guest.registry_value("/Windows/System32/config/SYSTEM", "Select", "Current")
+        except GuestReadError as e:
+            out["garbage"] = f"error: {e}"
+        return out
