@@ -244,10 +244,11 @@ class Guest:
                 raise GuestReadError(f"{path}: not a regular file")
             out = b""
             while len(out) < max_bytes:
-                chunk = g.pread(path, min(_PREAD_CHUNK, max_bytes - len(out)), len(out))
-                if not chunk:
-                    break
+                want = min(_PREAD_CHUNK, max_bytes - len(out))
+                chunk = g.pread(path, want, len(out))
                 out += chunk
+                if len(chunk) < want:  # end of file: no extra round trip to learn it
+                    break
                 self.check_deadline()
             return out
         except RuntimeError as e:
