@@ -10,7 +10,6 @@ arrives late, buffered).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import statistics
@@ -257,4 +256,4 @@ def compare(passes: list[Pass], base: str, other: str) -> list[dict[str, Any]]:
 
 
 def fmt_pm(mean: float, sd: float) -> str:
-    return f"{mean:6.3f} ± {sd:5.3f}" if not math.isnan(sd) else f"{mean:6.3f}"
+    return f"{mean:6.3f} ± {sd:5.3f}"

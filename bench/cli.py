@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from guestpool.errors import GuestpoolError
+from guestpool.inspectors.registry import parse_names
 from guestpool.paths import data_dir, writable_dir
 
 console = Console(stderr=True)
@@ -139,7 +140,7 @@ def bench_throughput(budget: float, pool: int | None, count: int, inspector_name
 
     folder = results_dir(results)
     size = pool or default_pool_size()
-    names = [s for s in inspector_names.split(",") if s]
+    names = parse_names(inspector_names)
     manifest = generate(data_dir() / f"bench-fleet-{count}", count, progress=console.print)
     vms = load_manifest(manifest).vms
     console.print(f"measuring B, A and W with {size} appliances…")
@@ -206,7 +207,7 @@ def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | No
         raise GuestpoolError("--sizes must list batch sizes of at least 1")
     folder = results_dir(results)
     vms = load_manifest(generate(data_dir() / f"bench-fleet-{count}", count)).vms
-    names = [s for s in inspector_names.split(",") if s]
+    names = parse_names(inspector_names)
     rows = anyio.run(lambda: measure_batching(vms, size_list, names), backend="trio")
     table = Table(title=f"batching: {count} VMs on one appliance ({inspector_names})")
     for col in ("batch size", "VMs ok", "batches", "seconds", "per VM"):

@@ -93,7 +93,7 @@ class Guest:
         if self._filesystems is not None:
             return self._filesystems
         g = self._g
-        parts = [p for p in _listing(g.list_partitions) if self._owns(p)]
+        parts = [p for p in device_listing(g.list_partitions) if self._owns(p)]
         with_parts = {d for d in self.devices for p in parts if _part_of(p, d)}
         candidates = parts + [d for d in self.devices if d not in with_parts]
         found: list[Filesystem] = []
@@ -404,7 +404,7 @@ class Guest:
         return {}
 
 
-def _listing(fn: Any, tries: int = 30) -> Any:
+def device_listing(fn: Any, tries: int = 30) -> Any:
     """A device listing; retried while udev is still adding or removing the links of
     disks just hot-plugged (the daemon then fails to resolve one of them)."""
     for _ in range(tries - 1):

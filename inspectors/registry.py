@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
 from dataclasses import dataclass
@@ -68,8 +69,20 @@ def broken_plugins() -> dict[str, str]:
     return out
 
 
+def parse_names(text: str | None) -> list[str] | None:
+    """``"os,packages"`` from a command line into names; None or empty means the defaults."""
+    names = [s.strip() for s in (text or "").split(",") if s.strip()]
+    return names or None
+
+
+@functools.lru_cache(maxsize=256)
 def resolve(spec: str) -> type[Inspector]:
-    """An inspector class from a name or a ``module:Class`` path."""
+    """An inspector class from a name or a ``module:Class`` path.
+
+    Cached: it runs for every inspector of every VM, and listing the installed
+    plugins reads every distribution's metadata. Failures are not cached, so a
+    plugin installed later is found.
+    """
     if ":" in spec:
         return _load_path(spec)
     known = available()

@@ -15,6 +15,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from guestpool.inspectors.registry import parse_names
+
 from .accel import ACCEL_CHOICES
 from .dispatch import DEFAULT_BATCH
 from .errors import GuestpoolError
@@ -115,7 +117,7 @@ def _scan(manifest: str, budget: float, inspector_names: str | None, pool: int |
     source = open_source(manifest)
     vms = source.load()
     safety = safety_policy(source, allow_format_mismatch)
-    names = [s for s in inspector_names.split(",") if s] if inspector_names else None
+    names = parse_names(inspector_names)
     if names is not None:
         from guestpool.inspectors.registry import resolve
 

@@ -10,6 +10,8 @@ from typing import Any
 import anyio
 from rich.console import Console
 
+from guestpool.inspectors.registry import parse_names
+
 from .dispatch import run_round
 from .sources import open_source, safety_policy
 from .store import Store
@@ -21,7 +23,7 @@ def run_monitor(manifest: str, *, interval: float, rounds: int | None, budget: f
                 inspector_names: str | None, pool: int | None, strategy: str,
                 accel: str | None, as_json: bool, store_path: Path | None, batch: int = 1,
                 allow_format_mismatch: bool = False) -> int:
-    names = [s for s in inspector_names.split(",") if s] if inspector_names else None
+    names = parse_names(inspector_names)
     store = Store(store_path)
     source = open_source(manifest)
     safety = safety_policy(source, allow_format_mismatch)

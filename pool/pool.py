@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import sys
 from collections import Counter
@@ -482,6 +481,3 @@ def batchable(vms: Sequence[VM]) -> bool:
     templates = [vm.clone_of for vm in vms if vm.clone_of]
     return len({vm.trust_group for vm in vms}) <= 1 and len(templates) == len(set(templates))
 
-
-def mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan

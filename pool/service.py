@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import html
 import ipaddress
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from starlette.routing import Route
 from .dispatch import RoundReport, run_round
 from .errors import GuestpoolError, SetupError
 from .pool import Pool
-from .scans import FINAL, ScanQueue
+from .scans import FINAL, STATES, ScanQueue
 from .sources import open_source, safety_policy
 from .store import Store
 
@@ -437,8 +436,7 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleet: str | N
 
 def _schema_scan() -> dict[str, Any]:
     return {"type": "object", "properties": {
-        "id": {"type": "string"}, "state": {"type": "string", "enum": list(
-            ("queued", "running", "done", "cancelled", "failed"))},
+        "id": {"type": "string"}, "state": {"type": "string", "enum": list(STATES)},
         "request": {"type": "object"}, "created": {"type": "number"},
         "started": {"type": ["number", "null"]}, "finished": {"type": ["number", "null"]},
         "progress": {"type": ["object", "null"]}, "summary": {"type": ["object", "null"]},
@@ -505,7 +503,3 @@ OPENAPI: dict[str, Any] = {
                              "responses": _ok({"type": "object"})}},
     },
 }
-
-
-def dumps_openapi() -> str:
-    return json.dumps(OPENAPI, indent=1)

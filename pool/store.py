@@ -70,9 +70,6 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def _tx(self) -> sqlite3.Connection:
-        return self._db
-
     # -- writing -----------------------------------------------------------------
 
     def sync_fleet(self, vms: Iterable[VM]) -> dict[str, list[str]]:

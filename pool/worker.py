@@ -22,11 +22,13 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from guestpool.inspectors.guest import Guest
+from guestpool.inspectors.guest import Guest, device_listing
 from guestpool.inspectors.registry import run_inspectors
 
 from . import wire
+from .errors import ImageError
 from .qmp import QMP, QMPDead, QMPError
+from .safety import resolve_image
 
 DEVICE_WAIT_S = 30.0
 
@@ -93,12 +95,11 @@ def _rss_kb(pid: int) -> int:
 
 
 def _check_image(path: str) -> None:
-    if not os.path.exists(path):
-        raise OpError("image", f"image {path} does not exist")
-    if not os.path.isfile(path):
-        raise OpError("image", f"image {path} is not a regular file")
-    if os.path.getsize(path) == 0:
-        raise OpError("image", f"image {path} is empty (0 bytes)")
+    """Again at the worker, since the image may have changed since the supervisor's checks."""
+    try:
+        resolve_image(path)
+    except ImageError as e:
+        raise OpError("image", str(e)) from None
 
 
 class Worker:
@@ -167,7 +168,7 @@ class Worker:
         """Appliance device of each label, from libguestfs's /dev/disk/guestfs names."""
         deadline = time.monotonic() + DEVICE_WAIT_S
         while time.monotonic() < deadline:
-            known = self._settled(self.g.list_disk_labels) or {}
+            known = device_listing(self.g.list_disk_labels)
             if all(lb in known for lb in labels):
                 for lb in labels:
                     self.attached[lb].device = known[lb]
@@ -175,17 +176,6 @@ class Worker:
             time.sleep(0.1)
         raise OpError("appliance", f"attached disks did not appear in the appliance "
                                    f"within {DEVICE_WAIT_S:.0f} s")
-
-    @staticmethod
-    def _settled(listing: Any) -> Any:
-        """A device listing, or None while udev is still adding or removing links
-        (the daemon then fails to resolve one of them)."""
-        try:
-            return listing()
-        except RuntimeError as e:
-            if "No such file or directory" in str(e):
-                return None
-            raise
 
     def op_detach(self, labels: list[str]) -> dict[str, Any]:
         """Release mounts, then unplug every disk and wait for the guest to let go."""
@@ -201,8 +191,7 @@ class Worker:
         except QMPError as e:
             raise OpError("appliance", f"detaching disks failed: {e}") from e
         deadline = time.monotonic() + DEVICE_WAIT_S
-        while any(att.device and att.device in (self._settled(g.list_devices) or [att.device])
-                  for att in going):
+        while set(device_listing(g.list_devices)) & {att.device for att in going}:
             if time.monotonic() > deadline:
                 raise OpError("appliance", "detached disks are still present in the appliance")
             time.sleep(0.05)
