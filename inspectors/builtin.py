@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import Inspector
-from .guest import Guest, GuestReadError
+from .guest import Filesystem, Guest, GuestReadError
 
 _ELF_MACHINES = {3: "i386", 62: "x86_64", 40: "arm", 183: "aarch64", 243: "riscv64",
                  21: "ppc64", 22: "s390x"}
@@ -120,29 +120,22 @@ class FilesystemsInspector(Inspector):
     description = "Filesystems on the VM's disks: device, type, UUID, label, size, used, free"
 
     def run(self, guest: Guest, options: Inspector.Options) -> Any:
-        # filesystems the OS root already mounted are measured where they are;
-        # only the others are mounted, one at a time, at the end
-        root = guest.mount()
-        mounted = {dev: mp for mp, dev in root.mounts.items()} if root else {}
+        # what is mounted already (the OS root and its fstab mounts, or the last
+        # root candidate probed) is measured where it is, the rest one at a time
+        def unmounted(fs: Filesystem) -> bool:
+            return guest.mountpoint_of(fs.device) is None
+
         out: dict[str, dict[str, Any]] = {}
-        for fs in guest.filesystems():
-            out[fs.device] = {"device": fs.device, "type": fs.type, "uuid": fs.uuid,
-                              "label": fs.label}
-            if fs.device in mounted:
-                out[fs.device].update(guest.usage(mounted[fs.device]))
-        rest = [fs for fs in guest.filesystems() if fs.device not in mounted and fs.type != "swap"]
-        if rest:
-            g = guest.handle
-            guest.unmount()
-            for fs in rest:
-                try:
-                    g.mount_ro(fs.device, "/")
-                    out[fs.device].update(guest.usage("/"))
-                except RuntimeError as e:
-                    out[fs.device]["error"] = str(e)[:200]
-                finally:
-                    g.umount_all()
-        return list(out.values())
+        for fs in sorted(guest.filesystems(), key=unmounted):
+            entry = out[fs.device] = {"device": fs.device, "type": fs.type, "uuid": fs.uuid,
+                                      "label": fs.label}
+            if fs.type == "swap":
+                continue
+            try:
+                entry.update(guest.filesystem_usage(fs.device))
+            except RuntimeError as e:
+                entry["error"] = str(e)[:200]
+        return [out[fs.device] for fs in guest.filesystems()]
 
 
 class HostnameInspector(Inspector):

@@ -109,7 +109,7 @@ def inspectors_list() -> None:
 def _scan(manifest: str, budget: float, inspector_names: str | None, pool: int | None,
           strategy: str, accel: str | None, as_json: bool, store_path: Path | None,
           batch: int = 1, allow_format_mismatch: bool = False, plan_only: bool = False) -> int:
-    from .dispatch import plan_round, run_round
+    from .dispatch import order_fleet, plan_round, run_round
     from .pool import default_pool_size
     from .sources import open_source, safety_policy
     from .store import Store
@@ -126,8 +126,9 @@ def _scan(manifest: str, budget: float, inspector_names: str | None, pool: int |
                 resolve(n)  # a typo in a name is an error; a broken plugin path is per VM
     store = Store(store_path)
     if plan_only:
+        order = [vm.trust_group for vm in order_fleet(vms, store.last_scanned())]
         plan = plan_round(len(vms), budget, pool or default_pool_size(), store.costs(),
-                          strategy)  # type: ignore[arg-type]
+                          strategy, order)  # type: ignore[arg-type]
         if as_json:
             out.print_json(json.dumps(plan.to_dict()))
         else:

@@ -27,7 +27,7 @@ STALENESS_BUCKET_S = 300.0
 DEFAULT_BATCH = 1  # bench/README.md: batching measured no better per VM under TCG
 # Costs assumed by a store with no history: TCG, 2 cores, os+filesystems, measured
 # 2026-11-22 (bench/README.md). Every round then replaces them with its own.
-DEFAULT_COSTS = {"boot": 18.0, "job": 2.8}
+DEFAULT_COSTS = {"boot": 18.0, "job": 1.6}
 
 
 @dataclass
@@ -51,19 +51,47 @@ class Plan:
 
 
 def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, float],
-               strategy: Strategy = "pooled") -> Plan:
-    """VMs(T) ≈ P·(T − B)/J pooled, P·T/(B + J) cold (J: per-VM job time of one appliance)."""
+               strategy: Strategy = "pooled", groups: Sequence[str] | None = None) -> Plan:
+    """VMs(T) ≈ P·(T − B)/J pooled, P·T/(B + J) cold (J: per-VM job time of one appliance).
+
+    ``groups`` are the VMs' trust groups in dispatch order: pooled, each change
+    of group retires and reboots the appliances that move over, min(P, group
+    size) boots of appliance time that no VM gets.
+    """
     boot = costs.get("boot", DEFAULT_COSTS["boot"])
     job = costs.get(f"job-{strategy}", costs.get("job", DEFAULT_COSTS["job"]))
     usable = max(0.0, budget - SHUTDOWN_RESERVE_S)
     if strategy == "cold":
         per_app, unit = usable / (boot + job), boot + job
+        predicted = min(vms, int(pool_size * per_app))
         needed = math.ceil(vms * unit / usable) if usable else 0
-    else:
-        per_app = max(0.0, usable - boot) / job
-        needed = math.ceil(vms * job / (usable - boot)) if usable > boot else 0
-    predicted = min(vms, int(pool_size * per_app))
-    return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed))
+        return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed))
+    runs = _runs(groups) if groups else [vms]
+
+    def switches(p: int) -> float:
+        return sum(min(p, size) for size in runs[1:]) * boot
+
+    predicted, spent, capacity = 0, 0.0, pool_size * max(0.0, usable - boot)
+    for i, size in enumerate(runs):
+        spent += min(pool_size, size) * boot if i else 0.0
+        take = min(size, max(0, int((capacity - spent) // job)))
+        predicted, spent = predicted + take, spent + take * job
+        if take < size:
+            break
+    if usable <= boot:
+        return Plan(vms, budget, pool_size, boot, job, predicted, 1)
+    # switches(p) grows with p up to the longest run, then stays: search that far
+    least = max(1, math.ceil(vms * job / (usable - boot)))
+    longest = max(runs, default=1)
+    needed = next((p for p in range(least, max(least, longest) + 1)
+                   if p * (usable - boot) >= vms * job + switches(p)),
+                  math.ceil((vms * job + switches(longest)) / (usable - boot)))
+    return Plan(vms, budget, pool_size, boot, job, predicted, needed)
+
+
+def _runs(groups: Sequence[str]) -> list[int]:
+    """Lengths of the runs of equal consecutive trust groups."""
+    return [len(list(run)) for _, run in itertools.groupby(groups)]
 
 
 @dataclass
@@ -170,7 +198,7 @@ async def run_round(
     report.strategy = strategy
     report.pool_size = pool.size
     report.plan = plan_round(len(todo), budget, pool.size, store.costs() if store else {},
-                             strategy)
+                             strategy, [vm.trust_group for vm in todo])
     if store is not None:
         report.fleet_changes = store.sync_fleet(vms)
         report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)

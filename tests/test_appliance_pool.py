@@ -23,8 +23,11 @@ def same_group(vm: VM) -> VM:
 def test_every_kind_matches_ground_truth(shared_pool: PoolThread, demo_fleet: DemoFleet) -> None:
     for vm in demo_fleet.one_of_each():
         truth = demo_fleet.truth[vm.name]
-        r = shared_pool.inspect(same_group(vm), ["os", "filesystems"])
+        r = shared_pool.inspect(same_group(vm), ["os", "filesystems", "testinspectors:Layouts"])
         assert r.ok, r.error
+        layouts = r.results["test-layouts"]["value"]
+        assert layouts["fast"] == layouts["stable"], vm.name  # shell fast path == stable API
+        assert layouts["fast_roots"] == layouts["stable_roots"], vm.name
         os_value = r.results["os"]["value"]
         assert r.results["os"]["version"] == "1"
         if truth["os"]["type"] == "none":

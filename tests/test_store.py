@@ -83,3 +83,16 @@ def test_capacity_plan() -> None:
     assert plan.needed_pool == pytest.approx(1000 * 4 / 278, abs=1)
     cold = plan_round(10, 300, 2, {"boot": 20, "job-cold": 5}, "cold")
     assert cold.predicted == 10 and cold.fits
+
+
+def test_plan_counts_the_boots_of_trust_group_switches() -> None:
+    costs = {"boot": 20, "job-pooled": 2}
+    one = plan_round(300, 300, 2, costs, groups=["a"] * 300)
+    assert one.predicted == 2 * 278 // 2  # no switch: as without groups
+    three = plan_round(300, 300, 2, costs, groups=["a"] * 100 + ["b"] * 100 + ["c"] * 100)
+    assert three.predicted == (2 * 278 - 2 * 2 * 20) // 2  # two switches, two appliances each
+    singles = plan_round(4, 300, 8, costs, groups=["a", "b", "c", "d"])
+    assert singles.predicted == 4 and singles.fits  # one appliance per group, no waiting
+    assert singles.needed_pool == 1  # 4 jobs + 3 reboots fit in one appliance's 278 s
+    tight = plan_round(300, 60, 2, costs, groups=[str(i) for i in range(300)])
+    assert tight.needed_pool > plan_round(300, 60, 2, costs).needed_pool

@@ -1,11 +1,13 @@
-"""Inspectors used only by tests: slow, broken, and unserialisable ones."""
+"""Inspectors used only by tests: slow, broken, unserialisable, and probing ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from guestpool.inspectors import Guest, GuestReadError, Inspector
+from guestpool.inspectors.devices import find_filesystems
 
 
 class Slow(Inspector):
@@ -55,3 +57,23 @@ class Registry(Inspector):
         except GuestReadError as e:
             out["garbage"] = f"error: {e}"
         return out
+
+
+class Layouts(Inspector):
+    """The VM's layout as the job's guest found it (the appliance-shell fast path)
+    and as the stable API finds it, with the roots each way, for comparison."""
+
+    name = "test-layouts"
+    version = "1"
+
+    def run(self, guest: Guest, options: Any) -> Any:
+        fast = guest.filesystems()
+        fast_roots = [r.device for r in guest.roots()]
+        stable = find_filesystems(guest.handle, guest.devices, shell=False)
+        guest.unmount()
+        slow_guest = Guest(guest.handle, guest.vm, guest.devices, shell=False)
+        stable_roots = [r.device for r in slow_guest.roots()]
+        slow_guest.unmount()
+        return {"fast": [dataclasses.asdict(f) for f in fast], "fast_roots": fast_roots,
+                "stable": [dataclasses.asdict(f) for f in stable.filesystems],
+                "stable_roots": stable_roots}
