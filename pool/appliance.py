@@ -44,7 +44,8 @@ class Appliance:
         # The worker's temp files (QMP socket, libguestfs's tmpdir) live in one
         # folder we own, so even a killed worker leaves nothing behind.
         workdir = tempfile.mkdtemp(prefix="guestpool-app-")
-        env = dict(os.environ, GUESTPOOL_PARENT_PID=str(os.getpid()), TMPDIR=workdir)
+        env = dict(os.environ, GUESTPOOL_PARENT_PID=str(os.getpid()), GUESTPOOL_WORKDIR=workdir,
+                   TMPDIR=workdir)
         env.setdefault("LIBGUESTFS_CACHEDIR", "/var/tmp")
         proc = await anyio.open_process(
             [sys.executable, "-m", "guestpool.worker"],

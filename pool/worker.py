@@ -59,10 +59,13 @@ def _die_with_parent() -> None:
     qemu within a second of our exit.
     """
     expected = int(os.environ.get("GUESTPOOL_PARENT_PID") or os.getppid())
+    workdir = os.environ.get("GUESTPOOL_WORKDIR")
 
     def watch() -> None:
         while os.getppid() == expected:
             time.sleep(0.2)
+        if workdir:  # the supervisor that would have removed it is gone
+            shutil.rmtree(workdir, ignore_errors=True)
         os._exit(70)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

@@ -75,24 +75,25 @@ from guestpool import Pool
 async def main():
     async with Pool(1) as pool:
         (app,) = pool.appliances.values()
-        print(app.pid, app.qemu_pid, flush=True)
+        print(app.pid, app.qemu_pid, app.workdir, flush=True)
         await trio.sleep(600)
 trio.run(main)
 """
 
 
-def test_killed_supervisor_leaves_no_worker_or_qemu() -> None:
+def test_killed_supervisor_leaves_no_worker_qemu_or_files() -> None:
     proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE,
                             text=True)
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        worker, qemu = map(int, line.split())
-        assert alive(worker) and alive(qemu)
+        pids, workdir = proc.stdout.readline().rsplit(maxsplit=1)
+        worker, qemu = map(int, pids.split())
+        assert alive(worker) and alive(qemu) and os.path.isdir(workdir)
     finally:
         proc.kill()
         proc.wait()
     assert wait_gone([worker, qemu], 5) == []
+    assert not os.path.exists(workdir)  # the worker removed its own temp folder
 
 
 async def test_cold_strategy_boots_once_per_vm(demo_fleet: DemoFleet) -> None:
