@@ -94,6 +94,7 @@ def _arch(guest: Guest) -> str:
 
 def _full_inspection(guest: Guest, device: str) -> dict[str, Any]:
     g = guest.handle
+    guest.filesystems()  # activates the VM's volume groups: inspect_os only sees active LVs
     guest.unmount()
     roots = g.inspect_os()
     if not roots:

@@ -76,7 +76,8 @@ class Guest:
     def handle(self) -> Any:
         """The raw ``guestfs.GuestFS`` handle. For experts: it bypasses every bound,
         sees other VMs' disks when several are attached, and must not be used to
-        write (the disks are read-only at the qemu level anyway)."""
+        write (the disks are read-only at the qemu level anyway). The VM's LVM
+        volume groups are active only once :meth:`filesystems` has run."""
         return self._g
 
     # -- deadlines -----------------------------------------------------------

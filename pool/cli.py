@@ -163,8 +163,10 @@ def _print_plan(plan: Any) -> None:
     table.add_row("VMs in fleet", str(plan.vms))
     table.add_row("budget", f"{plan.budget:.0f} s")
     table.add_row("appliances", str(plan.pool_size))
-    table.add_row("boot (measured mean)", f"{plan.boot:.1f} s")
-    table.add_row("per-VM job (measured mean)", f"{plan.job:.1f} s")
+    source = "measured mean" if plan.measured else "default: no round measured yet"
+    table.add_row(f"boot ({source})", f"{plan.boot:.1f} s")
+    table.add_row(f"per-VM job ({source})", f"{plan.job:.1f} s")
+    table.add_row("trust-group switches", str(plan.group_switches))
     table.add_row("predicted VMs this round", str(plan.predicted))
     table.add_row("appliances for full coverage", str(plan.needed_pool))
     out.print(table)

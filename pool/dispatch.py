@@ -7,6 +7,7 @@ unknown state) and the round reports what it covered and what it did not reach.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import deque
@@ -41,6 +42,10 @@ class Plan:
     job: float
     predicted: int
     needed_pool: int
+    #: whether boot and job costs come from this store's past rounds, not defaults
+    measured: bool = False
+    #: changes of trust group along the dispatch order (each costs appliance boots)
+    group_switches: int = 0
 
     @property
     def fits(self) -> bool:
@@ -59,14 +64,18 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
     size) boots of appliance time that no VM gets.
     """
     boot = costs.get("boot", DEFAULT_COSTS["boot"])
-    job = costs.get(f"job-{strategy}", costs.get("job", DEFAULT_COSTS["job"]))
+    job_key = f"job-{strategy}" if f"job-{strategy}" in costs else "job"
+    job = costs.get(job_key, DEFAULT_COSTS["job"])
+    measured = "boot" in costs and job_key in costs
     usable = max(0.0, budget - SHUTDOWN_RESERVE_S)
     if strategy == "cold":
         per_app, unit = usable / (boot + job), boot + job
         predicted = min(vms, int(pool_size * per_app))
         needed = math.ceil(vms * unit / usable) if usable else 0
-        return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed))
+        return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed), measured)
     runs = _runs(groups) if groups else [vms]
+    plan = functools.partial(Plan, vms, budget, pool_size, boot, job, measured=measured,
+                             group_switches=len(runs) - 1)
 
     def switches(p: int) -> float:
         return sum(min(p, size) for size in runs[1:]) * boot
@@ -79,14 +88,14 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
         if take < size:
             break
     if usable <= boot:
-        return Plan(vms, budget, pool_size, boot, job, predicted, 1)
+        return plan(predicted, 1)
     # switches(p) grows with p up to the longest run, then stays: search that far
     least = max(1, math.ceil(vms * job / (usable - boot)))
     longest = max(runs, default=1)
     needed = next((p for p in range(least, max(least, longest) + 1)
                    if p * (usable - boot) >= vms * job + switches(p)),
                   math.ceil((vms * job + switches(longest)) / (usable - boot)))
-    return Plan(vms, budget, pool_size, boot, job, predicted, needed)
+    return plan(predicted, needed)
 
 
 def _runs(groups: Sequence[str]) -> list[int]:

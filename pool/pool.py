@@ -368,19 +368,22 @@ class Pool:
     async def _holding(self, app: Appliance) -> AsyncIterator[None]:
         """Give ``app`` back after a job: released if it is known clean (success or an
         image refused before use), retired otherwise."""
-        healthy = False
+        healthy, reason = False, "error"
         try:
             yield
             healthy = True
         except ImageError:
             healthy = True
             raise
+        except anyio.get_cancelled_exc_class():
+            reason = "cancelled"  # e.g. the round's budget ran out mid-job
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 if healthy:
                     await self._release(app)
                 else:
-                    await self._retire(app, "error")
+                    await self._retire(app, reason)
 
     async def _run_on(self, app: Appliance, vms: Sequence[VM], specs: list[dict[str, Any]]
                       ) -> tuple[list[dict[str, Any]], list[float], float, float]:

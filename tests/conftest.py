@@ -81,7 +81,8 @@ class PoolThread:
             self._error = e
             self._ready.set()
 
-    def inspect(self, vm: VM, inspectors: list[str] | None = None) -> InspectResult:
+    def inspect(self, vm: VM, inspectors: list[str | dict[str, Any]] | list[str] | None = None
+                ) -> InspectResult:
         assert self.pool is not None
         result: InspectResult = trio.from_thread.run(self.pool.inspect, vm, inspectors,
                                                      trio_token=self._token)

@@ -147,3 +147,14 @@ def test_qemu_killed_mid_job_fails_over_and_is_replaced(shared_pool: PoolThread,
 def test_disks_are_never_written(shared_pool: PoolThread, demo_fleet: DemoFleet) -> None:
     # runs after the other pooled tests in this module (pytest keeps file order)
     assert {p: sha256(p) for p in demo_fleet.digests} == demo_fleet.digests
+
+
+def test_full_inspect_os_sees_the_vms_logical_volumes(shared_pool: PoolThread,
+                                                      demo_fleet: DemoFleet) -> None:
+    """udev no longer auto-activates LVM on hot-plug: the full path must activate it."""
+    (vm,) = [v for v in demo_fleet.one_of_each() if v.name.endswith("-lvm")]
+    r = shared_pool.inspect(same_group(vm), [{"spec": "os", "options": {"full": True}}])
+    assert r.ok, r.error
+    value = r.results["os"]["value"]
+    assert value["method"] == "inspect_os" and value["root"] == "/dev/vg0/root", value
+    assert value["hostname"] == demo_fleet.truth[vm.name]["os"]["hostname"]

@@ -232,3 +232,32 @@ def test_likely_roots_are_probed_first() -> None:
            Filesystem("/dev/rhel/root", "xfs")]
     assert [f.device for f in sorted(fss, key=_root_likelihood)] == [
         "/dev/rhel/root", "/dev/rhel/home", "/dev/sdc3", "/dev/sdc2", "/dev/sdc1"]
+
+
+def test_lvm_without_devices_option_falls_back_to_the_stable_api() -> None:
+    from guestpool.inspectors.devices import Filesystem, find_filesystems
+
+    class OldLvm(ScriptedHandle):
+        def pvuuid(self, dev: str) -> str:
+            return "PVUUID"
+
+        def lvm_scan(self, activate: bool) -> None:
+            self.asked.append("lvm_scan")
+
+        def vgs(self) -> list[str]:
+            return ["other", "vg0"]
+
+        def vgpvuuids(self, vg: str) -> list[str]:
+            return ["PVUUID"] if vg == "vg0" else ["ELSEWHERE"]
+
+        def lvs(self) -> list[str]:
+            return ["/dev/other/x", "/dev/vg0/root"]
+
+        def blkid(self, dev: str) -> dict[str, str]:
+            return {"TYPE": "xfs", "UUID": "u", "LABEL": "my\\ root"}
+
+    udev = "DEV=/dev/sdd\nPART=/dev/sdd1\nDEV=/dev/sdd1\nID_FS_TYPE=LVM2_member\n"
+    g = OldLvm({"records show": udev, "lvm vgchange": "LVM=failed\n"})
+    layout = find_filesystems(g, ["/dev/sdd"])
+    assert layout.filesystems == [Filesystem("/dev/vg0/root", "xfs", "u", "my root")]
+    assert layout.volume_groups == ["vg0"] and "lvm_scan" in g.asked
