@@ -72,10 +72,12 @@ class SimAppliance(Appliance):
 
 
 def simulate(vms: int, pool_size: int, budget: float, costs: Costs,
-             strategy: Strategy = "pooled", seed: int = 1) -> RoundReport:
-    """One simulated round of ``vms`` VMs; returns the same report a real round does."""
+             strategy: Strategy = "pooled", seed: int = 1, groups: int = 1) -> RoundReport:
+    """One simulated round of ``vms`` VMs in ``groups`` equal trust groups; returns
+    the same report a real round does."""
     rng = random.Random(seed)
-    fleet = [VM(f"sim{i:06d}", (Disk(f"/simulated/{i}.raw", "raw"),)) for i in range(vms)]
+    fleet = [VM(f"sim{i:06d}", (Disk(f"/simulated/{i}.raw", "raw"),),
+                trust_group=f"group-{i * groups // vms}") for i in range(vms)]
 
     async def spawn() -> Appliance:
         app = SimAppliance(proc=None)  # type: ignore[arg-type]

@@ -188,6 +188,8 @@ def _print_report(report: Any, as_json: bool) -> None:
     table.add_column("measure")
     table.add_column("value")
     for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
         table.add_row(key, str(value))
     if report.plan is not None:
         table.add_row("predicted vs covered", f"{report.plan.predicted} predicted, "

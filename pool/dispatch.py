@@ -116,6 +116,8 @@ class RoundReport:
     not_reached: list[str] = field(default_factory=list)
     boot_seconds: list[float] = field(default_factory=list)
     boots: int = 0
+    #: appliances retired during the round, by reason (trust-group-switch, error, ...)
+    retirements: dict[str, int] = field(default_factory=dict)
     drift: list[dict[str, Any]] = field(default_factory=list)
     #: VMs that appeared, disappeared or changed disks since the last round (with a store)
     fleet_changes: dict[str, list[str]] = field(default_factory=dict)
@@ -141,7 +143,7 @@ class RoundReport:
             "predicted": self.plan.predicted if self.plan else None,
             "covered": len(self.covered), "failed": len(self.failed),
             "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
-            "stopped_early": self.stopped,
+            "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
             **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
         }
 
@@ -211,15 +213,25 @@ async def run_round(
     if store is not None:
         report.fleet_changes = store.sync_fleet(vms)
         report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)
-    with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)):
+    plan = report.plan
+    with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)) as budget_scope:
         async with pool:
             report.accel = pool.accel
             queue = deque(todo)
+
+            def switch_too_late() -> bool:
+                """A new trust group needs a boot: not worth starting one that
+                cannot finish a job before the budget ends."""
+                left = budget_scope.deadline - anyio.current_time()
+                return (strategy == "pooled" and not pool.has_appliance_for(queue[0].trust_group)
+                        and left < plan.boot + plan.job)
 
             async def runner() -> None:
                 while queue:
                     if stop is not None and stop.is_set():
                         report.stopped = True
+                        return
+                    if switch_too_late():
                         return
                     chunk = take_batch(queue, batch)
                     if len(chunk) == 1:
@@ -240,6 +252,7 @@ async def run_round(
     report.not_reached = [vm.name for vm in todo if vm.name not in done]
     report.elapsed = anyio.current_time() - start
     report.boots = pool.stats.boots
+    report.retirements = dict(pool.stats.retirements)
     report.boot_seconds = list(pool.stats.boot_seconds)
     if store is not None:
         _keep_costs(store, report, strategy)

@@ -243,6 +243,11 @@ class Pool:
         """Appliances by state: booting, idle, busy."""
         return Counter(a.state for a in self.appliances.values())
 
+    def has_appliance_for(self, group: str) -> bool:
+        """Whether a job of ``group`` can run without retiring an appliance of
+        another group (one of ``group``, or one not yet bound to any, exists)."""
+        return any(a.trust_group in (None, group) for a in self.appliances.values())
+
     async def _acquire(self, group: str, exclude: set[int]) -> Appliance:
         while True:
             idle = [a for a in self.appliances.values()
