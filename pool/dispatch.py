@@ -69,8 +69,8 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
     measured = "boot" in costs and job_key in costs
     usable = max(0.0, budget - SHUTDOWN_RESERVE_S)
     if strategy == "cold":
-        per_app, unit = usable / (boot + job), boot + job
-        predicted = min(vms, int(pool_size * per_app))
+        unit = boot + job
+        predicted = min(vms, pool_size * math.floor(usable / unit))  # whole VMs per appliance
         needed = math.ceil(vms * unit / usable) if usable else 0
         return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed), measured)
     runs = _runs(groups) if groups else [vms]
