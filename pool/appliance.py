@@ -47,11 +47,15 @@ class Appliance:
         env = dict(os.environ, GUESTPOOL_PARENT_PID=str(os.getpid()), GUESTPOOL_WORKDIR=workdir,
                    TMPDIR=workdir)
         env.setdefault("LIBGUESTFS_CACHEDIR", "/var/tmp")
-        proc = await anyio.open_process(
-            [sys.executable, "-m", "guestpool.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-            env=env, start_new_session=True,
-        )
+        try:
+            proc = await anyio.open_process(
+                [sys.executable, "-m", "guestpool.worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+                env=env, start_new_session=True,
+            )
+        except BaseException:  # e.g. a replacement boot cancelled as the pool closes
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         app = cls(proc, workdir=workdir)
         assert proc.stdout is not None
         app._reader = BufferedByteReceiveStream(proc.stdout)

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import trio
 from conftest import DemoFleet
 
 from guestpool import Pool
@@ -122,3 +123,17 @@ def test_library_works_under_asyncio(demo_fleet: DemoFleet) -> None:
                 "os"]["hostname"]
 
     anyio.run(main, backend="asyncio")
+
+
+async def test_cancelled_spawn_leaves_no_temp_folder() -> None:
+    """A replacement boot started as the pool closes is cancelled inside spawn."""
+    from guestpool.appliance import Appliance
+
+    before = set(glob.glob("/tmp/guestpool-app-*"))
+    spawned = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        spawned.append(await Appliance.spawn())
+    for app in spawned:  # the process may start before the cancellation lands
+        await app.kill()
+    assert set(glob.glob("/tmp/guestpool-app-*")) == before
