@@ -44,7 +44,9 @@ class Layout:
     filesystems: list[Filesystem]
     #: volume groups activated for the VM: :func:`deactivate` before detaching
     volume_groups: list[str]
-    physical_volumes: list[str]
+    #: the VM's physical volumes when LVM was run on them alone (``--devices``);
+    #: empty when the stable API activated the groups
+    lvm_devices: list[str]
 
 
 def find_filesystems(g: Any, devices: list[str], shell: bool = True) -> Layout:
@@ -134,12 +136,13 @@ exit 0
 _BLKID_SCRIPT = "blkid -c /dev/null -p -o export {devices} 2>/dev/null; exit 0\n"
 
 
-def deactivate(g: Any, layout: Layout, shell: bool = True) -> None:
-    """Deactivate the volume groups :func:`find_filesystems` activated."""
+def deactivate(g: Any, layout: Layout) -> None:
+    """Deactivate the volume groups :func:`find_filesystems` activated, the way it
+    activated them."""
     if not layout.volume_groups:
         return
-    if shell:
-        devices = " ".join(f"--devices {shlex.quote(p)}" for p in layout.physical_volumes)
+    if layout.lvm_devices:
+        devices = " ".join(f"--devices {shlex.quote(p)}" for p in layout.lvm_devices)
         vgs = " ".join(shlex.quote(vg) for vg in layout.volume_groups)
         g.debug("sh", [f"lvm vgchange {devices} -an {vgs} >/dev/null"])
     else:
@@ -160,7 +163,7 @@ def _with_shell(g: Any, devices: list[str]) -> Layout:
     out = str(g.debug("sh", [_SHOW + script]))
     if "LVM=failed" in out.splitlines():
         lvs, vgs = _activate_with_api(g, pvs)
-        return Layout(found + lvs, vgs, pvs)
+        return Layout(found + lvs, vgs, [])
     vgs = list(dict.fromkeys(line[3:] for line in out.splitlines() if line.startswith("VG=")))
     tags = _tags(g, out)
     for lv in tags:  # in the order of lvs: by VG, then LV
@@ -253,7 +256,7 @@ def _with_api(g: Any, devices: list[str]) -> Layout:
     if not pvs:
         return Layout(found, [], [])
     lvs, vgs = _activate_with_api(g, pvs)
-    return Layout(found + lvs, vgs, pvs)
+    return Layout(found + lvs, vgs, [])
 
 
 def _activate_with_api(g: Any, pvs: list[str]) -> tuple[list[Filesystem], list[str]]:

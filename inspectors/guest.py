@@ -240,7 +240,7 @@ class Guest:
         self._g.umount_all()
         self._mounted = self._bare = None
         if self._layout is not None:
-            deactivate(self._g, self._layout, self._shell)
+            deactivate(self._g, self._layout)
 
     # -- bounded reads -------------------------------------------------------
 

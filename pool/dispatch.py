@@ -7,7 +7,6 @@ unknown state) and the round reports what it covered and what it did not reach.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections import deque
@@ -66,17 +65,21 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
     boot = costs.get("boot", DEFAULT_COSTS["boot"])
     job_key = f"job-{strategy}" if f"job-{strategy}" in costs else "job"
     job = costs.get(job_key, DEFAULT_COSTS["job"])
-    measured = "boot" in costs and job_key in costs
     usable = max(0.0, budget - SHUTDOWN_RESERVE_S)
+    runs = _runs(groups) if groups and strategy == "pooled" else [vms]
     if strategy == "cold":
-        unit = boot + job
-        predicted = min(vms, pool_size * math.floor(usable / unit))  # whole VMs per appliance
-        needed = math.ceil(vms * unit / usable) if usable else 0
-        return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed), measured)
-    runs = _runs(groups) if groups else [vms]
-    plan = functools.partial(Plan, vms, budget, pool_size, boot, job, measured=measured,
-                             group_switches=len(runs) - 1)
+        predicted = min(vms, pool_size * math.floor(usable / (boot + job)))  # whole VMs
+        needed = math.ceil(vms * (boot + job) / usable) if usable else 1
+    else:
+        predicted, needed = _pooled_fit(runs, usable, pool_size, boot, job)
+    return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed),
+                measured="boot" in costs and job_key in costs, group_switches=len(runs) - 1)
 
+
+def _pooled_fit(runs: list[int], usable: float, pool_size: int, boot: float, job: float
+                ) -> tuple[int, int]:
+    """(VMs this pool covers, appliances full coverage needs) when every change of
+    trust group after the first run costs min(P, run length) boots."""
     def switches(p: int) -> float:
         return sum(min(p, size) for size in runs[1:]) * boot
 
@@ -88,14 +91,15 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
         if take < size:
             break
     if usable <= boot:
-        return plan(predicted, 1)
+        return predicted, 1
     # switches(p) grows with p up to the longest run, then stays: search that far
+    vms = sum(runs)
     least = max(1, math.ceil(vms * job / (usable - boot)))
     longest = max(runs, default=1)
     needed = next((p for p in range(least, max(least, longest) + 1)
                    if p * (usable - boot) >= vms * job + switches(p)),
                   math.ceil((vms * job + switches(longest)) / (usable - boot)))
-    return plan(predicted, needed)
+    return predicted, needed
 
 
 def _runs(groups: Sequence[str]) -> list[int]:

@@ -205,7 +205,7 @@ def test_fast_probe_activates_only_this_vms_volume_groups() -> None:
     g = ScriptedHandle({"records show": udev, "lvm vgchange --devices /dev/sdd1 -ay": lvm})
     layout = find_filesystems(g, ["/dev/sdd"])
     assert layout.filesystems == [Filesystem("/dev/vg0/root", "ext4", "", "root")]
-    assert (layout.volume_groups, layout.physical_volumes) == (["vg0"], ["/dev/sdd1"])
+    assert (layout.volume_groups, layout.lvm_devices) == (["vg0"], ["/dev/sdd1"])
 
 
 def test_device_names_are_checked_before_they_reach_a_shell() -> None:
@@ -261,3 +261,4 @@ def test_lvm_without_devices_option_falls_back_to_the_stable_api() -> None:
     layout = find_filesystems(g, ["/dev/sdd"])
     assert layout.filesystems == [Filesystem("/dev/vg0/root", "xfs", "u", "my root")]
     assert layout.volume_groups == ["vg0"] and "lvm_scan" in g.asked
+    assert layout.lvm_devices == []  # deactivated through the stable API too: no --devices
