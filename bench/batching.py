@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import anyio
 
-from guestpool.dispatch import take_batch
-from guestpool.fleet import VM
-from guestpool.pool import Pool
+from guestpool import VM, Pool
+from guestpool._round import take_batch
 
 
 async def measure_batching(vms: Sequence[VM], sizes: Sequence[int],

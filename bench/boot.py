@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from guestpool.accel import resolve_accel
-from guestpool.errors import GuestpoolError, SetupError
+from guestpool import GuestpoolError, SetupError
+from guestpool._accel import resolve_accel
 
 BOOT_ANALYSIS_APPEND = "guestfs_boot_analysis=1 ignore_loglevel initcall_debug"
 

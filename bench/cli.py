@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from guestpool.errors import GuestpoolError
-from guestpool.inspectors.registry import parse_names
-from guestpool.paths import data_dir, writable_dir
+from guestpool import GuestpoolError
+from guestpool._paths import data_dir, writable_dir
+from guestpool.inspectors._registry import parse_names
 
 console = Console(stderr=True)
 out = Console()
@@ -130,10 +130,9 @@ def bench_boot(passes: int, warmup: int, compare_specs: tuple[str, ...],
 def bench_throughput(budget: float, pool: int | None, count: int, inspector_names: str,
                      results: Path | None) -> None:
     """Measure B, A, W; predict VMs per budget; run cold and pooled for real."""
-    from guestpool.demo import generate
-    from guestpool.dispatch import SHUTDOWN_RESERVE_S
-    from guestpool.fleet import load_manifest
-    from guestpool.pool import default_pool_size
+    from guestpool import default_pool_size, load_manifest
+    from guestpool._demo import generate
+    from guestpool._plan import SHUTDOWN_RESERVE_S
 
     from . import throughput
     from .plots import throughput_curves
@@ -194,8 +193,8 @@ def bench_throughput(budget: float, pool: int | None, count: int, inspector_name
 @results_option
 def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | None) -> None:
     """Per-VM cost of attaching 1, 2, 4… VMs to one appliance at once."""
-    from guestpool.demo import generate
-    from guestpool.fleet import load_manifest
+    from guestpool import load_manifest
+    from guestpool._demo import generate
 
     from .batching import measure_batching
 
@@ -225,8 +224,8 @@ def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | No
 @results_option
 def bench_inspectors(count: int, results: Path | None) -> None:
     """Per-VM cost of each built-in inspector; cheap `os` against full inspect_os."""
-    from guestpool.demo import generate
-    from guestpool.fleet import load_manifest
+    from guestpool import load_manifest
+    from guestpool._demo import generate
 
     from .inspectors import measure_inspectors
 
@@ -254,8 +253,8 @@ def bench_inspectors(count: int, results: Path | None) -> None:
 @results_option
 def bench_service_load(load: int, count: int, results: Path | None) -> None:
     """A scan through `guestpool serve`, quiet and under LOAD status requests (loopback)."""
-    from guestpool.demo import generate
-    from guestpool.fleet import load_manifest
+    from guestpool import load_manifest
+    from guestpool._demo import generate
 
     from .service_load import run_load_bench
 

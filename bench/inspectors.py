@@ -8,8 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from guestpool.fleet import VM
-from guestpool.pool import Pool
+from guestpool import VM, InspectorSpec, Pool
 
 DEFAULT_SET = ("os", "filesystems", "packages", "users", "files", "services")
 
@@ -31,7 +30,7 @@ async def measure_inspectors(vms: Sequence[VM], names: Sequence[str] = DEFAULT_S
             jobs.append(r.timings["attach"] + r.timings["inspect"] + r.timings["detach"])
             for n in names:
                 per[n].append(r.results[n]["seconds"])
-            f = await pool.inspect(vm, [{"spec": "os", "options": {"full": True}}])
+            f = await pool.inspect(vm, [InspectorSpec("os", {"full": True})])
             if f.ok and f.results["os"]["ok"] and r.results["os"]["ok"]:
                 cheap.append(r.results["os"]["seconds"])
                 full.append(f.results["os"]["seconds"])

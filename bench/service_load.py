@@ -76,7 +76,7 @@ def run_load_bench(manifest: Path, vms: Sequence[str], store: Path, load: int = 
                    ) -> dict[str, Any]:
     port = _port()
     env = dict(os.environ, GUESTPOOL_TOKEN=TOKEN)
-    proc = subprocess.Popen([sys.executable, "-m", "guestpool.cli", "serve", str(manifest),
+    proc = subprocess.Popen([sys.executable, "-m", "guestpool", "serve", str(manifest),
                              "--bind", f"127.0.0.1:{port}", "--store", str(store),
                              "--pool", "1"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

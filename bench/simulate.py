@@ -8,16 +8,32 @@ scheduling, retirements, budget cut-off — is the production code path.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-from guestpool.appliance import Appliance
-from guestpool.dispatch import RoundReport, run_round
-from guestpool.fleet import VM, Disk
-from guestpool.pool import Pool, Strategy
+from guestpool import VM, Appliance, Disk, Pool, RoundOptions, RoundReport, run_round
+from guestpool._plan import Strategy
+from guestpool._protocol import (
+    Attach,
+    Attached,
+    Boot,
+    Booted,
+    Closed,
+    Cold,
+    ColdDone,
+    Detach,
+    Detached,
+    Inspect,
+    Inspected,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+)
 
 LABEL = "SIMULATION"
 
@@ -42,32 +58,35 @@ class Costs:
 class SimAppliance(Appliance):
     """An appliance that answers after a drawn delay; no process, no qemu."""
 
-    costs: Costs
-    rng: random.Random
+    def __init__(self, costs: Costs, rng: random.Random) -> None:
+        super().__init__()
+        self.costs, self.rng = costs, rng
 
-    async def call(self, op: str, timeout: float, **args: Any) -> Any:
-        if op == "boot":
-            d = self.costs.draw(self.rng, "boot")
-            await anyio.sleep(d)
-            return {"qemu_pid": 0, "seconds": d}
-        if op == "cold":
-            d = self.costs.draw(self.rng, "boot")
-            w = self.costs.draw(self.rng, "inspect")
-            await anyio.sleep(d + w)
-            return {"results": {}, "boot_seconds": d, "inspect_seconds": w, "qemu_pid": 0}
-        if op in ("attach", "detach", "inspect"):
-            await anyio.sleep(self.costs.draw(self.rng, op))
-            return {}
-        return {}
-
-    @property
-    def pid(self) -> int:
-        return 0
+    async def request(self, request: Request, timeout: float) -> Reply:
+        draw = functools.partial(self.costs.draw, self.rng)
+        match request:
+            case Boot():
+                d = draw("boot")
+                await anyio.sleep(d)
+                return Booted(qemu_pid=0, seconds=d)
+            case Cold():
+                d, w = draw("boot"), draw("inspect")
+                await anyio.sleep(d + w)
+                return ColdDone(results={}, boot_seconds=d, inspect_seconds=w, qemu_pid=0)
+            case Attach():
+                await anyio.sleep(draw("attach"))
+                return Attached([f"d{i}" for i in range(len(request.disks))])
+            case Inspect():
+                await anyio.sleep(draw("inspect"))
+                return Inspected({})
+            case Detach():
+                await anyio.sleep(draw("detach"))
+                return Detached(0)
+            case Ping():
+                return Pong(qemu_pid=0, rss_kb=0, alive=True, attached=0)
+        return Closed()
 
     async def kill(self) -> None:
-        self.state = "retired"
-
-    async def close(self, timeout: float = 5.0) -> None:
         self.state = "retired"
 
 
@@ -80,14 +99,13 @@ def simulate(vms: int, pool_size: int, budget: float, costs: Costs,
                 trust_group=f"group-{i * groups // vms}") for i in range(vms)]
 
     async def spawn() -> Appliance:
-        app = SimAppliance(proc=None)  # type: ignore[arg-type]
-        app.costs, app.rng = costs, rng
-        return app
+        return SimAppliance(costs, rng)
 
     async def main() -> RoundReport:
-        pool = Pool(pool_size, strategy=strategy, accel="tcg", max_jobs=10**9, safety=None)
-        pool._spawn = spawn
-        return await run_round(fleet, budget=budget, pool=pool, inspectors=["hostname"])
+        pool = Pool(pool_size, strategy=strategy, accel="tcg", max_jobs=10**9, safety=None,
+                    spawn=spawn)
+        return await run_round(fleet, RoundOptions(budget=budget, inspectors=["hostname"]),
+                               pool=pool)
 
     import trio.testing
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import anyio
 
-from guestpool.dispatch import SHUTDOWN_RESERVE_S, RoundReport, order_fleet, run_round
-from guestpool.fleet import VM
-from guestpool.pool import Pool
+from guestpool import VM, Pool, RoundOptions, RoundReport, run_round
+from guestpool._plan import SHUTDOWN_RESERVE_S
+from guestpool._round import order_fleet
 
 
 @dataclass
@@ -111,7 +111,8 @@ async def run_both(vms: Sequence[VM], budget: float, pool_size: int,
     out = {}
     for strategy in ("pooled", "cold"):
         pool = Pool(pool_size, strategy=strategy, max_jobs=10**6)
-        out[strategy] = await run_round(fleet, budget=budget, pool=pool, inspectors=inspectors)
+        out[strategy] = await run_round(fleet, RoundOptions(budget=budget, inspectors=inspectors),
+                                        pool=pool)
     return out
 
 

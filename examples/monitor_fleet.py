@@ -12,23 +12,21 @@ from collections import Counter
 
 import anyio
 
-from guestpool.dispatch import run_round
-from guestpool.sources import open_source, safety_policy
-from guestpool.store import Store
+from guestpool import RoundOptions, Store, open_source, run_periodic, run_round
 
 
 async def main(fleet: str, interval: float, rounds: int) -> None:
     source = open_source(fleet)
     store = Store("/tmp/guestpool-example.db")
-    for n in range(1, rounds + 1):
-        start = anyio.current_time()
-        report = await run_round(source.load(), budget=interval, store=store,
-                                 safety=safety_policy(source),
-                                 inspectors=["os", "packages", "users"])
+    options = RoundOptions(budget=interval, inspectors=["os", "packages", "users"])
+
+    async def one_round(n: int) -> None:
+        report = await run_round(source, options, store=store)
         kinds = Counter(c["kind"] for c in report.drift)
         print(f"round {n}: {len(report.covered)} covered, {len(report.failed)} failed, "
               f"{len(report.not_reached)} not reached; drift: {dict(kinds) or 'none'}")
-        await anyio.sleep(max(0.0, interval - (anyio.current_time() - start)))
+
+    await run_periodic(interval, one_round, rounds=rounds)
 
 
 if __name__ == "__main__":

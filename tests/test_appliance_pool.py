@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import DemoFleet, PoolThread, sha256
+from helpers.fleet import DemoFleet, sha256
+from helpers.pool_thread import PoolThread
 
 from guestpool import VM, Disk
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from guestpool import GuestpoolError
 from guestpool.bench import boot
 from guestpool.bench.simulate import Costs, simulate
-from guestpool.errors import GuestpoolError
 
-GUESTPOOL = [sys.executable, "-m", "guestpool.cli"]
+GUESTPOOL = [sys.executable, "-m", "guestpool"]
 
 
 @pytest.mark.appliance

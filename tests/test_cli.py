@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,13 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DemoFleet
+from helpers.fleet import DemoFleet
 
-from guestpool import InspectResult
-from guestpool.fleet import write_manifest
-from guestpool.store import Store
+from guestpool import InspectResult, Store, write_manifest
 
-GP = [sys.executable, "-m", "guestpool.cli"]
+GP = [sys.executable, "-m", "guestpool"]
 
 
 def test_report_show_drift_export(tmp_path: Path) -> None:
@@ -70,3 +69,17 @@ def test_monitor_runs_rounds_and_stops_cleanly_on_sigterm(demo_fleet: DemoFleet,
     assert time.monotonic() - start < 30
     store = Store(tmp_path / "m.db")
     assert store.last_round()["summary"]["covered"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fleet", "demo", "/proc/forbidden", "--count", "2"], "cannot write"),
+    (["fleet", "demo", "{tmp}", "--count", "0"], "--count must be at least 1"),
+    (["doctor", "--accel", "warp"], "Invalid value for '--accel'"),
+    (["scan", "{tmp}/none.json"], "cannot read fleet manifest"),
+])
+def test_bad_input_gives_one_line_error(args: list[str], message: str, tmp_path: Path) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = subprocess.run(GP + args, capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import trio
-from conftest import DemoFleet
+from helpers.fleet import DemoFleet
 
 from guestpool import Pool
 
@@ -127,13 +127,13 @@ def test_library_works_under_asyncio(demo_fleet: DemoFleet) -> None:
 
 async def test_cancelled_spawn_leaves_no_temp_folder() -> None:
     """A replacement boot started as the pool closes is cancelled inside spawn."""
-    from guestpool.appliance import Appliance
+    from guestpool import WorkerAppliance
 
     before = set(glob.glob("/tmp/guestpool-app-*"))
     spawned = []
     with trio.CancelScope() as scope:
         scope.cancel()
-        spawned.append(await Appliance.spawn())
+        spawned.append(await WorkerAppliance.spawn())
     for app in spawned:  # the process may start before the cancellation lands
         await app.kill()
     assert set(glob.glob("/tmp/guestpool-app-*")) == before

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DemoFleet, PoolThread
+from helpers.fleet import DemoFleet
+from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool.demo import image_from_tree
-from guestpool.inspectors.inventory import fingerprint, parse_authorized_keys
+from guestpool._demo import image_from_tree
+from guestpool.inspectors._inventory import fingerprint, parse_authorized_keys
 
 ALL = ["os", "filesystems", "packages", "users", "files", "services"]
 
@@ -109,7 +110,7 @@ def test_installed_plugin_runs_through_the_pool(shared_pool: PoolThread,
     example = Path(__file__).parent.parent / "examples" / "world_writable"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(example)],
                    check=True)
-    listing = subprocess.run([sys.executable, "-m", "guestpool.cli", "inspectors", "list"],
+    listing = subprocess.run([sys.executable, "-m", "guestpool", "inspectors", "list"],
                              capture_output=True, text=True, check=True).stdout
     assert "world-writable" in listing
     for vm in demo_fleet.vms[:2]:
@@ -142,7 +143,7 @@ def test_authorized_keys_parsing() -> None:
 @pytest.mark.appliance
 def test_windows_registry_values_are_read_through_the_facade(shared_pool: PoolThread,
                                                              tmp_path: Path) -> None:
-    from regf import Key, hive
+    from helpers.regf import Key, hive
 
     tree = tmp_path / "win"
     config = tree / "Windows" / "System32" / "config"

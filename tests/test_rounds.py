@@ -13,14 +13,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import DemoFleet, PoolThread
+from helpers.fleet import DemoFleet
+from helpers.pool_thread import PoolThread
 
-from guestpool import VM, Disk
+from guestpool import VM, Disk, RoundOptions, Store, run_round, write_manifest
+from guestpool._demo import image_from_tree
 from guestpool.bench.simulate import Costs, simulate
-from guestpool.demo import image_from_tree
-from guestpool.dispatch import run_round
-from guestpool.fleet import write_manifest
-from guestpool.store import Store
 
 pytestmark = pytest.mark.appliance
 
@@ -38,13 +36,14 @@ async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
            VM("bad-corrupt", (Disk(str(corrupt), "qcow2"),), trust_group="default")]
     store = Store(tmp_path / "r.db")
     budget = 45.0
-    first = await run_round(good + bad, budget=budget, pool_size=1, inspectors=["hostname"],
+    options = RoundOptions(budget=budget, pool_size=1, inspectors=["hostname"])
+    first = await run_round(good + bad, options,
                             store=store)
     assert first.overrun <= 3.0
     assert {r.vm for r in first.failed} == {"bad-missing", "bad-corrupt"}
     assert all(r.error and r.error["kind"] == "image" for r in first.failed)
     assert first.covered and first.not_reached
-    second = await run_round(good + bad, budget=budget, pool_size=1, inspectors=["hostname"],
+    second = await run_round(good + bad, options,
                              store=store)
     assert second.overrun <= 3.0
     one = {r.vm for r in first.covered}
@@ -70,7 +69,7 @@ def test_sigkill_mid_round_loses_no_reported_result(demo_fleet: DemoFleet,
                               for v in demo_fleet.vms])
     db = tmp_path / "r.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "guestpool.cli", "scan", str(manifest), "--store", str(db),
+        [sys.executable, "-m", "guestpool", "scan", str(manifest), "--store", str(db),
          "--pool", "1", "--budget", "300", "--inspectors", "hostname"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     reported = []

@@ -11,12 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DemoFleet, sha256
+from helpers.fleet import DemoFleet, sha256
 
-from guestpool import VM, Disk
-from guestpool.dispatch import run_round
-from guestpool.errors import ImageError
-from guestpool.safety import SafetyPolicy, check_disk
+from guestpool import VM, Disk, ImageError, RoundOptions, run_round
+from guestpool._safety import SafetyPolicy, check_disk
 
 SECRET = "guestpool-host-secret-7f3a9c"
 
@@ -117,7 +115,8 @@ async def test_scan_of_malicious_set_leaks_nothing_and_writes_nothing(
     files = [d.path for vm in vms for d in vm.disks] + [str(Path(
         malicious["good"].path).parent.parent / "host" / "secret.raw")]
     before = {p: sha256(p) for p in files}
-    report = await run_round(vms, budget=120, pool_size=1, inspectors=["os", "filesystems"])
+    options = RoundOptions(budget=120, pool_size=1, inspectors=["os", "filesystems"])
+    report = await run_round(vms, options)
     assert not report.not_reached
     by_name = {r.vm: r for r in report.results}
     for name in EXPECTED:

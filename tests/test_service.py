@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DemoFleet
+from helpers.fleet import DemoFleet
 from prometheus_client.parser import text_string_to_metric_families
 
 TOKEN = "s3cret-token"
@@ -36,7 +36,7 @@ class Server:
         if token:
             env["GUESTPOOL_TOKEN"] = token
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "guestpool.cli", "serve", *args, "--bind",
+            [sys.executable, "-m", "guestpool", "serve", *args, "--bind",
              f"127.0.0.1:{self.port}", "--store", str(store)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
@@ -83,7 +83,7 @@ def test_auth_on_every_mutating_endpoint(paused: Server) -> None:
 def test_no_token_on_a_public_address_refuses_to_start(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.pop("GUESTPOOL_TOKEN", None)
-    r = subprocess.run([sys.executable, "-m", "guestpool.cli", "serve", "--bind",
+    r = subprocess.run([sys.executable, "-m", "guestpool", "serve", "--bind",
                         f"0.0.0.0:{free_port()}", "--store", str(tmp_path / "s.db")],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DemoFleet
+from helpers.fleet import DemoFleet
 
-from guestpool.dispatch import run_round
-from guestpool.sources import (
+from guestpool import RoundOptions, run_round
+from guestpool._sources import (
     GUESTPOOL_XMLNS,
     FolderSource,
     LibvirtSource,
@@ -167,7 +167,7 @@ async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet
         nova_vms = NovaSource(nova).load()
         fleet = list(listed.values()) + [dataclasses.replace(v, trust_group="test")
                                          for v in nova_vms]
-        report = await run_round(fleet, budget=150, pool_size=1, inspectors=["os"],
+        report = await run_round(fleet, RoundOptions(budget=150, pool_size=1, inspectors=["os"]),
                                  safety=safety_policy(NovaSource(nova)))
         assert not report.failed and not report.not_reached, report.summary()
         got = {r.vm: r.results["os"]["value"]["hostname"] for r in report.results}
@@ -206,7 +206,8 @@ async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
         assert r.returncode == 0, r.stderr
         (vm,) = [v for v in LibvirtSource(URI).load() if v.name == "gp-test-live"]
         assert vm.live
-        report = await run_round([vm], budget=90, pool_size=1, inspectors=["hostname"])
+        options = RoundOptions(budget=90, pool_size=1, inspectors=["hostname"])
+        report = await run_round([vm], options)
         (res,) = report.results
         assert res.ok, res.error
         assert res.live == "possibly inconsistent"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from guestpool import VM, Disk, InspectResult
-from guestpool.dispatch import order_fleet, plan_round
-from guestpool.drift import diff_results
-from guestpool.store import Store, export
+from guestpool import VM, Disk, InspectResult, Store, plan_round
+from guestpool._drift import diff_results
+from guestpool._export import export
+from guestpool._round import order_fleet
 
 
 def vm(name: str, group: str = "g", priority: int = 0) -> VM:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from guestpool.inspectors import Guest, GuestReadError, Inspector
-from guestpool.inspectors.devices import find_filesystems
+from guestpool.inspectors._devices import find_filesystems
 
 
 class Slow(Inspector):

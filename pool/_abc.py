@@ -1,0 +1,132 @@
+"""The appliance contract: what the pool may ask of an appliance, and what failures mean.
+
+The pool never talks to a worker process directly; it talks to an
+:class:`Appliance`. The real one (:class:`guestpool.WorkerAppliance`) runs a
+worker process with one libguestfs handle; the simulator's sleeps instead;
+a remote agent could forward requests. ``Pool(spawn=...)`` takes any callable
+that makes one, the way httpx takes a transport.
+
+Rules every implementation keeps:
+
+- :meth:`Appliance.request` runs one operation (a message of
+  :mod:`guestpool._protocol`) and returns the reply it expects:
+  ``Boot`` → ``Booted``, ``Attach`` → ``Attached``, ``Inspect`` → ``Inspected``,
+  ``Detach`` → ``Detached``, ``Ping`` → ``Pong``, ``Cold`` → ``ColdDone``,
+  ``Shutdown`` → ``Closed``.
+- Failures are exceptions, chosen by whom they blame (:class:`ErrorKind`):
+  :class:`ImageError` (the VM's image: the appliance is still clean and a
+  retry elsewhere would fail the same way), :class:`ApplianceError` (the
+  appliance failed, hung or died: it has been killed; the pool retires it and
+  may retry the job once on another appliance), :class:`LateBindingUnavailable`
+  (cannot hot-plug here: the pool falls back to one boot per VM).
+- An operation that misses its deadline or is cancelled leaves the appliance
+  in an unknown state, so the appliance kills itself: it is never reused.
+- :meth:`kill` ends it at once; :meth:`close` asks it to shut down, then kills.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar, overload
+
+from ._errors import ApplianceError, GuestpoolError, ImageError, LateBindingUnavailable
+from ._protocol import (
+    REPLY_TO,
+    Attach,
+    Attached,
+    Boot,
+    Booted,
+    Cold,
+    ColdDone,
+    Detach,
+    Detached,
+    ErrorKind,
+    Failure,
+    Inspect,
+    Inspected,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+    Shutdown,
+)
+
+State = Literal["starting", "booting", "idle", "busy", "retired"]
+_ids = itertools.count(1)
+R = TypeVar("R")
+
+
+class Appliance(abc.ABC):
+    """One appliance as the pool sees it, with the bookkeeping the pool keeps on it."""
+
+    def __init__(self) -> None:
+        self.id = next(_ids)
+        self.state: State = "starting"
+        #: the trust group this appliance serves for life (None: not bound yet)
+        self.trust_group: str | None = None
+        self.jobs = 0
+        self.qemu_pid: int | None = None
+        self.boot_seconds: float | None = None
+
+    @abc.abstractmethod
+    async def request(self, request: Request, timeout: float) -> Reply:
+        """Send one request and return the worker's reply (a :class:`Failure` included);
+        raise :class:`ApplianceError` if the appliance died, hung or was cancelled."""
+
+    @abc.abstractmethod
+    async def kill(self) -> None:
+        """End the appliance now (its qemu included) and mark it retired."""
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Shut down politely, then make sure it is gone."""
+        if self.state == "retired":
+            return
+        with contextlib.suppress(GuestpoolError):
+            await self.call(Shutdown(), timeout)
+        await self.kill()
+
+    @overload
+    async def call(self, request: Boot, timeout: float) -> Booted: ...
+    @overload
+    async def call(self, request: Attach, timeout: float) -> Attached: ...
+    @overload
+    async def call(self, request: Inspect, timeout: float) -> Inspected: ...
+    @overload
+    async def call(self, request: Detach, timeout: float) -> Detached: ...
+    @overload
+    async def call(self, request: Ping, timeout: float) -> Pong: ...
+    @overload
+    async def call(self, request: Cold, timeout: float) -> ColdDone: ...
+    @overload
+    async def call(self, request: Shutdown, timeout: float) -> object: ...
+
+    async def call(self, request: Request, timeout: float) -> object:
+        """Run one operation and return its typed reply; failures become exceptions."""
+        if self.state == "retired":
+            raise ApplianceError(f"appliance {self.id} is retired")
+        reply = await self.request(request, timeout)
+        if isinstance(reply, Failure):
+            raise failure_error(reply, f"appliance {self.id}")
+        expected = REPLY_TO[type(request)]
+        if not isinstance(reply, expected):
+            await self.kill()
+            raise ApplianceError(f"appliance {self.id} answered {type(reply).__name__} "
+                                 f"to {type(request).__name__}")
+        return reply
+
+
+Spawn = Callable[[], Awaitable[Appliance]]
+
+
+def failure_error(failure: Failure, where: str) -> GuestpoolError:
+    """The exception a :class:`Failure` stands for (see the module's rules)."""
+    if failure.kind is ErrorKind.IMAGE:
+        return ImageError(failure.message)
+    if failure.kind is ErrorKind.UNSUPPORTED:
+        return LateBindingUnavailable(f"{where}: {failure.message}")
+    if failure.kind is ErrorKind.BAD_REQUEST:
+        return GuestpoolError(f"{where}: {failure.message}")
+    return ApplianceError(f"{where}: {failure.message}")

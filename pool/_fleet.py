@@ -1,0 +1,119 @@
+"""The fleet: which VMs exist, their disks (path + explicit format) and tags."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import FleetError
+
+FORMATS = ("raw", "qcow2")
+
+
+@dataclass(frozen=True)
+class Disk:
+    """One disk image. The format is always declared, never probed from content."""
+
+    path: str
+    format: str
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise FleetError(f"disk {self.path}: format {self.format!r} is not one of {FORMATS}")
+
+
+@dataclass(frozen=True)
+class VM:
+    """A virtual machine to inspect.
+
+    ``trust_group`` decides which appliances may serve it: an appliance never
+    serves VMs of two groups (see README, security).
+    """
+
+    name: str
+    disks: tuple[Disk, ...]
+    tags: tuple[str, ...] = ()
+    trust_group: str = "default"
+    priority: int = 0
+    clone_of: str | None = None
+    #: The VM is running: its disks are read without qemu's lock and may be inconsistent.
+    live: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "disks": [{"path": x.path, "format": x.format} for x in self.disks],
+            "tags": list(self.tags),
+            "trust_group": self.trust_group,
+            "priority": self.priority,
+        }
+        if self.clone_of:
+            d["clone_of"] = self.clone_of
+        if self.live:
+            d["live"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> VM:
+        try:
+            disks = []
+            for x in d["disks"]:
+                p = Path(x["path"])
+                if base is not None and not p.is_absolute():
+                    p = base / p
+                disks.append(Disk(str(p), x["format"]))
+            if not disks:
+                raise FleetError(f"VM {d['name']!r} has no disks")
+            return cls(
+                name=str(d["name"]),
+                disks=tuple(disks),
+                tags=tuple(d.get("tags", ())),
+                trust_group=str(d.get("trust_group", "default")),
+                priority=int(d.get("priority", 0)),
+                clone_of=d.get("clone_of"),
+                live=bool(d.get("live", False)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise FleetError(f"bad VM entry {d!r:.120}: {e}") from e
+
+
+@dataclass
+class Fleet:
+    vms: list[VM] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.vms)
+
+    def by_name(self) -> dict[str, VM]:
+        return {vm.name: vm for vm in self.vms}
+
+
+def load_manifest(path: str | Path) -> Fleet:
+    """Read a JSON or TOML manifest: ``{"vms": [{"name", "disks": [{"path", "format"}]}]}``.
+
+    Relative disk paths are taken from the manifest's folder.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise FleetError(f"cannot read fleet manifest {path}: {e.strerror}") from e
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise FleetError(f"fleet manifest {path} is not valid {path.suffix[1:]}: {e}") from e
+    vms = [VM.from_dict(d, path.parent.resolve()) for d in data.get("vms", [])]
+    names = [vm.name for vm in vms]
+    if len(set(names)) != len(names):
+        raise FleetError(f"fleet manifest {path} names a VM twice")
+    return Fleet(vms)
+
+
+def write_manifest(path: Path, vms: Iterable[VM]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"vms": [vm.to_dict() for vm in vms]}, indent=1))
+    tmp.replace(path)

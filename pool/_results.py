@@ -1,0 +1,43 @@
+"""What the pool hands back: one VM's result, and the counters of a pool's life."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Stats:
+    """Counters the dispatcher, CLI and bench read. Times are seconds."""
+
+    boots: int = 0
+    boot_seconds: list[float] = field(default_factory=list)
+    attaches: int = 0
+    detaches: int = 0
+    jobs: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    retirements: Counter[str] = field(default_factory=Counter)
+    job_phases: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class InspectResult:
+    """What one VM's inspection produced. ``results`` maps inspector -> entry
+    (``{"inspector", "version", "ok", "value" | "error", "seconds"}``)."""
+
+    vm: str
+    ok: bool
+    results: dict[str, Any] = field(default_factory=dict)
+    #: ``{"kind": "image" | "appliance", "message"}`` when ``ok`` is false
+    error: dict[str, str] | None = None
+    appliance: int | None = None
+    qemu_pid: int | None = None
+    strategy: str = "pooled"
+    attempts: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    #: "possibly inconsistent" when the VM was running and read without its lock
+    live: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}

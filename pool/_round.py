@@ -1,0 +1,226 @@
+"""A budgeted round: spread a fleet over the pool and stop on time.
+
+The budget covers everything, pool start included. When it runs out,
+in-flight jobs are cancelled (their appliances are killed, never reused in an
+unknown state) and the round reports what it covered and what it did not reach.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from guestpool.inspectors._registry import resolve_specs
+
+from ._fleet import VM
+from ._plan import SHUTDOWN_RESERVE_S, Plan, Strategy, plan_round
+from ._pool import EventHook, InspectorChoice, Pool, batchable
+from ._results import InspectResult
+from ._safety import SafetyPolicy
+from ._sources import Source, safety_policy
+from ._store import Store
+
+ResultHook = Callable[[InspectResult], None]
+STALENESS_BUCKET_S = 300.0
+DEFAULT_BATCH = 1  # bench/README.md: batching measured no better per VM under TCG
+
+
+@dataclass(frozen=True)
+class RoundOptions:
+    """Everything a round can be told, in one value: the CLI's scan and monitor,
+    the service and library callers build one of these and nothing else."""
+
+    #: seconds the round may take, pool start included
+    budget: float = 300.0
+    #: inspectors to run (None: ``os`` and ``filesystems``)
+    inspectors: Sequence[InspectorChoice] | None = None
+    #: appliances (None: from cores and memory)
+    pool_size: int | None = None
+    strategy: Strategy = "pooled"
+    #: "kvm", "tcg", or None to probe (cached)
+    accel: str | None = None
+    #: VMs attached to one appliance at once (compatible VMs only)
+    batch: int = DEFAULT_BATCH
+    #: accept raw-declared images that carry another format's header
+    allow_format_mismatch: bool = False
+
+    def pool(self, safety: SafetyPolicy | None, on_event: EventHook | None = None) -> Pool:
+        """The pool these options describe (not yet entered)."""
+        return Pool(self.pool_size, strategy=self.strategy, accel=self.accel,
+                    on_event=on_event, safety=safety)
+
+
+@dataclass
+class RoundReport:
+    budget: float
+    elapsed: float = 0.0
+    pool_size: int = 0
+    strategy: str = "pooled"
+    accel: str = ""
+    round_id: int | None = None
+    plan: Plan | None = None
+    results: list[InspectResult] = field(default_factory=list)
+    not_reached: list[str] = field(default_factory=list)
+    boot_seconds: list[float] = field(default_factory=list)
+    boots: int = 0
+    #: appliances retired during the round, by reason (trust-group-switch, error, ...)
+    retirements: dict[str, int] = field(default_factory=dict)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    #: VMs that appeared, disappeared or changed disks since the last round (with a store)
+    fleet_changes: dict[str, list[str]] = field(default_factory=dict)
+    stopped: bool = False
+
+    @property
+    def covered(self) -> list[InspectResult]:
+        return [r for r in self.results if r.ok]
+
+    @property
+    def failed(self) -> list[InspectResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def overrun(self) -> float:
+        return max(0.0, self.elapsed - self.budget)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "round": self.round_id, "budget_s": self.budget, "elapsed_s": round(self.elapsed, 2),
+            "overrun_s": round(self.overrun, 2), "pool": self.pool_size,
+            "strategy": self.strategy, "accel": self.accel, "boots": self.boots,
+            "predicted": self.plan.predicted if self.plan else None,
+            "covered": len(self.covered), "failed": len(self.failed),
+            "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
+            "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
+            **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
+        }
+
+
+def take_batch(queue: deque[VM], size: int, window: int = 64) -> list[VM]:
+    """The next VM and up to ``size - 1`` compatible ones from the next ``window``."""
+    chunk = [queue.popleft()]
+    if size > 1:
+        for vm in list(itertools.islice(queue, window)):
+            if len(chunk) >= size:
+                break
+            if batchable([*chunk, vm]):
+                chunk.append(vm)
+                queue.remove(vm)
+    return chunk
+
+
+def order_fleet(vms: Sequence[VM], last_scanned: Mapping[str, float | None] | None = None,
+                bucket: float = STALENESS_BUCKET_S) -> list[VM]:
+    """Priority first, then never scanned, then the stalest; within one staleness
+    bucket VMs of one trust group stay together, so appliances rarely switch groups."""
+    seen = last_scanned or {}
+
+    def key(vm: VM) -> tuple[Any, ...]:
+        at = seen.get(vm.name)
+        return (-vm.priority, at is not None, int((at or 0) // bucket), vm.trust_group, vm.name)
+
+    return sorted(vms, key=key)
+
+
+async def run_round(
+    fleet: Source | Sequence[VM],
+    options: RoundOptions = RoundOptions(),
+    *,
+    store: Store | None = None,
+    pool: Pool | None = None,
+    safety: SafetyPolicy | None = None,
+    stop: anyio.Event | None = None,
+    on_result: ResultHook | None = None,
+    on_event: EventHook | None = None,
+) -> RoundReport:
+    """Inspect as much of ``fleet`` as fits in ``options.budget`` seconds.
+
+    ``fleet`` is a source (read now, and its folders bound the images' backing
+    files) or a list of VMs (checked with the default safety policy). ``pool``
+    (not yet entered) replaces the one ``options`` describe, ``safety`` the
+    source's policy. With a ``store``, VMs are ordered by staleness, every
+    result is committed as it arrives (with its drift), and measured costs are
+    kept for the next plan. Setting ``stop`` lets in-flight jobs finish and
+    starts no new ones.
+    """
+    start = anyio.current_time()
+    if isinstance(fleet, Sequence):
+        vms = list(fleet)
+        policy = safety or SafetyPolicy(allow_format_mismatch=options.allow_format_mismatch)
+    else:
+        vms = await anyio.to_thread.run_sync(fleet.load)
+        policy = safety or safety_policy(fleet, options.allow_format_mismatch)
+    specs = resolve_specs(options.inspectors)
+    budget, batch = options.budget, options.batch
+    report = RoundReport(budget=budget, strategy=options.strategy)
+    todo = order_fleet(vms, store.last_scanned() if store else None)
+    if pool is None:
+        pool = options.pool(policy, on_event)
+    strategy = pool.strategy
+    report.strategy = strategy
+    report.pool_size = pool.size
+    report.plan = plan_round(len(todo), budget, pool.size, store.costs() if store else {},
+                             strategy, [vm.trust_group for vm in todo])
+    if store is not None:
+        report.fleet_changes = store.sync_fleet(vms)
+        report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)
+    plan = report.plan
+    with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)) as budget_scope:
+        async with pool:
+            report.accel = pool.accel
+            queue = deque(todo)
+
+            def switch_too_late() -> bool:
+                """A new trust group needs a boot: not worth starting one that
+                cannot finish a job before the budget ends."""
+                left = budget_scope.deadline - anyio.current_time()
+                return (strategy == "pooled" and not pool.has_appliance_for(queue[0].trust_group)
+                        and left < plan.boot + plan.job)
+
+            async def runner() -> None:
+                while queue:
+                    if stop is not None and stop.is_set():
+                        report.stopped = True
+                        return
+                    if switch_too_late():
+                        return
+                    chunk = take_batch(queue, batch)
+                    if len(chunk) == 1:
+                        results = [await pool.inspect(chunk[0], specs)]
+                    else:
+                        results = await pool.inspect_batch(chunk, specs)
+                    for result in results:
+                        report.results.append(result)
+                        if store is not None:
+                            report.drift += store.record(report.round_id, result)
+                        if on_result is not None:
+                            on_result(result)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(pool.size):
+                    tg.start_soon(runner)
+    done = {r.vm for r in report.results}
+    report.not_reached = [vm.name for vm in todo if vm.name not in done]
+    report.elapsed = anyio.current_time() - start
+    report.boots = pool.stats.boots
+    report.retirements = dict(pool.stats.retirements)
+    report.boot_seconds = list(pool.stats.boot_seconds)
+    if store is not None:
+        _keep_costs(store, report, strategy)
+        store.end_round(report.round_id or 0, report.summary())
+    return report
+
+
+def _keep_costs(store: Store, report: RoundReport, strategy: str) -> None:
+    if report.boot_seconds:
+        store.update_cost("boot", sum(report.boot_seconds) / len(report.boot_seconds),
+                          len(report.boot_seconds))
+    jobs = [sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
+            if strategy == "pooled" else r.timings.get("inspect", 0.0)
+            for r in report.covered]
+    if jobs:
+        store.update_cost(f"job-{strategy}", sum(jobs) / len(jobs), len(jobs))

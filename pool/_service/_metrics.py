@@ -1,0 +1,43 @@
+"""Prometheus metrics of the service, fed by the pool's events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PCounter
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.pool_size = Gauge("guestpool_pool_size", "Appliances the pool keeps", registry=r)
+        self.appliances = Gauge("guestpool_appliances", "Appliances by state", ["state"],
+                                registry=r)
+        self.boots = PCounter("guestpool_boots", "Appliance boots", registry=r)
+        self.boot_seconds = Histogram("guestpool_boot_seconds", "Appliance boot time",
+                                      buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 120), registry=r)
+        self.job_seconds = Histogram("guestpool_job_seconds", "Per-VM job time", ["strategy"],
+                                     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=r)
+        self.failures = PCounter("guestpool_failures", "Failed jobs and boots", ["kind"],
+                                 registry=r)
+        self.coverage = Gauge("guestpool_round_coverage_ratio",
+                              "Share of the fleet the last round covered", registry=r)
+        self.overrun = Gauge("guestpool_round_overrun_seconds",
+                             "Seconds the last round ran past its budget", registry=r)
+
+    def on_event(self, name: str, data: dict[str, Any]) -> None:
+        if name == "boot_done":
+            self.boots.inc()
+            self.boot_seconds.observe(data["seconds"])
+        elif name == "boot_failed":
+            self.failures.labels("boot").inc()
+        elif name == "job_done":
+            if "seconds" in data:
+                self.job_seconds.labels(data.get("strategy", "pooled")).observe(data["seconds"])
+            if not data.get("ok"):
+                self.failures.labels((data.get("error") or {}).get("kind", "unknown")).inc()

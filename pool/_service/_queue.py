@@ -1,0 +1,91 @@
+"""The scan queue of `guestpool serve`: accepted requests, persisted before the
+caller hears back, so a restart loses none of them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scans (
+    id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
+    request TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
+    progress TEXT, summary TEXT, errors TEXT, seq INTEGER);
+"""
+STATES = ("queued", "running", "done", "cancelled", "failed")
+FINAL = ("done", "cancelled", "failed")
+#: Longest budget a scan request may ask for, in seconds.
+MAX_BUDGET = 3600.0
+
+
+class ScanQueue:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        # a scan that was running when the service stopped runs again
+        self._db.execute("UPDATE scans SET state='queued', started=NULL WHERE state='running'")
+
+    def submit(self, request: dict[str, Any], idempotency_key: str | None
+               ) -> tuple[dict[str, Any], bool]:
+        """Persist a request; (scan, created). A known key returns its scan unchanged."""
+        if idempotency_key:
+            row = self._db.execute("SELECT * FROM scans WHERE idempotency_key=?",
+                                   (idempotency_key,)).fetchone()
+            if row is not None:
+                return self._row(row), False
+        scan_id = uuid.uuid4().hex
+        seq = (self._db.execute("SELECT MAX(seq) FROM scans").fetchone()[0] or 0) + 1
+        try:
+            self._db.execute(
+                "INSERT INTO scans (id, idempotency_key, state, request, created, seq)"
+                " VALUES (?, ?, 'queued', ?, ?, ?)",
+                (scan_id, idempotency_key, json.dumps(request), time.time(), seq))
+        except sqlite3.IntegrityError:  # the same key raced in
+            row = self._db.execute("SELECT * FROM scans WHERE idempotency_key=?",
+                                   (idempotency_key,)).fetchone()
+            return self._row(row), False
+        return self.get(scan_id) or {}, True
+
+    def get(self, scan_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM scans WHERE id=?", (scan_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [self._row(r) for r in self._db.execute(
+            "SELECT * FROM scans ORDER BY seq DESC LIMIT ?", (limit,))]
+
+    def next_queued(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM scans WHERE state='queued' ORDER BY seq LIMIT 1"
+                               ).fetchone()
+        return self._row(row) if row else None
+
+    def queued_ahead(self, scan_id: str) -> list[dict[str, Any]]:
+        scan = self.get(scan_id)
+        if scan is None:
+            return []
+        return [self._row(r) for r in self._db.execute(
+            "SELECT * FROM scans WHERE state IN ('queued', 'running') AND seq < ? ORDER BY seq",
+            (scan["seq"],))]
+
+    def update(self, scan_id: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        values = [json.dumps(v) if k in ("progress", "summary", "errors") else v
+                  for k, v in fields.items()]
+        self._db.execute(f"UPDATE scans SET {cols} WHERE id=?", (*values, scan_id))
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        for k in ("request", "progress", "summary", "errors"):
+            out[k] = json.loads(out[k]) if out.get(k) else None
+        return out
+
+    def close(self) -> None:
+        self._db.close()

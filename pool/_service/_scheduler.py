@@ -1,0 +1,118 @@
+"""The service's scheduler: runs queued scans one after another, each a round."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from guestpool.inspectors._registry import resolve_specs
+
+from .._errors import GuestpoolError
+from .._pool import Pool
+from .._results import InspectResult
+from .._round import RoundOptions, RoundReport, run_round
+from .._sources import open_source, safety_policy
+from .._store import Store
+from ._metrics import Metrics
+from ._queue import ScanQueue
+
+log = logging.getLogger("guestpool")
+
+
+@dataclass
+class Service:
+    """State shared by the HTTP handlers and the scheduler."""
+
+    store: Store
+    queue: ScanQueue
+    default_fleet: str | None
+    token: str | None
+    open_reads: bool = False
+    paused: bool = False
+    options: RoundOptions = field(default_factory=RoundOptions)
+    metrics: Metrics = field(default_factory=Metrics)
+    pool: Pool | None = None
+    running: str | None = None
+    cancel: anyio.Event | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+    # -- scheduling ----------------------------------------------------------------
+
+    def estimate_start(self, scan_id: str) -> float:
+        """Seconds from now until this scan can start (budgets of those ahead)."""
+        wait = 0.0
+        for s in self.queue.queued_ahead(scan_id):
+            budget = float(s["request"].get("budget", 300))
+            if s["state"] == "running" and s["started"]:
+                wait += max(0.0, budget - (time.time() - s["started"]))
+            else:
+                wait += budget
+        return wait
+
+    async def scheduler(self) -> None:
+        while True:
+            scan = None if self.paused else self.queue.next_queued()
+            if scan is None:
+                with anyio.move_on_after(1.0):
+                    await self.wake.wait()
+                self.wake = anyio.Event()
+                continue
+            await self._run(scan)
+
+    def kick(self) -> None:
+        self.wake.set()
+
+    async def _run(self, scan: dict[str, Any]) -> None:
+        req = scan["request"]
+        self.running, self.cancel = scan["id"], anyio.Event()
+        self.queue.update(scan["id"], state="running", started=time.time())
+        try:
+            await self._round(scan["id"], req, self.cancel)
+        except GuestpoolError as e:
+            self.queue.update(scan["id"], state="failed", finished=time.time(),
+                              errors=[{"kind": "scan", "message": str(e)}])
+        except Exception as e:  # one scan's failure must not stop the service
+            log.exception("scan %s failed", scan["id"])
+            self.queue.update(scan["id"], state="failed", finished=time.time(),
+                              errors=[{"kind": "internal",
+                                       "message": f"{type(e).__name__}: {e}"[:500]}])
+        finally:
+            self.pool, self.running, self.cancel = None, None, None
+
+    async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
+        source = open_source(req.get("fleet") or self.default_fleet or "")
+        vms = await anyio.to_thread.run_sync(source.load)
+        if req.get("vms"):
+            wanted = set(req["vms"])
+            vms = [v for v in vms if v.name in wanted]
+        self.progress = {"total": len(vms), "done": 0, "covered": 0, "failed": 0}
+        self.queue.update(scan_id, progress=self.progress)
+        errors: list[dict[str, Any]] = []
+
+        def on_result(r: InspectResult) -> None:
+            self.progress["done"] += 1
+            self.progress["covered" if r.ok else "failed"] += 1
+            if not r.ok:
+                errors.append({"vm": r.vm, **(r.error or {})})
+            self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
+
+        options = dataclasses.replace(
+            self.options, budget=float(req.get("budget", self.options.budget)),
+            inspectors=(resolve_specs(req["inspectors"], allow_paths=False)
+                        if req.get("inspectors") else self.options.inspectors))
+        safety = safety_policy(source, options.allow_format_mismatch)
+        self.pool = options.pool(safety, on_event=self.metrics.on_event)
+        self.metrics.pool_size.set(self.pool.size)
+        report: RoundReport = await run_round(vms, options, store=self.store, pool=self.pool,
+                                              safety=safety, stop=cancel, on_result=on_result)
+        self.queue.update(scan_id, state="cancelled" if cancel.is_set() else "done",
+                          finished=time.time(), summary=report.summary(),
+                          progress=self.progress)
+        self.metrics.coverage.set(len(report.covered) / len(vms) if vms else 1.0)
+        self.metrics.overrun.set(report.overrun)

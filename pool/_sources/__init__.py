@@ -1,0 +1,66 @@
+"""Fleet sources: where VMs come from.
+
+    fleet.json | fleet.toml | manifest:PATH   a manifest
+    folder:PATH                               one VM per image (or per subfolder)
+    nova:PATH                                 OpenStack Nova instance folders
+    libvirt:URI                               libvirt domains (libvirt: = qemu:///system)
+
+Every source states each disk's format; none guesses it from content. A new
+source is a module in this folder and a line in :data:`SOURCES`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from .._errors import FleetError
+from .._fleet import VM
+from .._safety import DEFAULT_BASE_DIRS, SafetyPolicy
+from ._folder import FolderSource
+from ._libvirt import GUESTPOOL_XMLNS, LibvirtSource, domain_to_vm
+from ._manifest import ManifestSource
+from ._nova import NovaSource
+
+__all__ = ["GUESTPOOL_XMLNS", "SOURCES", "FolderSource", "LibvirtSource", "ManifestSource",
+           "NovaSource", "Source", "domain_to_vm", "open_source", "safety_policy"]
+
+
+class Source(Protocol):
+    """Lists the fleet as it is now; ``allowed_roots`` are where its backing files live."""
+
+    name: str
+    allowed_roots: list[str]
+
+    def load(self) -> list[VM]: ...
+
+
+#: ``KIND:REST`` -> the source it names.
+SOURCES: dict[str, Callable[[str], Source]] = {
+    "manifest": lambda rest: ManifestSource(Path(rest)),
+    "folder": lambda rest: FolderSource(Path(rest)),
+    "nova": lambda rest: NovaSource(Path(rest)),
+    "libvirt": lambda rest: LibvirtSource(rest.strip() or "qemu:///system"),
+}
+
+
+def safety_policy(source: Source, allow_format_mismatch: bool = False) -> SafetyPolicy:
+    """The default safety policy, with the source's own folders allowed for backing files."""
+    return SafetyPolicy(allowed_roots=[*DEFAULT_BASE_DIRS, *source.allowed_roots],
+                        allow_format_mismatch=allow_format_mismatch)
+
+
+def open_source(spec: str) -> Source:
+    """The source a FLEET argument names (see the module docstring)."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in SOURCES:
+        return SOURCES[kind](rest)
+    path = Path(spec)
+    if path.is_dir():
+        return FolderSource(path)
+    if path.suffix in (".json", ".toml") or not os.path.exists(spec):
+        return ManifestSource(path)
+    raise FleetError(f"cannot tell what fleet {spec!r} is: give a manifest (.json/.toml), "
+                     "folder:PATH, nova:PATH or libvirt:URI")

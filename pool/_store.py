@@ -1,0 +1,216 @@
+"""The results store: SQLite in WAL mode, one transaction per result.
+
+A result reported as done is committed before the next job starts, so a scan
+killed at any moment loses nothing it reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ._drift import Change, diff_results
+from ._errors import GuestpoolError
+from ._fleet import VM
+from ._paths import data_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (
+    id INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL, budget REAL,
+    strategy TEXT, pool_size INTEGER, predicted INTEGER, summary TEXT);
+CREATE TABLE IF NOT EXISTS vms (
+    name TEXT PRIMARY KEY, first_seen REAL, last_seen REAL, disks TEXT, trust_group TEXT,
+    tags TEXT, priority INTEGER, last_scanned REAL, removed REAL);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY, round_id INTEGER, vm TEXT NOT NULL, at REAL NOT NULL,
+    ok INTEGER NOT NULL, error TEXT, appliance INTEGER, strategy TEXT, attempts INTEGER,
+    timings TEXT);
+CREATE TABLE IF NOT EXISTS inspector_results (
+    result_id INTEGER NOT NULL, inspector TEXT NOT NULL, version TEXT, ok INTEGER,
+    value TEXT, error TEXT, seconds REAL);
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY, vm TEXT NOT NULL, round_id INTEGER, at REAL NOT NULL,
+    inspector TEXT, kind TEXT, key TEXT, before TEXT, after TEXT);
+CREATE INDEX IF NOT EXISTS results_vm ON results (vm, at);
+CREATE INDEX IF NOT EXISTS changes_vm ON changes (vm, at);
+CREATE TABLE IF NOT EXISTS costs (name TEXT PRIMARY KEY, value REAL, samples INTEGER);
+"""
+
+
+def default_path() -> Path:
+    return data_dir() / "guestpool.db"
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))
+
+
+class Store:
+    """Rounds, VMs, results (per inspector, with versions), drift and measured costs."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing -----------------------------------------------------------------
+
+    def sync_fleet(self, vms: Iterable[VM]) -> dict[str, list[str]]:
+        """Record the fleet; report VMs that appeared, disappeared or changed disks."""
+        now = time.time()
+        seen: dict[str, list[str]] = {"appeared": [], "disappeared": [], "changed": []}
+        known = {r["name"]: r for r in self._db.execute("SELECT * FROM vms")}
+        names = set()
+        self._db.execute("BEGIN")
+        for vm in vms:
+            names.add(vm.name)
+            disks = to_json([[d.path, d.format] for d in vm.disks])
+            row = known.get(vm.name)
+            if row is None or row["removed"]:
+                seen["appeared"].append(vm.name)
+            elif row["disks"] != disks:
+                seen["changed"].append(vm.name)
+            self._db.execute(
+                "INSERT INTO vms (name, first_seen, last_seen, disks, trust_group, tags, priority)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET last_seen=?,"
+                " disks=?, trust_group=?, tags=?, priority=?, removed=NULL",
+                (vm.name, now, now, disks, vm.trust_group, to_json(vm.tags), vm.priority,
+                 now, disks, vm.trust_group, to_json(vm.tags), vm.priority))
+        for name, row in known.items():
+            if name not in names and not row["removed"]:
+                seen["disappeared"].append(name)
+                self._db.execute("UPDATE vms SET removed=? WHERE name=?", (now, name))
+        self._db.execute("COMMIT")
+        return seen
+
+    def start_round(self, budget: float, strategy: str, pool_size: int,
+                    predicted: int | None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO rounds (started, budget, strategy, pool_size, predicted)"
+            " VALUES (?, ?, ?, ?, ?)", (time.time(), budget, strategy, pool_size, predicted))
+        return int(cur.lastrowid or 0)
+
+    def end_round(self, round_id: int, summary: dict[str, Any]) -> None:
+        self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=?",
+                         (time.time(), to_json(summary), round_id))
+
+    def record(self, round_id: int | None, result: Any) -> list[Change]:
+        """Store one VM's result and its drift against the previous good result."""
+        now = time.time()
+        previous = self.latest(result.vm) if result.ok else None
+        changes = diff_results(previous["results"], result.results) if previous else []
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute(
+                "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy, attempts,"
+                " timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (round_id, result.vm, now, int(result.ok), to_json(result.error), result.appliance,
+                 result.strategy, result.attempts, to_json(result.timings)))
+            rid = cur.lastrowid
+            for name, e in result.results.items():
+                db.execute(
+                    "INSERT INTO inspector_results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (rid, name, e.get("version"), int(bool(e.get("ok"))), to_json(e.get("value")),
+                     to_json(e.get("error")), e.get("seconds")))
+            for c in changes:
+                db.execute(
+                    "INSERT INTO changes (vm, round_id, at, inspector, kind, key, before, after)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (result.vm, round_id, now, c["inspector"], c["kind"], c["key"],
+                     to_json(c["before"]), to_json(c["after"])))
+            db.execute("INSERT INTO vms (name, first_seen, last_seen, last_scanned) VALUES"
+                       " (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET last_scanned=?",
+                       (result.vm, now, now, now, now))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return changes
+
+    def update_cost(self, name: str, value: float, weight: int = 1) -> None:
+        """Keep a running mean of a measured cost (boot, per-VM job) between runs."""
+        row = self._db.execute("SELECT value, samples FROM costs WHERE name=?", (name,)).fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO costs VALUES (?, ?, ?)", (name, value, weight))
+        else:
+            n = min(row["samples"], 50) + weight  # recent runs dominate
+            mean = (row["value"] * (n - weight) + value * weight) / n
+            self._db.execute("UPDATE costs SET value=?, samples=? WHERE name=?", (mean, n, name))
+
+    # -- reading -------------------------------------------------------------------
+
+    def costs(self) -> dict[str, float]:
+        return {r["name"]: r["value"] for r in self._db.execute("SELECT * FROM costs")}
+
+    def last_scanned(self) -> dict[str, float | None]:
+        return {r["name"]: r["last_scanned"] for r in self._db.execute(
+            "SELECT name, last_scanned FROM vms")}
+
+    def latest(self, vm: str) -> dict[str, Any] | None:
+        """The latest successful result of ``vm``, with every inspector's entry."""
+        row = self._db.execute("SELECT * FROM results WHERE vm=? AND ok=1 ORDER BY at DESC, id"
+                               " DESC LIMIT 1", (vm,)).fetchone()
+        if row is None:
+            return None
+        return self._result(row)
+
+    def _result(self, row: sqlite3.Row) -> dict[str, Any]:
+        entries = {}
+        for r in self._db.execute("SELECT * FROM inspector_results WHERE result_id=?",
+                                  (row["id"],)):
+            entries[r["inspector"]] = {"inspector": r["inspector"], "version": r["version"],
+                                       "ok": bool(r["ok"]), "value": json.loads(r["value"]),
+                                       "error": json.loads(r["error"]), "seconds": r["seconds"]}
+        return {"vm": row["vm"], "at": row["at"], "round": row["round_id"], "ok": bool(row["ok"]),
+                "error": json.loads(row["error"]), "appliance": row["appliance"],
+                "strategy": row["strategy"], "timings": json.loads(row["timings"]),
+                "results": entries}
+
+    def results(self, vm: str | None = None, round_id: int | None = None
+                ) -> Iterator[dict[str, Any]]:
+        sql, args = "SELECT * FROM results WHERE 1=1", list[Any]()
+        if vm:
+            sql, args = sql + " AND vm=?", [*args, vm]
+        if round_id is not None:
+            sql, args = sql + " AND round_id=?", [*args, round_id]
+        for row in self._db.execute(sql + " ORDER BY id", args).fetchall():
+            yield self._result(row)
+
+    def last_round(self) -> dict[str, Any] | None:
+        rounds = self.recent_rounds(1)
+        return rounds[0] if rounds else None
+
+    def recent_rounds(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest rounds, newest first, with their summaries (None while running)."""
+        out = []
+        for row in self._db.execute("SELECT * FROM rounds ORDER BY id DESC LIMIT ?", (limit,)):
+            r = dict(row)
+            r["summary"] = json.loads(row["summary"]) if row["summary"] else None
+            out.append(r)
+        return out
+
+    def drift(self, vm: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM changes WHERE 1=1", list[Any]()
+        if vm:
+            sql, args = sql + " AND vm=?", [*args, vm]
+        if since is not None:
+            sql, args = sql + " AND at>=?", [*args, since]
+        return [{**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"])}
+                for r in self._db.execute(sql + " ORDER BY id", args)]
+

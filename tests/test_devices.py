@@ -1,0 +1,118 @@
+"""Finding a VM's filesystems from udev records, with a scripted handle."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+class ScriptedHandle:
+    """Stands in for a guestfs handle: answers ``debug sh`` by the script's first
+    distinctive word, and records what was asked."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def debug(self, sub: str, args: list[str]) -> str:
+        assert sub == "sh"
+        for word, answer in self.answers.items():
+            if word in args[0]:
+                self.asked.append(word)
+                return answer
+        raise AssertionError(f"unexpected script: {args[0][:80]}")
+
+
+UDEV_FEDORA = """DEV=/dev/sdc
+ID_FS_TYPE=
+PART=/dev/sdc1
+DEV=/dev/sdc1
+ID_FS_TYPE=ext4
+ID_FS_UUID_ENC=1111
+ID_FS_LABEL_ENC=my\\x20boot
+PART=/dev/sdc2
+DEV=/dev/sdc2
+NODB=1
+"""
+
+
+def test_fast_probe_reads_udev_and_blkids_only_what_udev_lacks() -> None:
+    from guestpool.inspectors._devices import Filesystem, find_filesystems
+
+    g = ScriptedHandle({"records show": UDEV_FEDORA,
+                        "blkid -c /dev/null -p -o export /dev/sdc2":
+                            "DEVNAME=/dev/sdc2\nLABEL=root\\ fs\nUUID=2222\nTYPE=btrfs\n"})
+    layout = find_filesystems(g, ["/dev/sdc"])
+    assert layout.filesystems == [Filesystem("/dev/sdc1", "ext4", "1111", "my boot"),
+                                  Filesystem("/dev/sdc2", "btrfs", "2222", "root fs")]
+    assert g.asked == ["records show", "blkid -c /dev/null -p -o export /dev/sdc2"]
+    assert layout.volume_groups == []
+
+
+def test_fast_probe_activates_only_this_vms_volume_groups() -> None:
+    from guestpool.inspectors._devices import Filesystem, find_filesystems
+
+    udev = "DEV=/dev/sdd\nPART=/dev/sdd1\nDEV=/dev/sdd1\nID_FS_TYPE=LVM2_member\n"
+    lvm = ("VG=vg0\nDEV=/dev/vg0/root\nID_FS_TYPE=ext4\nID_FS_LABEL_ENC=root\n"
+           "VG=vg0\nDEV=/dev/vg0/swap\nID_FS_TYPE=swap\n")
+    g = ScriptedHandle({"records show": udev, "lvm vgchange --devices /dev/sdd1 -ay": lvm})
+    layout = find_filesystems(g, ["/dev/sdd"])
+    assert layout.filesystems == [Filesystem("/dev/vg0/root", "ext4", "", "root")]
+    assert (layout.volume_groups, layout.lvm_devices) == (["vg0"], ["/dev/sdd1"])
+
+
+def test_device_names_are_checked_before_they_reach_a_shell() -> None:
+    from guestpool.inspectors._devices import find_filesystems
+
+    with pytest.raises(ValueError, match="not an appliance disk name"):
+        find_filesystems(ScriptedHandle({}), ["/dev/sdc; reboot"])
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126)))
+def test_udev_values_read_like_blkid_values(label: str) -> None:
+    from guestpool.inspectors._devices import _from_udev, unescape
+
+    enc = "".join(c if c.isalnum() or c in "#+-.:=@_" else f"\\x{ord(c):02x}" for c in label)
+    assert unescape(_from_udev({"ID_FS_TYPE": "ext4", "ID_FS_LABEL_ENC": enc})["LABEL"]) == label
+
+
+def test_likely_roots_are_probed_first() -> None:
+    from guestpool.inspectors._devices import Filesystem
+    from guestpool.inspectors._guest import _root_likelihood
+
+    fss = [Filesystem("/dev/sdc1", "ext4", label="boot"), Filesystem("/dev/sdc2", "xfs"),
+           Filesystem("/dev/sdc3", "ext4"), Filesystem("/dev/rhel/home", "xfs"),
+           Filesystem("/dev/rhel/root", "xfs")]
+    assert [f.device for f in sorted(fss, key=_root_likelihood)] == [
+        "/dev/rhel/root", "/dev/rhel/home", "/dev/sdc3", "/dev/sdc2", "/dev/sdc1"]
+
+
+def test_lvm_without_devices_option_falls_back_to_the_stable_api() -> None:
+    from guestpool.inspectors._devices import Filesystem, find_filesystems
+
+    class OldLvm(ScriptedHandle):
+        def pvuuid(self, dev: str) -> str:
+            return "PVUUID"
+
+        def lvm_scan(self, activate: bool) -> None:
+            self.asked.append("lvm_scan")
+
+        def vgs(self) -> list[str]:
+            return ["other", "vg0"]
+
+        def vgpvuuids(self, vg: str) -> list[str]:
+            return ["PVUUID"] if vg == "vg0" else ["ELSEWHERE"]
+
+        def lvs(self) -> list[str]:
+            return ["/dev/other/x", "/dev/vg0/root"]
+
+        def blkid(self, dev: str) -> dict[str, str]:
+            return {"TYPE": "xfs", "UUID": "u", "LABEL": "my\\ root"}
+
+    udev = "DEV=/dev/sdd\nPART=/dev/sdd1\nDEV=/dev/sdd1\nID_FS_TYPE=LVM2_member\n"
+    g = OldLvm({"records show": udev, "lvm vgchange": "LVM=failed\n"})
+    layout = find_filesystems(g, ["/dev/sdd"])
+    assert layout.filesystems == [Filesystem("/dev/vg0/root", "xfs", "u", "my root")]
+    assert layout.volume_groups == ["vg0"] and "lvm_scan" in g.asked
+    assert layout.lvm_devices == []  # deactivated through the stable API too: no --devices
