@@ -30,29 +30,10 @@ import abc
 import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar, overload
+from typing import Literal, TypeVar
 
 from ._errors import ApplianceError, GuestpoolError, ImageError, LateBindingUnavailable
-from ._protocol import (
-    REPLY_TO,
-    Attach,
-    Attached,
-    Boot,
-    Booted,
-    Cold,
-    ColdDone,
-    Detach,
-    Detached,
-    ErrorKind,
-    Failure,
-    Inspect,
-    Inspected,
-    Ping,
-    Pong,
-    Reply,
-    Request,
-    Shutdown,
-)
+from ._protocol import Closed, ErrorKind, Failure, Reply, Request, Shutdown
 
 State = Literal["starting", "booting", "idle", "busy", "retired"]
 _ids = itertools.count(1)
@@ -85,33 +66,18 @@ class Appliance(abc.ABC):
         if self.state == "retired":
             return
         with contextlib.suppress(GuestpoolError):
-            await self.call(Shutdown(), timeout)
+            await self.call(Shutdown(), timeout, Closed)
         await self.kill()
 
-    @overload
-    async def call(self, request: Boot, timeout: float) -> Booted: ...
-    @overload
-    async def call(self, request: Attach, timeout: float) -> Attached: ...
-    @overload
-    async def call(self, request: Inspect, timeout: float) -> Inspected: ...
-    @overload
-    async def call(self, request: Detach, timeout: float) -> Detached: ...
-    @overload
-    async def call(self, request: Ping, timeout: float) -> Pong: ...
-    @overload
-    async def call(self, request: Cold, timeout: float) -> ColdDone: ...
-    @overload
-    async def call(self, request: Shutdown, timeout: float) -> object: ...
-
-    async def call(self, request: Request, timeout: float) -> object:
-        """Run one operation and return its typed reply; failures become exceptions."""
+    async def call(self, request: Request, timeout: float, expect: type[R]) -> R:
+        """Run one operation and return its reply, of type ``expect``; failures
+        become exceptions (see the module's rules)."""
         if self.state == "retired":
             raise ApplianceError(f"appliance {self.id} is retired")
         reply = await self.request(request, timeout)
         if isinstance(reply, Failure):
             raise failure_error(reply, f"appliance {self.id}")
-        expected = REPLY_TO[type(request)]
-        if not isinstance(reply, expected):
+        if not isinstance(reply, expect):
             await self.kill()
             raise ApplianceError(f"appliance {self.id} answered {type(reply).__name__} "
                                  f"to {type(request).__name__}")

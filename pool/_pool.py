@@ -33,7 +33,22 @@ from ._errors import (
 from ._fleet import VM
 from ._host import DEFAULT_MEMSIZE_MB, default_pool_size
 from ._plan import Strategy
-from ._protocol import Attach, Boot, Cold, Detach, DiskRef, Inspect, InspectorSpec, Ping
+from ._protocol import (
+    Attach,
+    Attached,
+    Boot,
+    Booted,
+    Cold,
+    ColdDone,
+    Detach,
+    Detached,
+    DiskRef,
+    Inspect,
+    Inspected,
+    InspectorSpec,
+    Ping,
+    Pong,
+)
 from ._results import InspectResult, Stats
 from ._safety import SafetyPolicy, check_vm
 
@@ -169,7 +184,8 @@ class Pool:
         self._emit("boot_start", appliance=app.id)
         self._notify()
         try:
-            reply = await app.call(Boot(self.accel, self.memsize, self.smp), self.boot_timeout)
+            reply = await app.call(Boot(self.accel, self.memsize, self.smp), self.boot_timeout,
+                                   Booted)
         except GuestpoolError as e:
             self._boot_failures += 1
             self.stats.failures["boot"] += 1
@@ -235,7 +251,7 @@ class Pool:
         elif app.jobs >= self.max_jobs:
             await self._retire(app, "max-jobs")
         elif self.max_rss_mb is not None:
-            ping = await app.call(Ping(), 10)
+            ping = await app.call(Ping(), 10, Pong)
             if ping.rss_kb > self.max_rss_mb * 1024:
                 await self._retire(app, "memory")
                 return
@@ -362,7 +378,7 @@ class Pool:
         An image qemu refuses is unplugged again by the worker before ImageError."""
         disks = [DiskRef(d.path, d.format, vm.live) for vm in vms for d in vm.disks]
         t = anyio.current_time()
-        attached = (await app.call(Attach(disks), self.op_timeout)).labels
+        attached = (await app.call(Attach(disks), self.op_timeout, Attached)).labels
         labels = iter(attached)
         attach = anyio.current_time() - t
         self.stats.attaches += len(disks)
@@ -372,14 +388,14 @@ class Pool:
             for vm in vms:
                 t = anyio.current_time()
                 own = [next(labels) for _ in vm.disks]
-                reply = await app.call(Inspect(vm.name, own, list(specs)), deadline)
+                reply = await app.call(Inspect(vm.name, own, list(specs)), deadline, Inspected)
                 outs.append(reply.results)
                 inspect_times.append(anyio.current_time() - t)
         except ImageError:  # the VM's results were refused; the appliance is clean
-            await app.call(Detach(attached), self.op_timeout)
+            await app.call(Detach(attached), self.op_timeout, Detached)
             raise
         t = anyio.current_time()
-        await app.call(Detach(attached), self.op_timeout)
+        await app.call(Detach(attached), self.op_timeout, Detached)
         self.stats.detaches += len(disks)
         return outs, inspect_times, attach, anyio.current_time() - t
 
@@ -410,7 +426,7 @@ class Pool:
                 disks = [DiskRef(d.path, d.format) for d in vm.disks]
                 deadline = self.boot_timeout + sum(s.deadline or 60.0 for s in specs)
                 reply = await app.call(Cold(vm.name, disks, list(specs), self.accel,
-                                            self.memsize, self.smp), deadline)
+                                            self.memsize, self.smp), deadline, ColdDone)
             finally:
                 self.appliances.pop(app.id, None)
                 await app.close()

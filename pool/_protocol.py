@@ -172,13 +172,6 @@ class Failure(msgspec.Struct, frozen=True, tag="failure"):
 
 Reply = Booted | Attached | Inspected | Detached | Pong | ColdDone | Closed | Failure
 
-#: The reply each request expects when it succeeds.
-REPLY_TO: dict[type[Any], type[Any]] = {
-    Boot: Booted, Attach: Attached, Inspect: Inspected, Detach: Detached, Ping: Pong,
-    Cold: ColdDone, Shutdown: Closed,
-}
-
-
 class RequestFrame(msgspec.Struct, frozen=True):
     id: int
     request: Request

@@ -12,7 +12,7 @@ import pytest
 from helpers.fleet import DemoFleet, sha256
 from helpers.pool_thread import PoolThread
 
-from guestpool import VM, Disk
+from guestpool import VM, Disk, InspectorSpec
 
 pytestmark = pytest.mark.appliance
 
@@ -154,7 +154,7 @@ def test_full_inspect_os_sees_the_vms_logical_volumes(shared_pool: PoolThread,
                                                       demo_fleet: DemoFleet) -> None:
     """udev no longer auto-activates LVM on hot-plug: the full path must activate it."""
     (vm,) = [v for v in demo_fleet.one_of_each() if v.name.endswith("-lvm")]
-    r = shared_pool.inspect(same_group(vm), [{"spec": "os", "options": {"full": True}}])
+    r = shared_pool.inspect(same_group(vm), [InspectorSpec("os", {"full": True})])
     assert r.ok, r.error
     value = r.results["os"]["value"]
     assert value["method"] == "inspect_os" and value["root"] == "/dev/vg0/root", value
