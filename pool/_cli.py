@@ -118,7 +118,7 @@ def _round_options(budget: float, inspector_names: str | None, pool: int | None,
 
 
 def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | None,
-          plan_only: bool = False) -> int:
+          plan_only: bool = False, allow_remote_libvirt: bool = False) -> int:
     from ._host import default_pool_size
     from ._plan import plan_round
     from ._progress import ScanProgress
@@ -126,7 +126,7 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
     from ._sources import open_source, safety_policy
     from ._store import Store
 
-    source = open_source(fleet)
+    source = open_source(fleet, allow_remote_libvirt=allow_remote_libvirt)
     vms = source.load()
     store = Store(store_path)
     if plan_only:
@@ -231,9 +231,13 @@ round_options = [
 store_option = click.option("--store", "store_path", type=click.Path(path_type=Path),
                             default=None, help="Results store (SQLite; default: the data "
                                                "folder's guestpool.db).")
+remote_libvirt_option = click.option(
+    "--allow-remote-libvirt", is_flag=True,
+    help="Accept libvirt URIs other than qemu:///system and qemu:///session (remote hosts, "
+         "transports, query strings): they can run programs or reach other hosts.")
 scan_options = [*round_options,
                 click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
-                store_option]
+                store_option, remote_libvirt_option]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -248,7 +252,7 @@ def _with(options: list[Any]) -> Callable[[F], F]:
 
 
 def _options_from(kw: dict[str, Any]) -> RoundOptions:
-    """Pop the round options out of a command's keyword arguments."""
+    """Pop the round options out of a command's keyword arguments (not the source's)."""
     return _round_options(*(kw.pop(k) for k in (
         "budget", "inspector_names", "pool", "strategy", "accel", "batch",
         "allow_format_mismatch")))
@@ -276,7 +280,7 @@ def scan(fleet: str, **kw: Any) -> None:
               help="Stop after this many rounds (default: run until SIGINT/SIGTERM).")
 @_with(scan_options)
 def monitor(fleet: str, interval: float, rounds: int | None, as_json: bool,
-            store_path: Path | None, **kw: Any) -> None:
+            store_path: Path | None, allow_remote_libvirt: bool, **kw: Any) -> None:
     """Scan the fleet every INTERVAL seconds, keep history, report drift.
 
     SIGINT or SIGTERM lets in-flight jobs finish, then stops cleanly.
@@ -290,7 +294,7 @@ def monitor(fleet: str, interval: float, rounds: int | None, as_json: bool,
 
     options = _options_from(kw)
     options = dataclasses.replace(options, budget=min(options.budget, interval))
-    source = open_source(fleet)
+    source = open_source(fleet, allow_remote_libvirt=allow_remote_libvirt)
     store = Store(store_path)
 
     def stopping(name: str) -> None:
@@ -430,41 +434,66 @@ def quickstart(count: int, directory: Path | None, **kw: Any) -> None:
     sys.exit(EXIT_OK if code == EXIT_INCOMPLETE else code)
 
 
+def _fleet_option(items: tuple[str, ...], positional: str | None) -> dict[str, str]:
+    fleets: dict[str, str] = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec or not name.replace("-", "").replace("_", "").isalnum():
+            raise click.BadParameter(f"{item!r}: use NAME=FLEET, NAME of letters, digits, - and _",
+                                     param_hint="--fleet")
+        if name in fleets:
+            raise click.BadParameter(f"fleet {name!r} is given twice", param_hint="--fleet")
+        fleets[name] = spec
+    if positional is not None:
+        if "default" in fleets:
+            raise click.BadParameter("FLEET is the fleet named 'default'; --fleet names it too")
+        fleets["default"] = positional
+    return fleets
+
+
 @cli.command()
 @click.argument("fleet", required=False)
+@click.option("--fleet", "fleet_items", multiple=True, metavar="NAME=FLEET",
+              help="A fleet the service may scan (repeatable); FLEET alone is 'default'.")
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--token-file", type=click.Path(path_type=Path, exists=True), default=None,
               help="File holding the bearer token (default: env GUESTPOOL_TOKEN).")
 @click.option("--open-reads", is_flag=True, help="Serve GET endpoints without a token.")
 @click.option("--interval", type=click.FloatRange(min=10), default=None,
-              help="Also scan FLEET every INTERVAL seconds (the monitor loop).")
+              help="Also scan every fleet every INTERVAL seconds (the monitor loop).")
 @click.option("--paused", is_flag=True, help="Accept and queue scans but start none.")
 @_with(round_options)
 @store_option
-def serve(fleet: str | None, bind: str, token_file: Path | None, open_reads: bool,
-          interval: float | None, paused: bool, store_path: Path | None, **kw: Any) -> None:
+@remote_libvirt_option
+def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file: Path | None,
+          open_reads: bool, interval: float | None, paused: bool, store_path: Path | None,
+          allow_remote_libvirt: bool, **kw: Any) -> None:
     """HTTP API (POST /scans → 202), Prometheus /metrics and a status page at /.
 
-    The round options are the defaults of every scan the service runs; a request
-    may set its own budget and inspectors.
+    The service scans only the fleets it is started with: a request names one,
+    never a path or URI. The round options are the defaults of every scan; a
+    request may set its own budget and inspectors (registered names only).
     """
     import os
 
     from ._service import serve as run_service
 
     options = _options_from(kw)
+    fleets = _fleet_option(fleet_items, fleet)
     host, _, port_s = bind.rpartition(":")
     if not host or not port_s.isdigit():
         raise click.BadParameter(f"{bind!r}: use HOST:PORT", param_hint="--bind")
     token = (token_file.read_text().strip() if token_file else
              os.environ.get("GUESTPOOL_TOKEN")) or None
-    if interval is not None and fleet is None:
-        raise click.BadParameter("--interval needs a FLEET to scan", param_hint="--interval")
+    if interval is not None and not fleets:
+        raise click.BadParameter("--interval needs a fleet to scan", param_hint="--interval")
     console.print(f"guestpool serve: http://{host}:{port_s}/ "
-                  f"({'token required' if token else 'no token: loopback only'})")
+                  f"({'token required' if token else 'no token: loopback only'}; "
+                  f"fleets: {', '.join(fleets) or 'none'})", highlight=False)
     anyio.run(lambda: run_service(host=host.strip("[]"), port=int(port_s), store_path=store_path,
-                                  fleet=fleet, token=token, open_reads=open_reads, paused=paused,
-                                  options=options, interval=interval),
+                                  fleets=fleets, token=token, open_reads=open_reads,
+                                  paused=paused, options=options, interval=interval,
+                                  allow_remote_libvirt=allow_remote_libvirt),
               backend="trio")
 
 

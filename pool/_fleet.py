@@ -106,6 +106,8 @@ def load_manifest(path: str | Path) -> Fleet:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise FleetError(f"fleet manifest {path} is not valid {path.suffix[1:]}: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("vms", []), list):
+        raise FleetError(f"fleet manifest {path} must hold an object with a list \"vms\"")
     vms = [VM.from_dict(d, path.parent.resolve()) for d in data.get("vms", [])]
     names = [vm.name for vm in vms]
     if len(set(names)) != len(names):

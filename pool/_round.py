@@ -136,6 +136,7 @@ async def run_round(
     stop: anyio.Event | None = None,
     on_result: ResultHook | None = None,
     on_event: EventHook | None = None,
+    whole_fleet: bool = True,
 ) -> RoundReport:
     """Inspect as much of ``fleet`` as fits in ``options.budget`` seconds.
 
@@ -145,7 +146,8 @@ async def run_round(
     source's policy. With a ``store``, VMs are ordered by staleness, every
     result is committed as it arrives (with its drift), and measured costs are
     kept for the next plan. Setting ``stop`` lets in-flight jobs finish and
-    starts no new ones.
+    starts no new ones. ``whole_fleet=False`` says ``fleet`` is a chosen subset:
+    VMs left out are then not recorded as gone from the fleet.
     """
     start = anyio.current_time()
     if isinstance(fleet, Sequence):
@@ -166,7 +168,7 @@ async def run_round(
     report.plan = plan_round(len(todo), budget, pool.size, store.costs() if store else {},
                              strategy, [vm.trust_group for vm in todo])
     if store is not None:
-        report.fleet_changes = store.sync_fleet(vms)
+        report.fleet_changes = store.sync_fleet(vms, complete=whole_fleet)
         report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)
     plan = report.plan
     with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)) as budget_scope:

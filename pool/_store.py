@@ -70,8 +70,9 @@ class Store:
 
     # -- writing -----------------------------------------------------------------
 
-    def sync_fleet(self, vms: Iterable[VM]) -> dict[str, list[str]]:
-        """Record the fleet; report VMs that appeared, disappeared or changed disks."""
+    def sync_fleet(self, vms: Iterable[VM], complete: bool = True) -> dict[str, list[str]]:
+        """Record the fleet; report VMs that appeared, disappeared or changed disks.
+        With ``complete=False`` (a subset of the fleet) no VM is taken as gone."""
         now = time.time()
         seen: dict[str, list[str]] = {"appeared": [], "disappeared": [], "changed": []}
         known = {r["name"]: r for r in self._db.execute("SELECT * FROM vms")}
@@ -92,7 +93,7 @@ class Store:
                 (vm.name, now, now, disks, vm.trust_group, to_json(vm.tags), vm.priority,
                  now, disks, vm.trust_group, to_json(vm.tags), vm.priority))
         for name, row in known.items():
-            if name not in names and not row["removed"]:
+            if complete and name not in names and not row["removed"]:
                 seen["disappeared"].append(name)
                 self._db.execute("UPDATE vms SET removed=? WHERE name=?", (now, name))
         self._db.execute("COMMIT")
@@ -204,6 +205,21 @@ class Store:
             r["summary"] = json.loads(row["summary"]) if row["summary"] else None
             out.append(r)
         return out
+
+    def recent_drift(self, limit: int = 15) -> list[dict[str, Any]]:
+        """The latest changes, newest first: a bounded read for pages that refresh."""
+        return [{**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"])}
+                for r in self._db.execute("SELECT * FROM changes ORDER BY id DESC LIMIT ?",
+                                          (limit,))]
+
+    def has_vm(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM vms WHERE name=?", (name,)).fetchone() is not None
+
+    def vms_page(self, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        """Known VMs by name, one page at a time."""
+        return [dict(r) for r in self._db.execute(
+            "SELECT name, last_scanned FROM vms ORDER BY name LIMIT ? OFFSET ?",
+            (limit, offset))]
 
     def drift(self, vm: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM changes WHERE 1=1", list[Any]()

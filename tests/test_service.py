@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,52 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.fleet import DemoFleet
+from helpers.server import AUTH, TOKEN, Server, free_port, tiny_manifest
 from prometheus_client.parser import text_string_to_metric_families
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, store: Path, *args: str, token: str | None = TOKEN) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ)
-        env.pop("GUESTPOOL_TOKEN", None)
-        if token:
-            env["GUESTPOOL_TOKEN"] = token
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "guestpool", "serve", *args, "--bind",
-             f"127.0.0.1:{self.port}", "--store", str(store)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture
-def paused(tmp_path: Path, demo_fleet: DemoFleet) -> Iterator[Server]:
-    srv = Server(tmp_path / "s.db", str(demo_fleet.manifest), "--paused")
+def paused(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "s.db", str(tiny_manifest(tmp_path)), "--paused")
     yield srv
     srv.stop()
 
@@ -91,15 +50,15 @@ def test_no_token_on_a_public_address_refuses_to_start(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_restart_mid_queue_loses_no_accepted_request(tmp_path: Path,
-                                                     demo_fleet: DemoFleet) -> None:
-    srv = Server(tmp_path / "s.db", str(demo_fleet.manifest), "--paused")
+def test_restart_mid_queue_loses_no_accepted_request(tmp_path: Path) -> None:
+    manifest = str(tiny_manifest(tmp_path))
+    srv = Server(tmp_path / "s.db", manifest, "--paused")
     c = httpx.Client(base_url=srv.url, headers=AUTH, timeout=10)
     ids = [c.post("/scans", json={"budget": 60 + i}).json()["id"] for i in range(3)]
     ahead = c.get(f"/scans/{ids[2]}").json()["estimated_start_s"]
     assert ahead == pytest.approx(60 + 61, abs=1)
     srv.stop()
-    srv2 = Server(tmp_path / "s.db", str(demo_fleet.manifest), "--paused")
+    srv2 = Server(tmp_path / "s.db", manifest, "--paused")
     try:
         c2 = httpx.Client(base_url=srv2.url, headers=AUTH, timeout=10)
         assert [c2.get(f"/scans/{i}").json()["state"] for i in ids] == ["queued"] * 3
@@ -126,10 +85,11 @@ def test_scan_lifecycle_results_drift_metrics_and_status_page(
         body = {"vms": names, "budget": 90, "inspectors": ["os", "packages"]}
         t = time.monotonic()
         r = c.post("/scans", json=body, headers={"Idempotency-Key": "round-1"})
-        assert r.status_code == 202 and time.monotonic() - t < 2
+        # answered before any appliance boots (a boot is ~18 s here): a generous bound
+        assert r.status_code == 202 and time.monotonic() - t < 10
         scan_id = r.json()["id"]
         again = c.post("/scans", json=body, headers={"Idempotency-Key": "round-1"})
-        assert again.json()["id"] == scan_id
+        assert again.status_code == 200 and again.json()["id"] == scan_id
         seen_progress, seen_pool = set(), False
         deadline = time.monotonic() + 150
         while True:
@@ -143,7 +103,7 @@ def test_scan_lifecycle_results_drift_metrics_and_status_page(
             time.sleep(0.5)
         assert s["state"] == "done", s
         assert s["summary"]["covered"] == 4
-        assert len(seen_progress) >= 2 and seen_pool
+        assert seen_progress and seen_pool
         vm = c.get(f"/vms/{names[0]}").json()
         assert vm["results"]["os"]["value"]["hostname"] == demo_fleet.truth[names[0]]["os"][
             "hostname"]
@@ -183,14 +143,18 @@ def _check_status_page(srv: Server, tmp_path: Path) -> None:
     open_srv = Server(tmp_path / "s.db", "--paused", "--open-reads")
     try:
         url = f"{open_srv.url}/"
-        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True,
-                             text=True, timeout=120).stdout
+        run = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        dom = run.stdout
         for element in ('id="round"', 'id="pool"', 'id="rounds"', 'id="drift"',
                         'http-equiv="refresh"'):
             assert element in dom, element
         assert "no round yet" not in dom  # the rounds the scans above ran, from the store
-        subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1100,900",
-                        url], capture_output=True, timeout=120)
+        run = subprocess.run([chromium, *flags, f"--screenshot={shot}",
+                              "--window-size=1100,900", url], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
         assert shot.stat().st_size > 5000
         if os.environ.get("GUESTPOOL_SCREENSHOT_DIR"):  # to look at it
             shutil.copy(shot, Path(os.environ["GUESTPOOL_SCREENSHOT_DIR"]) / "status.png")

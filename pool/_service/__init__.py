@@ -16,6 +16,7 @@ import anyio
 from .._errors import SetupError
 from .._periodic import run_periodic, stop_on_signals
 from .._round import RoundOptions
+from .._sources import open_source
 from .._store import Store
 from ._app import build_app, validate_scan_request
 from ._queue import ScanQueue
@@ -34,33 +35,46 @@ def check_bind(host: str, token: str | None) -> None:
                          "(or --token-file), or bind to 127.0.0.1")
 
 
-async def serve(*, host: str, port: int, store_path: Path | None, fleet: str | None,
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """Host headers that name a loopback bind (checked when there is no token)."""
+    names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost") \
+        else {f"[{host}]" if ":" in host else host}
+    return frozenset(f"{n}:{port}" for n in names)
+
+
+async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[str, str],
                 token: str | None, open_reads: bool, paused: bool, options: RoundOptions,
-                interval: float | None) -> None:
+                interval: float | None, allow_remote_libvirt: bool = False) -> None:
     """Run the API and the scheduler until SIGINT/SIGTERM; with ``interval``, also
-    queue a scan of ``fleet`` every ``interval`` seconds."""
+    queue a scan of every configured fleet every ``interval`` seconds."""
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
     check_bind(host, token)
+    for spec in fleets.values():
+        open_source(spec, allow_remote_libvirt=allow_remote_libvirt)  # refuse bad specs now
     store = Store(store_path)
-    svc = Service(store, ScanQueue(store.path), fleet, token, open_reads, paused, options)
+    svc = Service(store, ScanQueue(store.path), fleets, token, open_reads, paused, options,
+                  allow_remote_libvirt=allow_remote_libvirt, hosts=allowed_hosts(host, port))
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     shutdown = anyio.Event()
 
-    async def queue_round(n: int) -> None:
-        assert interval is not None and fleet is not None
-        svc.queue.submit({"fleet": fleet, "budget": min(options.budget, interval)},
-                         f"monitor-{int(time.time() // interval)}")
+    async def queue_rounds(n: int) -> None:
+        assert interval is not None
+        slot = int(time.time() // interval)
+        for name in fleets:
+            # "monitor:" keys live outside every client's key namespace
+            svc.queue.submit({"fleet": name, "budget": min(options.budget, interval)},
+                             f"monitor:{name}:{slot}")
         svc.kick()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signals, shutdown)
         tg.start_soon(svc.scheduler)
-        if interval is not None and fleet is not None:
-            tg.start_soon(run_periodic, interval, queue_round)
+        if interval is not None:
+            tg.start_soon(run_periodic, interval, queue_rounds)
         await hypercorn_serve(build_app(svc), config,  # type: ignore[arg-type]
                               shutdown_trigger=shutdown.wait)
         if svc.cancel is not None:

@@ -7,10 +7,12 @@ scheduler in order; callers poll. Nothing holds a caller while appliances boot.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +28,8 @@ from ._scheduler import Service
 from ._status_page import pool_state, render_status
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: Largest request body accepted, in bytes.
+MAX_BODY = 1024 * 1024
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -44,7 +48,17 @@ def _scan_view(svc: Service, scan: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_scan_request(body: Any) -> dict[str, Any]:
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise HTTPProblem(422, f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def validate_scan_request(body: Any, fleets: Collection[str]) -> dict[str, Any]:
+    """A scan request checked field by field; ``fleets`` are the configured names."""
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
     unknown = set(body) - {"fleet", "vms", "inspectors", "budget"}
@@ -52,8 +66,9 @@ def validate_scan_request(body: Any) -> dict[str, Any]:
         raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
     out: dict[str, Any] = {}
     if "fleet" in body:
-        if not isinstance(body["fleet"], str) or not body["fleet"]:
-            raise ValueError("fleet must be a non-empty string")
+        if not isinstance(body["fleet"], str) or body["fleet"] not in fleets:
+            raise ValueError("fleet must name a fleet this service was configured with: "
+                             f"{', '.join(sorted(fleets)) or 'none'}")
         out["fleet"] = body["fleet"]
     for key in ("vms", "inspectors"):
         if key in body:
@@ -85,31 +100,82 @@ def authorised(svc: Service, request: Request, mutating: bool) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), svc.token.encode())
 
 
+def principal(svc: Service, request: Request) -> str:
+    """Who is asking, for scoping idempotency keys: one namespace per token."""
+    if svc.token is None:
+        return "local"
+    return "token-" + hashlib.sha256(svc.token.encode()).hexdigest()[:16]
+
+
+def refusal(svc: Service, request: Request, mutating: bool) -> Response | None:
+    """Why a request may not go on, or None: the one guard of every route but
+    /healthz and /openapi.json.
+
+    Without a token the service listens on loopback only, where any web page a
+    local browser opens can reach it: the Host header must then name the bind
+    address (against DNS rebinding) and a change must come as JSON (a
+    cross-site form or ``text/plain`` POST cannot send ``application/json``
+    without a CORS preflight, which this API never grants).
+    """
+    if svc.token is None and svc.hosts and request.headers.get("host", "") not in svc.hosts:
+        return _problem(421, "the Host header does not name this service's address")
+    if not authorised(svc, request, mutating):
+        return _json({"error": "missing or wrong bearer token"}, 401,
+                     {"WWW-Authenticate": "Bearer"})
+    if mutating and svc.token is None and request.method == "POST":
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            return _problem(415, "send the body as Content-Type: application/json")
+    return None
+
+
+async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
+    """The body as JSON, refused past ``limit`` bytes (413) or when malformed (422)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, f"the body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPProblem(413, f"the body is over {limit} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise HTTPProblem(422, "the body is not valid JSON (or nests too deeply)") from None
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def build_app(svc: Service) -> Starlette:
     def guarded(handler: Handler, mutating: bool = False) -> Handler:
-        """The one auth check, in front of every route but /healthz and /openapi.json."""
         async def check(request: Request) -> Response:
-            if not authorised(svc, request, mutating):
-                return _json({"error": "missing or wrong bearer token"}, 401,
-                             {"WWW-Authenticate": "Bearer"})
-            return await handler(request)
+            if (refused := refusal(svc, request, mutating)) is not None:
+                return refused
+            try:
+                return await handler(request)
+            except HTTPProblem as e:
+                return _problem(e.status, str(e))
         return check
 
     async def create_scan(request: Request) -> Response:
+        body = await read_json(request)
         try:
-            body = await request.json()
-        except ValueError:
-            return _problem(422, "the body is not valid JSON")
-        try:
-            req = validate_scan_request(body)
+            req = validate_scan_request(body, svc.fleets)
         except (ValueError, GuestpoolError) as e:
             return _problem(422, str(e))
-        if "fleet" not in req and svc.default_fleet is None:
-            return _problem(422, "no fleet given and the service has no default fleet")
+        if "fleet" not in req and svc.default_fleet() is None:
+            return _problem(422, "name a fleet: this service scans "
+                                 f"{', '.join(sorted(svc.fleets)) or 'no fleet'}")
         key = request.headers.get("idempotency-key") or None
         if key is not None and len(key) > 200:
             return _problem(422, "Idempotency-Key is longer than 200 characters")
-        scan, created = svc.queue.submit(req, key)
+        scoped = f"{principal(svc, request)}:{key}" if key else None
+        scan, created = svc.queue.submit(req, scoped)
         svc.kick()
         return _json(_scan_view(svc, scan), 202 if created else 200,
                      {"Location": f"/scans/{scan['id']}"})
@@ -135,8 +201,9 @@ def build_app(svc: Service) -> Starlette:
         return _json(_scan_view(svc, svc.queue.get(scan_id) or scan), 202)
 
     async def list_vms(request: Request) -> Response:
-        return _json([{"name": n, "last_scanned": t}
-                      for n, t in sorted(svc.store.last_scanned().items())])
+        limit = _int_param(request, "limit", 1000, 1, 10_000)
+        offset = _int_param(request, "offset", 0, 0, 10**9)
+        return _json(svc.store.vms_page(limit, offset))
 
     async def get_vm(request: Request) -> Response:
         latest = svc.store.latest(request.path_params["name"])
@@ -144,7 +211,7 @@ def build_app(svc: Service) -> Starlette:
 
     async def vm_drift(request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in svc.store.last_scanned():
+        if not svc.store.has_vm(name):
             return _problem(404, "unknown VM")
         return _json(svc.store.drift(name))
 

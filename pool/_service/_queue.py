@@ -15,7 +15,11 @@ CREATE TABLE IF NOT EXISTS scans (
     id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
     request TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
     progress TEXT, summary TEXT, errors TEXT, seq INTEGER);
+CREATE INDEX IF NOT EXISTS scans_state ON scans (state, seq);
 """
+#: A scan that was running when the service died this many times is not run again:
+#: it may be what kills the service.
+MAX_STARTS = 2
 STATES = ("queued", "running", "done", "cancelled", "failed")
 FINAL = ("done", "cancelled", "failed")
 #: Longest budget a scan request may ask for, in seconds.
@@ -29,7 +33,16 @@ class ScanQueue:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
-        # a scan that was running when the service stopped runs again
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(scans)")}
+        if "starts" not in columns:  # a queue written by an older guestpool
+            self._db.execute("ALTER TABLE scans ADD COLUMN starts INTEGER NOT NULL DEFAULT 0")
+        # a scan that was running when the service stopped runs again, unless it
+        # was already running at MAX_STARTS deaths of the service
+        self._db.execute(
+            "UPDATE scans SET state='failed', finished=?, errors=? WHERE state='running'"
+            " AND starts >= ?", (time.time(), json.dumps([{
+                "kind": "scan", "message": f"the service stopped during this scan {MAX_STARTS} "
+                                           "times; not run again"}]), MAX_STARTS))
         self._db.execute("UPDATE scans SET state='queued', started=NULL WHERE state='running'")
 
     def submit(self, request: dict[str, Any], idempotency_key: str | None
@@ -73,6 +86,11 @@ class ScanQueue:
         return [self._row(r) for r in self._db.execute(
             "SELECT * FROM scans WHERE state IN ('queued', 'running') AND seq < ? ORDER BY seq",
             (scan["seq"],))]
+
+    def start(self, scan_id: str) -> None:
+        """Mark a scan running, counting its starts (see :data:`MAX_STARTS`)."""
+        self._db.execute("UPDATE scans SET state='running', started=?, starts=starts+1"
+                         " WHERE id=?", (time.time(), scan_id))
 
     def update(self, scan_id: str, **fields: Any) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)

@@ -30,7 +30,8 @@ class Service:
 
     store: Store
     queue: ScanQueue
-    default_fleet: str | None
+    #: the fleets this service may scan, by name: requests name one, never a path
+    fleets: dict[str, str]
     token: str | None
     open_reads: bool = False
     paused: bool = False
@@ -41,6 +42,13 @@ class Service:
     cancel: anyio.Event | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     wake: anyio.Event = field(default_factory=anyio.Event)
+    allow_remote_libvirt: bool = False
+    #: Host headers a request may carry when there is no token (the bind address)
+    hosts: frozenset[str] = frozenset()
+
+    def default_fleet(self) -> str | None:
+        """The fleet a request that names none scans: the only one configured."""
+        return next(iter(self.fleets)) if len(self.fleets) == 1 else None
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -71,7 +79,7 @@ class Service:
     async def _run(self, scan: dict[str, Any]) -> None:
         req = scan["request"]
         self.running, self.cancel = scan["id"], anyio.Event()
-        self.queue.update(scan["id"], state="running", started=time.time())
+        self.queue.start(scan["id"])
         try:
             await self._round(scan["id"], req, self.cancel)
         except GuestpoolError as e:
@@ -86,7 +94,10 @@ class Service:
             self.pool, self.running, self.cancel = None, None, None
 
     async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
-        source = open_source(req.get("fleet") or self.default_fleet or "")
+        name = req.get("fleet") or self.default_fleet()
+        if name not in self.fleets:
+            raise GuestpoolError(f"fleet {name!r} is not configured for this service")
+        source = open_source(self.fleets[name], allow_remote_libvirt=self.allow_remote_libvirt)
         vms = await anyio.to_thread.run_sync(source.load)
         if req.get("vms"):
             wanted = set(req["vms"])
@@ -110,7 +121,8 @@ class Service:
         self.pool = options.pool(safety, on_event=self.metrics.on_event)
         self.metrics.pool_size.set(self.pool.size)
         report: RoundReport = await run_round(vms, options, store=self.store, pool=self.pool,
-                                              safety=safety, stop=cancel, on_result=on_result)
+                                              safety=safety, stop=cancel, on_result=on_result,
+                                              whole_fleet=not req.get("vms"))
         self.queue.update(scan_id, state="cancelled" if cancel.is_set() else "done",
                           finished=time.time(), summary=report.summary(),
                           progress=self.progress)

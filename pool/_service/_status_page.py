@@ -42,7 +42,7 @@ def render_status(svc: Service) -> str:
                      for r in svc.store.recent_rounds(10) if r["summary"]) or \
         "<tr><td colspan=5>no round yet</td></tr>"
     drift = "".join(f"<tr><td>{e(c['vm'])}</td><td>{e(c['kind'])}</td><td>{e(str(c['key']))}"
-                    f"</td></tr>" for c in svc.store.drift()[-15:][::-1]) or \
+                    f"</td></tr>" for c in svc.store.recent_drift(15)) or \
         "<tr><td colspan=3>no drift recorded</td></tr>"
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="5"><title>guestpool status</title>

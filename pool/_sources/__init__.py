@@ -20,12 +20,12 @@ from .._errors import FleetError
 from .._fleet import VM
 from .._safety import DEFAULT_BASE_DIRS, SafetyPolicy
 from ._folder import FolderSource
-from ._libvirt import GUESTPOOL_XMLNS, LibvirtSource, domain_to_vm
+from ._libvirt import GUESTPOOL_XMLNS, LibvirtSource, check_uri, domain_to_vm
 from ._manifest import ManifestSource
 from ._nova import NovaSource
 
 __all__ = ["GUESTPOOL_XMLNS", "SOURCES", "FolderSource", "LibvirtSource", "ManifestSource",
-           "NovaSource", "Source", "domain_to_vm", "open_source", "safety_policy"]
+           "NovaSource", "Source", "check_uri", "domain_to_vm", "open_source", "safety_policy"]
 
 
 class Source(Protocol):
@@ -37,12 +37,13 @@ class Source(Protocol):
     def load(self) -> list[VM]: ...
 
 
-#: ``KIND:REST`` -> the source it names.
-SOURCES: dict[str, Callable[[str], Source]] = {
-    "manifest": lambda rest: ManifestSource(Path(rest)),
-    "folder": lambda rest: FolderSource(Path(rest)),
-    "nova": lambda rest: NovaSource(Path(rest)),
-    "libvirt": lambda rest: LibvirtSource(rest.strip() or "qemu:///system"),
+#: ``KIND:REST`` -> the source it names (``REST``, and whether remote libvirt is allowed).
+SOURCES: dict[str, Callable[[str, bool], Source]] = {
+    "manifest": lambda rest, _: ManifestSource(Path(rest)),
+    "folder": lambda rest, _: FolderSource(Path(rest)),
+    "nova": lambda rest, _: NovaSource(Path(rest)),
+    "libvirt": lambda rest, remote: LibvirtSource(check_uri(rest.strip() or "qemu:///system",
+                                                            remote)),
 }
 
 
@@ -52,11 +53,12 @@ def safety_policy(source: Source, allow_format_mismatch: bool = False) -> Safety
                         allow_format_mismatch=allow_format_mismatch)
 
 
-def open_source(spec: str) -> Source:
-    """The source a FLEET argument names (see the module docstring)."""
+def open_source(spec: str, *, allow_remote_libvirt: bool = False) -> Source:
+    """The source a FLEET argument names (see the module docstring). libvirt URIs
+    are local drivers only unless ``allow_remote_libvirt``."""
     kind, sep, rest = spec.partition(":")
     if sep and kind in SOURCES:
-        return SOURCES[kind](rest)
+        return SOURCES[kind](rest, allow_remote_libvirt)
     path = Path(spec)
     if path.is_dir():
         return FolderSource(path)

@@ -11,6 +11,18 @@ from .._fleet import FORMATS, VM, Disk
 
 log = logging.getLogger("guestpool")
 GUESTPOOL_XMLNS = "https://guestpool.invalid/xmlns/libvirt/1"
+#: The local drivers: no transport (``+ssh``, ``+ext`` runs a program), no host,
+#: no query string (``?command=``, ``?socket=``).
+LOCAL_URIS = ("qemu:///system", "qemu:///session")
+
+
+def check_uri(uri: str, allow_remote: bool = False) -> str:
+    """``uri`` if it names a local libvirt driver; otherwise a FleetError unless allowed."""
+    if uri in LOCAL_URIS or allow_remote:
+        return uri
+    raise FleetError(f"libvirt URI {uri!r} is not a local driver ({' or '.join(LOCAL_URIS)}); "
+                     "remote hosts, transports and query strings can run programs or reach "
+                     "other hosts: pass --allow-remote-libvirt if you mean it")
 
 
 @dataclass
