@@ -3,34 +3,67 @@
 - The declared format must match the image's own magic: a raw-declared file
   that starts with a qcow2 (or other image format) header is refused unless
   the user allows it, because qemu would otherwise read it as raw and a guest
-  could have planted that header to be reinterpreted elsewhere.
-- A qcow2's backing chain is read with ``qemu-img info --backing-chain`` and
-  every backing file must resolve inside the allowed roots, name its format
-  (no probing), and the chain must be short.
-- Paths are resolved (symlinks) first; device nodes, FIFOs and sockets are
-  refused; virtual size is bounded.
+  could have planted that header to be reinterpreted elsewhere. The signatures
+  are those qemu's block drivers probe for (``*_probe`` in ``block/``), and a
+  VHD's footer too, since a fixed VHD has no header.
+- A qcow2's backing chain is read with ``qemu-img info --backing-chain``: every
+  backing file and every qcow2 external data file must be an absolute path that
+  resolves inside the allowed roots to a regular file; backing files name their
+  format (no probing), raw or qcow2 only; the chain is short.
+- Paths are resolved (symlinks) first; folders, device nodes, FIFOs and sockets
+  are refused without being opened; virtual size is bounded.
+- With ``SafetyPolicy.disk_roots`` set, the disk itself is confined too: see
+  :func:`confine` and :func:`check_disk`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import struct
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._errors import ImageError
-from ._fleet import VM, Disk
+from ._fleet import FORMATS, VM, Disk
 
-# Magic numbers of image formats that must never be read as raw.
-FORMAT_MAGICS: dict[bytes, str] = {
-    b"QFI\xfb": "qcow2", b"QED\x00": "qed", b"KDMV": "vmdk", b"# Disk DescriptorFile": "vmdk",
-    b"conectix": "vpc", b"vhdxfile": "vhdx", b"<<< Oracle VM VirtualBox Disk Image >>>": "vdi",
-    b"cloop": "cloop", b"\x00\x00\x00\x00\x00\x00\x00\x00WithoutFreeSpace": "parallels",
-}
+
+@dataclass(frozen=True)
+class Signature:
+    """Bytes at ``offset`` that make qemu's format probe name ``format``."""
+
+    offset: int
+    magic: bytes
+    format: str
+
+
+# Headers of image formats that must never be read as raw, first match wins.
+FORMAT_MAGICS: tuple[Signature, ...] = (
+    Signature(0, b"QFI\xfb\x00\x00\x00\x01", "qcow"),  # qcow_probe: version 1
+    Signature(0, b"QFI\xfb", "qcow2"),  # qcow2_probe: version >= 2
+    Signature(0, b"QED\x00", "qed"),
+    Signature(0, b"KDMV", "vmdk"),  # VMDK4 sparse and streamOptimized
+    Signature(0, b"COWD", "vmdk"),  # VMDK3
+    Signature(0, b"conectix", "vpc"),
+    Signature(0, b"vhdxfile", "vhdx"),
+    Signature(0x40, struct.pack("<I", 0xBEDA107F), "vdi"),  # the text before it varies
+    Signature(0, b"WithoutFreeSpace", "parallels"),
+    Signature(0, b"WithouFreSpacExt", "parallels"),
+    Signature(0, b"LUKS\xba\xbe", "luks"),
+    Signature(0, b"#!/bin/sh\n#V2.0 Format\n"
+              b"modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n", "cloop"),
+    Signature(0, b"Bochs Virtual HD Image\x00", "bochs"),
+)
+# vmdk_probe also takes a text descriptor: comment and blank lines, then version=1|2|3.
+VMDK_DESCRIPTOR = re.compile(rb"(?:#[^\n]*\n|[ ]*\r?\n)*version=[123]\r?\n")
+# A fixed VHD is raw data plus a 512-byte footer starting with the cookie "conectix".
+VPC_FOOTER_BYTES = 512
+HEAD_BYTES = 2048  # qemu probes formats on the first 2 KiB
 DEFAULT_BASE_DIRS = ("/var/lib/nova/instances/_base", "/var/lib/libvirt/images")
 QEMU_IMG_TIMEOUT_S = 30.0
 
@@ -39,65 +72,155 @@ QEMU_IMG_TIMEOUT_S = 30.0
 class SafetyPolicy:
     """What guestpool accepts before attaching a disk."""
 
-    #: Folders backing files may live in, besides each image's own folder tree.
+    #: Folders backing and data files may live in, besides each image's own
+    #: folder tree. Used only while ``disk_roots`` is None.
     allowed_roots: Sequence[str] = field(default_factory=lambda: list(DEFAULT_BASE_DIRS))
     #: Accept a raw-declared image that carries another format's header.
     allow_format_mismatch: bool = False
     max_chain: int = 8
     max_virtual_size: int = 16 * 1024**4
+    #: The only folders a disk, its backing files and its data files may resolve
+    #: into (the source's folders). None: the disk itself is not confined.
+    disk_roots: Sequence[str] | None = None
 
 
-def _magic(path: str) -> str | None:
-    with open(path, "rb") as f:
-        head = f.read(64)
-    for magic, name in FORMAT_MAGICS.items():
-        if head.startswith(magic):
-            return name
+@dataclass(frozen=True)
+class _Opened:
+    head: bytes
+    footer: bytes
+    size: int
+
+
+def _magic(head: bytes, footer: bytes = b"") -> str | None:
+    """The format qemu (or a VHD reader, for the footer) would see in these bytes."""
+    for sig in FORMAT_MAGICS:
+        if head[sig.offset:sig.offset + len(sig.magic)] == sig.magic:
+            return sig.format
+    if VMDK_DESCRIPTOR.match(head):
+        return "vmdk"
+    if footer.startswith(b"conectix"):
+        return "vpc"
     return None
+
+
+def _where(found: str, opened: _Opened) -> str:
+    """How the image carries ``found``'s signature, for error messages."""
+    if found == "vpc" and not opened.head.startswith(b"conectix"):
+        return "ends with a vpc footer"
+    return f"starts with a {found} header"
 
 
 def _inside(path: str, roots: Sequence[str]) -> bool:
     return any(os.path.commonpath([path, r]) == r for r in roots)
 
 
-def resolve_image(path: str) -> str:
-    """The image's real path, refused unless it is a non-empty regular file."""
-    real = os.path.realpath(path)
+def _kind(mode: int) -> str | None:
+    """What a file that is not a regular file is, in words."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device node"),
+                       (stat.S_ISBLK, "block device node")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _shown(path: str, real: str) -> str:
+    return path if path == real else f"{path} (resolves to {real})"
+
+
+def _stat_regular(path: str, real: str, what: str) -> os.stat_result:
+    """``real``'s stat, refused unless it is a regular file (checked without opening it)."""
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        raise ImageError(f"image {path} does not exist") from None
+        raise ImageError(f"{what} {_shown(path, real)} does not exist") from None
     except OSError as e:
-        raise ImageError(f"image {path} cannot be read: {e.strerror}") from None
-    if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
-        raise ImageError(f"image {path} is a device node; refusing it")
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(f"image {path} is not a regular file (FIFO, socket or folder)")
+        raise ImageError(f"{what} {_shown(path, real)} cannot be read: {e.strerror}") from None
+    kind = _kind(st.st_mode)
+    if kind is not None:
+        raise ImageError(f"{what} {_shown(path, real)} is a {kind}, not a regular file; "
+                         "refusing it")
     if st.st_size == 0:
-        raise ImageError(f"image {path} is empty (0 bytes)")
+        raise ImageError(f"{what} {_shown(path, real)} is empty (0 bytes)")
+    return st
+
+
+def resolve_image(path: str) -> str:
+    """The image's real path, refused unless it is a non-empty regular file."""
+    real = os.path.realpath(path)
+    _stat_regular(path, real, "image")
     return real
 
 
+def confine(path: str, roots: Sequence[str]) -> str:
+    """``path`` with symlinks resolved; ImageError unless it lies inside one of ``roots``.
+
+    The roots are resolved as well, so a root named through a symlink still
+    matches; ``..`` is resolved before the check, and no roots allow nothing.
+    """
+    real = os.path.realpath(path)
+    real_roots = [os.path.realpath(r) for r in roots]
+    if not _inside(real, real_roots):
+        raise ImageError(f"image {path} resolves to {real}, outside the allowed folders "
+                         f"({', '.join(real_roots) or 'none given'}); refusing it")
+    return real
+
+
+def _open_image(path: str, real: str) -> _Opened:
+    """The head and VHD footer of a regular file, opened so that a FIFO never blocks."""
+    before = _stat_regular(path, real, "image")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(f"image {_shown(path, real)} cannot be read: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino) or _kind(st.st_mode):
+            raise ImageError(f"image {_shown(path, real)} changed while being checked; "
+                             "refusing it")
+        head = os.pread(fd, HEAD_BYTES, 0)
+        footer = (os.pread(fd, VPC_FOOTER_BYTES, st.st_size - VPC_FOOTER_BYTES)
+                  if st.st_size >= VPC_FOOTER_BYTES else b"")
+    finally:
+        os.close(fd)
+    return _Opened(head, footer, st.st_size)
+
+
 def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False) -> Disk:
-    """Check one disk; return it with its path resolved. Raises ImageError."""
-    real = resolve_image(disk.path)
-    found = _magic(real)
+    """Check one disk; return it with its path resolved. Raises ImageError.
+
+    With ``policy.disk_roots`` set, the disk must resolve inside those roots,
+    and so must its backing files and qcow2 data files: the image's own folder
+    and ``allowed_roots`` (with its default ``DEFAULT_BASE_DIRS``) are then not
+    consulted, so an image cannot reach a folder the source did not name, such
+    as another source's disks in ``/var/lib/libvirt/images``. A source with a
+    shared base folder (Nova's ``_base``) lists it in ``disk_roots``. Without
+    ``disk_roots``, backing and data files may live in the image's own folder
+    tree or ``allowed_roots``, as before.
+    """
+    if policy.disk_roots is not None:
+        real = confine(disk.path, policy.disk_roots)
+    else:
+        real = os.path.realpath(disk.path)
+    opened = _open_image(disk.path, real)
+    found = _magic(opened.head, opened.footer)
     if disk.format == "raw" and found is not None and not policy.allow_format_mismatch:
-        raise ImageError(f"image {disk.path} is declared raw but starts with a {found} header; "
+        raise ImageError(f"image {disk.path} is declared raw but {_where(found, opened)}; "
                          "refusing it (allow format mismatches explicitly if this is intended)")
     if disk.format == "qcow2":
         if found != "qcow2":
-            raise ImageError(f"image {disk.path} is declared qcow2 but has no qcow2 header")
-        _check_qcow2_tables(real)
+            seen = f" (it has a {found} header)" if found else ""
+            raise ImageError(f"image {disk.path} is declared qcow2 but has no qcow2 header{seen}")
+        _check_qcow2_tables(real, opened)
         _check_chain(real, policy, live)
     return Disk(real, disk.format)
 
 
-def _check_qcow2_tables(real: str) -> None:
+def _check_qcow2_tables(real: str, opened: _Opened) -> None:
     """Refuse a qcow2 whose L1 or refcount table lies past the end of the file."""
-    with open(real, "rb") as f:
-        head = f.read(72)
-        size = os.fstat(f.fileno()).st_size
+    head, size = opened.head[:72], opened.size
     if len(head) < 72:
         raise ImageError(f"image {real} is truncated inside its qcow2 header")
     cluster_bits, l1_size = struct.unpack(">I", head[20:24])[0], struct.unpack(">I", head[36:40])[0]
@@ -111,40 +234,135 @@ def _check_qcow2_tables(real: str) -> None:
                          f" but the file has {size} bytes")
 
 
+def _chain_roots(real: str, policy: SafetyPolicy) -> list[str]:
+    """Where a disk's backing and data files may live (see :func:`check_disk`)."""
+    if policy.disk_roots is not None:
+        roots: Sequence[str] = policy.disk_roots
+    else:
+        roots = (str(Path(real).parent), *policy.allowed_roots)
+    return [os.path.realpath(r) for r in roots]
+
+
 def _check_chain(real: str, policy: SafetyPolicy, live: bool) -> None:
-    cmd = ["qemu-img", "info", "--backing-chain", "--output=json", "-f", "qcow2", real]
+    """Follow the backing chain one layer at a time, each backing file checked
+    before ``qemu-img`` opens it (``--backing-chain`` would open a FIFO and block)."""
+    roots = _chain_roots(real, policy)
+    seen = {real}
+    layer = _qemu_img_info(real, "qcow2", live)
+    for followed in range(1, policy.max_chain + 2):
+        if layer.get("virtual-size", 0) > policy.max_virtual_size:
+            raise ImageError(f"image {layer.get('filename')} claims a virtual size of "
+                             f"{layer['virtual-size']} bytes, over the limit")
+        _check_data_file(layer, roots)
+        backing = _checked_backing(layer, roots)
+        if backing is None:
+            return
+        if followed > policy.max_chain:
+            raise ImageError(f"image {real} has a backing chain of more than "
+                             f"{policy.max_chain} files, over the limit; refusing it")
+        path, fmt = backing
+        if path in seen:
+            raise ImageError(f"image {real} has a backing chain that comes back to {path} "
+                             "(an infinite loop); refusing it")
+        seen.add(path)
+        if fmt == "raw":
+            _check_raw_backing(path, policy)
+            return
+        layer = _qemu_img_info(path, fmt, live)
+
+
+def _qemu_img_info(path: str, fmt: str, live: bool) -> dict[str, Any]:
+    """``qemu-img info`` of one layer; it opens neither backing nor data files."""
+    cmd = ["qemu-img", "info", "--output=json", "-f", fmt, path]
     if live:
         cmd.insert(2, "-U")  # a running VM's qemu holds the lock: read without taking it
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise ImageError(f"qemu-img info on {real} took over {QEMU_IMG_TIMEOUT_S:.0f} s") from None
+        raise ImageError(f"qemu-img info on {path} took over {QEMU_IMG_TIMEOUT_S:.0f} s") from None
     if proc.returncode != 0:
         msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "unknown error"
-        raise ImageError(f"image {real} is not a readable qcow2: {msg[:300]}")
+        msg = msg.removeprefix("qemu-img: ")
+        raise ImageError(f"image {path} is not a readable {fmt}: {msg[:300]}")
     try:
-        chain = json.loads(proc.stdout)
+        info = json.loads(proc.stdout)
     except ValueError:
-        raise ImageError(f"qemu-img info on {real} gave unreadable output") from None
-    if len(chain) - 1 > policy.max_chain:
-        raise ImageError(f"image {real} has a backing chain of {len(chain) - 1} files, "
-                         f"over the limit of {policy.max_chain}")
-    roots = [os.path.realpath(r) for r in (str(Path(real).parent), *policy.allowed_roots)]
-    for layer in chain:
-        if layer.get("virtual-size", 0) > policy.max_virtual_size:
-            raise ImageError(f"image {layer.get('filename')} claims a virtual size of "
-                             f"{layer['virtual-size']} bytes, over the limit")
-        backing = layer.get("full-backing-filename") or layer.get("backing-filename")
-        if not backing:
-            continue
-        if not layer.get("backing-filename-format"):
-            raise ImageError(f"image {layer.get('filename')} names backing file {backing} "
-                             "without its format; guestpool never lets qemu probe a format")
-        resolved = os.path.realpath(backing)
-        if not _inside(resolved, roots):
-            raise ImageError(f"image {layer.get('filename')} has backing file {backing} outside "
-                             f"the allowed folders ({', '.join(roots)}); refusing it")
-        resolve_image(resolved)
+        info = None
+    if not isinstance(info, dict):
+        raise ImageError(f"qemu-img info on {path} gave unreadable output")
+    return info
+
+
+def _check_raw_backing(path: str, policy: SafetyPolicy) -> None:
+    """A raw backing file is held to the rules of a raw disk: no other format's header."""
+    opened = _open_image(path, path)
+    found = _magic(opened.head, opened.footer)
+    if found is not None and not policy.allow_format_mismatch:
+        raise ImageError(f"backing file {path} is declared raw but {_where(found, opened)}; "
+                         "refusing it (allow format mismatches explicitly if this is intended)")
+    if opened.size > policy.max_virtual_size:
+        raise ImageError(f"backing file {path} has {opened.size} bytes, over the limit")
+
+
+def _outside(roots: Sequence[str]) -> str:
+    return f"outside the allowed folders ({', '.join(roots) or 'none given'}); refusing it"
+
+
+def _checked_backing(layer: dict[str, Any], roots: Sequence[str]) -> tuple[str, str] | None:
+    """The layer's backing file (real path, format), refused unless it is an
+    absolute path into the roots to a regular file, raw or qcow2, format named."""
+    owner = layer.get("filename")
+    backing = layer.get("full-backing-filename") or layer.get("backing-filename")
+    if not backing:
+        return None
+    fmt = layer.get("backing-filename-format")
+    if not fmt:
+        raise ImageError(f"image {owner} names backing file {backing} "
+                         "without its format; guestpool never lets qemu probe a format")
+    if not os.path.isabs(backing):
+        raise ImageError(f"image {owner} names backing file {backing!r}, not an absolute file "
+                         "path (qemu reads json:, nbd: and other such names as protocols); "
+                         "refusing it")
+    if fmt not in FORMATS:
+        raise ImageError(f"image {owner} has backing file {backing} in format {fmt}; guestpool "
+                         f"accepts only {' or '.join(FORMATS)} backing files (other formats "
+                         "name further files qemu would open)")
+    resolved = os.path.realpath(backing)
+    if not _inside(resolved, roots):
+        raise ImageError(f"image {owner} has backing file {backing} {_outside(roots)}")
+    try:
+        _stat_regular(backing, resolved, "backing file")
+    except ImageError as e:
+        raise ImageError(f"image {owner}: {e}") from None
+    return resolved, str(fmt)
+
+
+def _check_data_file(layer: dict[str, Any], roots: Sequence[str]) -> None:
+    """A qcow2 external data file holds the guest's data: confine it as a backing file."""
+    specific = layer.get("format-specific") or {}
+    if specific.get("type") != "qcow2":
+        return
+    data_file = (specific.get("data") or {}).get("data-file")
+    if data_file is None:
+        return
+    owner = layer.get("filename")
+    if not os.path.isabs(data_file):
+        # qemu 7.2 opens a relative name against its own working folder, not the image's
+        raise ImageError(f"image {owner} names its data file {data_file!r}, not an absolute "
+                         "file path; refusing it (to keep it, make it absolute: "
+                         f"qemu-img amend -f qcow2 -o data_file=/full/path {owner})")
+    resolved = os.path.realpath(data_file)
+    if not _inside(resolved, roots):
+        raise ImageError(f"image {owner} has data file {data_file} {_outside(roots)}")
+    try:
+        st = os.stat(resolved)
+    except OSError as e:
+        raise ImageError(f"image {owner}: data file {data_file} cannot be read: "
+                         f"{e.strerror}") from None
+    kind = _kind(st.st_mode)
+    if kind is not None:
+        raise ImageError(f"image {owner}: data file {_shown(data_file, resolved)} is a {kind}, "
+                         "not a regular file; refusing it")
 
 
 def check_vm(vm: VM, policy: SafetyPolicy) -> VM:
