@@ -108,13 +108,14 @@ def inspectors_list() -> None:
 
 def _round_options(budget: float, inspector_names: str | None, pool: int | None,
                    strategy: str, accel: str | None, batch: int,
-                   allow_format_mismatch: bool) -> RoundOptions:
+                   allow_format_mismatch: bool, allow_paths: tuple[Path, ...]) -> RoundOptions:
     """The scan options of the command line as one checked value (names resolved here)."""
     from guestpool.inspectors._registry import resolve_specs
 
     return RoundOptions(budget=budget, inspectors=resolve_specs(parse_names(inspector_names)),
                         pool_size=pool, strategy=strategy,  # type: ignore[arg-type]
-                        accel=accel, batch=batch, allow_format_mismatch=allow_format_mismatch)
+                        accel=accel, batch=batch, allow_format_mismatch=allow_format_mismatch,
+                        allow_paths=tuple(str(p) for p in allow_paths))
 
 
 def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | None,
@@ -123,7 +124,7 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
     from ._plan import plan_round
     from ._progress import ScanProgress
     from ._round import order_fleet, run_round
-    from ._sources import open_source, safety_policy
+    from ._sources import open_source
     from ._store import Store
 
     source = open_source(fleet, allow_remote_libvirt=allow_remote_libvirt)
@@ -139,7 +140,7 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
             _print_plan(plan)
         return EXIT_OK
     progress = ScanProgress(console, len(vms), options.budget, quiet=as_json)
-    safety = safety_policy(source, options.allow_format_mismatch)
+    safety = options.safety(source)
     the_pool = options.pool(safety, on_event=progress.on_event)
     progress.pool = the_pool
     if not as_json:
@@ -227,6 +228,10 @@ round_options = [
                  help="VMs attached to one appliance at once (compatible VMs only)."),
     click.option("--allow-format-mismatch", is_flag=True,
                  help="Accept raw-declared images that carry another format's header."),
+    click.option("--allow-path", "allow_paths", multiple=True,
+                 type=click.Path(path_type=Path, file_okay=False),
+                 help="A folder the fleet's disks, backing and data files may also be in "
+                      "(repeatable); by default only the source's own folders."),
 ]
 store_option = click.option("--store", "store_path", type=click.Path(path_type=Path),
                             default=None, help="Results store (SQLite; default: the data "
@@ -255,7 +260,7 @@ def _options_from(kw: dict[str, Any]) -> RoundOptions:
     """Pop the round options out of a command's keyword arguments (not the source's)."""
     return _round_options(*(kw.pop(k) for k in (
         "budget", "inspector_names", "pool", "strategy", "accel", "batch",
-        "allow_format_mismatch")))
+        "allow_format_mismatch", "allow_paths")))
 
 
 @cli.command()

@@ -42,6 +42,10 @@ class VM:
     clone_of: str | None = None
     #: The VM is running: its disks are read without qemu's lock and may be inconsistent.
     live: bool = False
+    #: A folder that holds this VM's disks and no other VM's (a Nova instance, a
+    #: subfolder of a folder source): its disks, backing and data files must stay
+    #: there (or in the source's shared folders).
+    home: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -48,6 +48,12 @@ class RoundOptions:
     batch: int = DEFAULT_BATCH
     #: accept raw-declared images that carry another format's header
     allow_format_mismatch: bool = False
+    #: folders a source's disks may also be in (beyond its own)
+    allow_paths: tuple[str, ...] = ()
+
+    def safety(self, source: Source) -> SafetyPolicy:
+        """The safety policy for ``source`` (after ``source.load()``) with these options."""
+        return safety_policy(source, self.allow_format_mismatch, self.allow_paths)
 
     def pool(self, safety: SafetyPolicy | None, on_event: EventHook | None = None) -> Pool:
         """The pool these options describe (not yet entered)."""
@@ -155,7 +161,7 @@ async def run_round(
         policy = safety or SafetyPolicy(allow_format_mismatch=options.allow_format_mismatch)
     else:
         vms = await anyio.to_thread.run_sync(fleet.load)
-        policy = safety or safety_policy(fleet, options.allow_format_mismatch)
+        policy = safety or options.safety(fleet)
     specs = resolve_specs(options.inspectors)
     budget, batch = options.budget, options.batch
     report = RoundReport(budget=budget, strategy=options.strategy)

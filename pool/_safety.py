@@ -82,6 +82,10 @@ class SafetyPolicy:
     #: The only folders a disk, its backing files and its data files may resolve
     #: into (the source's folders). None: the disk itself is not confined.
     disk_roots: Sequence[str] | None = None
+    #: With ``disk_roots``: folders every VM may reach (Nova's ``_base``). A VM
+    #: with a ``home`` folder is confined to it and these, never to another
+    #: VM's folder.
+    shared_roots: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -366,8 +370,11 @@ def _check_data_file(layer: dict[str, Any], roots: Sequence[str]) -> None:
 
 
 def check_vm(vm: VM, policy: SafetyPolicy) -> VM:
-    """Every disk of ``vm`` checked; the VM with resolved paths."""
+    """Every disk of ``vm`` checked; the VM with resolved paths. A VM that has a
+    ``home`` folder of its own is confined to it (and the shared roots)."""
     import dataclasses
 
+    if vm.home is not None and policy.disk_roots is not None:
+        policy = dataclasses.replace(policy, disk_roots=[vm.home, *policy.shared_roots])
     disks = tuple(check_disk(d, policy, vm.live) for d in vm.disks)
     return dataclasses.replace(vm, disks=disks)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -16,12 +17,15 @@ from pathlib import Path
 import pytest
 from helpers.fleet import DemoFleet
 
-from guestpool import RoundOptions, run_round
+from guestpool import VM, FleetError, ImageError, RoundOptions, run_round
+from guestpool._safety import check_vm
 from guestpool._sources import (
     GUESTPOOL_XMLNS,
     FolderSource,
     LibvirtSource,
+    ManifestSource,
     NovaSource,
+    check_uri,
     domain_to_vm,
     open_source,
     safety_policy,
@@ -168,7 +172,8 @@ async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet
         fleet = list(listed.values()) + [dataclasses.replace(v, trust_group="test")
                                          for v in nova_vms]
         report = await run_round(fleet, RoundOptions(budget=150, pool_size=1, inspectors=["os"]),
-                                 safety=safety_policy(NovaSource(nova)))
+                                 safety=safety_policy(NovaSource(nova), allow_paths=[
+                                     str(demo_fleet.manifest.parent)]))
         assert not report.failed and not report.not_reached, report.summary()
         got = {r.vm: r.results["os"]["value"]["hostname"] for r in report.results}
         assert got["gp-test-twodisk"] == demo_fleet.truth[two.name]["os"]["hostname"]
@@ -218,3 +223,57 @@ async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
         _virsh("destroy", "gp-test-live")
         _virsh("undefine", "gp-test-live")
         shutil.rmtree(where, ignore_errors=True)
+
+
+def _refused(vm: VM, source: object) -> str:
+    with pytest.raises(ImageError) as e:
+        check_vm(vm, safety_policy(source))  # type: ignore[arg-type]
+    return str(e.value)
+
+
+def test_sources_confine_disks_to_their_folders(tmp_path: Path) -> None:
+    """A folder source's symlink out, a manifest's ``../`` path and a backing file in
+    another VM's folder are refused before qemu sees them."""
+    fleet = tmp_path / "fleet"
+    (fleet / "a").mkdir(parents=True)
+    (fleet / "b").mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(fleet / "b" / "base.qcow2"),
+                    "1M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b",
+                    str(fleet / "b" / "base.qcow2"), "-F", "qcow2",
+                    str(fleet / "a" / "disk.qcow2")], check=True)
+    (fleet / "tenant.img").symlink_to("/etc/hostname")
+    folder = FolderSource(fleet)
+    vms = {v.name: v for v in folder.load()}
+    assert "outside the allowed folders" in _refused(vms["tenant"], folder)
+    assert "b/base.qcow2" in _refused(vms["a"], folder)  # VM a backs onto VM b's folder
+    check_vm(vms["b"], safety_policy(folder))  # its own folder: fine
+
+    manifest = tmp_path / "m" / "fleet.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"vms": [
+        {"name": "up", "disks": [{"path": os.path.relpath("/etc/hostname", manifest.parent),
+                                  "format": "raw"}]}]}))
+    source = ManifestSource(manifest)
+    (vm,) = source.load()
+    assert "outside the allowed folders" in _refused(vm, source)
+    # an operator can allow a folder explicitly
+    check_vm(vm, safety_policy(source, allow_paths=["/etc"]))
+
+
+def test_libvirt_uris_are_local_drivers_only(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    prog = tmp_path / "prog.sh"
+    prog.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    prog.chmod(0o755)
+    for uri in (f"qemu+ext:///system?command={prog}", "qemu+ssh://elsewhere/system",
+                "qemu:///system?socket=/tmp/x", "test:///default", "qemu+tcp://h/system"):
+        with pytest.raises(FleetError, match="not a local driver"):
+            open_source(f"libvirt:{uri}")
+    assert check_uri("qemu:///session") == "qemu:///session"
+    r = subprocess.run([sys.executable, "-m", "guestpool", "scan",
+                        f"libvirt:qemu+ext:///system?command={prog}", "--budget", "5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--allow-remote-libvirt" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not marker.exists()

@@ -16,7 +16,7 @@ from .._errors import GuestpoolError
 from .._pool import Pool
 from .._results import InspectResult
 from .._round import RoundOptions, RoundReport, run_round
-from .._sources import open_source, safety_policy
+from .._sources import open_source
 from .._store import Store
 from ._metrics import Metrics
 from ._queue import ScanQueue
@@ -117,7 +117,7 @@ class Service:
             self.options, budget=float(req.get("budget", self.options.budget)),
             inspectors=(resolve_specs(req["inspectors"], allow_paths=False)
                         if req.get("inspectors") else self.options.inspectors))
-        safety = safety_policy(source, options.allow_format_mismatch)
+        safety = options.safety(source)
         self.pool = options.pool(safety, on_event=self.metrics.on_event)
         self.metrics.pool_size.set(self.pool.size)
         report: RoundReport = await run_round(vms, options, store=self.store, pool=self.pool,

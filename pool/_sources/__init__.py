@@ -12,13 +12,13 @@ source is a module in this folder and a line in :data:`SOURCES`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from .._errors import FleetError
 from .._fleet import VM
-from .._safety import DEFAULT_BASE_DIRS, SafetyPolicy
+from .._safety import SafetyPolicy
 from ._folder import FolderSource
 from ._libvirt import GUESTPOOL_XMLNS, LibvirtSource, check_uri, domain_to_vm
 from ._manifest import ManifestSource
@@ -29,10 +29,13 @@ __all__ = ["GUESTPOOL_XMLNS", "SOURCES", "FolderSource", "LibvirtSource", "Manif
 
 
 class Source(Protocol):
-    """Lists the fleet as it is now; ``allowed_roots`` are where its backing files live."""
+    """Lists the fleet as it is now. ``allowed_roots``: the folders its disks, backing
+    and data files may be in; ``shared_roots``: those every VM may reach (the rest
+    belong to one VM each, see ``VM.home``)."""
 
     name: str
     allowed_roots: list[str]
+    shared_roots: list[str]
 
     def load(self) -> list[VM]: ...
 
@@ -47,9 +50,15 @@ SOURCES: dict[str, Callable[[str, bool], Source]] = {
 }
 
 
-def safety_policy(source: Source, allow_format_mismatch: bool = False) -> SafetyPolicy:
-    """The default safety policy, with the source's own folders allowed for backing files."""
-    return SafetyPolicy(allowed_roots=[*DEFAULT_BASE_DIRS, *source.allowed_roots],
+def safety_policy(source: Source, allow_format_mismatch: bool = False,
+                  allow_paths: Sequence[str] = ()) -> SafetyPolicy:
+    """The source's policy: every disk, backing file and data file inside the
+    source's folders (or ``allow_paths``), each VM inside its own folder when it
+    has one. Call it after ``source.load()``: some sources learn their folders
+    while listing."""
+    extra = [os.path.realpath(p) for p in allow_paths]
+    return SafetyPolicy(disk_roots=[*source.allowed_roots, *extra],
+                        shared_roots=[*source.shared_roots, *extra],
                         allow_format_mismatch=allow_format_mismatch)
 
 

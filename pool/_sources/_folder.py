@@ -40,8 +40,10 @@ class FolderSource:
     path: Path
     name: str = "folder"
     allowed_roots: list[str] = field(default_factory=list)
+    shared_roots: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # a subfolder VM's disks stay in its subfolder; single images share the folder
         self.allowed_roots = [str(self.path.resolve())]
 
     def _disk(self, image: Path) -> tuple[Disk, dict[str, Any]] | None:
@@ -68,8 +70,9 @@ class FolderSource:
             if not found:
                 continue
             meta = found[0][1]
+            home = None if entry.is_file() else str(entry.resolve())
             vms.append(VM(entry.stem if entry.is_file() else entry.name,
                           tuple(d for d, _ in found), tags=tuple(meta.get("tags", ())),
                           trust_group=str(meta.get("trust_group", "default")),
-                          priority=int(meta.get("priority", 0))))
+                          priority=int(meta.get("priority", 0)), home=home))
         return vms

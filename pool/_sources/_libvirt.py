@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._errors import FleetError
 from .._fleet import FORMATS, VM, Disk
@@ -33,11 +35,16 @@ class LibvirtSource:
     lock and the result says ``live: possibly inconsistent``. The trust group
     comes from ``<metadata><gp:guestpool trust_group="…"/></metadata>`` in the
     namespace :data:`GUESTPOOL_XMLNS`, else ``libvirt``.
+
+    Domain definitions are the administrator's, so the folders of the disks they
+    name are allowed (with every storage pool's folder); backing and data files
+    must stay inside those folders.
     """
 
     uri: str = "qemu:///system"
     name: str = "libvirt"
     allowed_roots: list[str] = field(default_factory=lambda: ["/var/lib/libvirt/images"])
+    shared_roots: list[str] = field(default_factory=list)
 
     def load(self) -> list[VM]:
         try:
@@ -55,9 +62,30 @@ class LibvirtSource:
                 vm = domain_to_vm(dom.XMLDesc(0), running=bool(dom.isActive()))
                 if vm is not None:
                     vms.append(vm)
+            roots = {*self.allowed_roots, *_pool_folders(conn),
+                     *(os.path.dirname(os.path.realpath(d.path)) for v in vms for d in v.disks)}
+            self.allowed_roots = sorted(roots)
+            self.shared_roots = list(self.allowed_roots)
             return sorted(vms, key=lambda v: v.name)
         finally:
             conn.close()
+
+
+def _pool_folders(conn: Any) -> list[str]:
+    """Target folders of the connection's storage pools (directory-like pools)."""
+    out: list[str] = []
+    try:
+        pools = conn.listAllStoragePools()
+    except Exception:  # read-only connections to some drivers cannot list pools
+        return out
+    for pool in pools:
+        try:
+            path = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
+        except Exception:
+            continue
+        if path and os.path.isdir(path):
+            out.append(os.path.realpath(path))
+    return out
 
 
 def domain_to_vm(xml: str, running: bool) -> VM | None:

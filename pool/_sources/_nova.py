@@ -23,9 +23,12 @@ class NovaSource:
     path: Path
     name: str = "nova"
     allowed_roots: list[str] = field(default_factory=list)
+    shared_roots: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.allowed_roots = [str(self.path.resolve()), str((self.path / "_base").resolve())]
+        base = str((self.path / "_base").resolve())
+        self.allowed_roots = [str(self.path.resolve()), base]
+        self.shared_roots = [base]  # each instance folder is its VM's alone
 
     def load(self) -> list[VM]:
         if not self.path.is_dir():
@@ -51,7 +54,7 @@ class NovaSource:
                     continue
                 disks.append(Disk(str(p), fmt))
             if disks:
-                vms.append(VM(inst.name, tuple(disks), tags=("nova",),
+                vms.append(VM(inst.name, tuple(disks), tags=("nova",), home=str(inst.resolve()),
                               trust_group=_nova_project(inst / "libvirt.xml") or "nova"))
         return vms
 
