@@ -65,7 +65,7 @@ class OSInspector(Inspector):
             "root": root.device,
             "mountpoints": dict(sorted(root.mounts.items())),
             "method": "cheap",
-        }
+        } | ({"refused_mountpoints": root.refused} if root.refused else {})
 
 
 def _hostname(guest: Guest) -> str:

@@ -44,6 +44,9 @@ class Root:
     type: str
     #: mountpoint -> device, as mounted for this job (read-only).
     mounts: dict[str, str] = field(default_factory=dict)
+    #: fstab mountpoints refused because they would leave the guest's tree
+    #: (``..``, relative, or through a symlink), with the reason
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class Guest:
@@ -69,6 +72,8 @@ class Guest:
         #: a filesystem mounted alone at / (a probed root candidate, or one measured)
         self._bare: str | None = None
         self._fstabs: dict[str, list[tuple[str, str, str]]] = {}
+        #: per root: fstab mountpoints refused, with the reason
+        self._refused: dict[str, dict[str, str]] = {}
 
     # -- expert escape hatch -------------------------------------------------
 
@@ -84,6 +89,10 @@ class Guest:
 
     def set_deadline(self, seconds: float) -> None:
         self._deadline = time.monotonic() + seconds
+
+    def time_left(self) -> float:
+        """Seconds before the running inspector's deadline."""
+        return max(0.0, self._deadline - time.monotonic())
 
     def check_deadline(self) -> None:
         if time.monotonic() > self._deadline:
@@ -152,10 +161,19 @@ class Guest:
             g.mount_ro(root.device, "/")
         self._bare = None
         root.mounts = {"/": root.device}
-        for mountpoint, dev in self._fstab_devices(root.device):
+        fstab = self._fstab_devices(root.device)
+        root.refused = dict(self._refused.get(root.device, {}))
+        for mountpoint, dev in fstab:
             if mountpoint == "/" or dev == root.device:
                 continue
             try:
+                # the daemon mounts at /sysroot + mountpoint and the kernel follows
+                # symlinks on the way: a guest symlink there would reach the
+                # appliance's own folders. Inside the guest's tree (realpath runs
+                # chrooted) the path must resolve to itself.
+                if g.realpath(mountpoint) != mountpoint:
+                    root.refused[mountpoint] = "resolves through a symlink"
+                    continue
                 if g.is_dir(mountpoint):
                     g.mount_ro(dev, mountpoint)
                     root.mounts[mountpoint] = dev
@@ -207,8 +225,12 @@ class Guest:
         by_uuid = {f.uuid: f.device for f in self.filesystems() if f.uuid}
         by_label = {f.label: f.device for f in self.filesystems() if f.label}
         out = []
-        for spec, mountpoint, fstype in self._fstabs[root_device]:
-            if not mountpoint.startswith("/") or fstype in _NOT_DISKS:
+        for spec, raw, fstype in self._fstabs[root_device]:
+            if fstype in _NOT_DISKS:
+                continue
+            mountpoint = safe_mountpoint(raw)
+            if mountpoint is None:
+                self._refused.setdefault(root_device, {})[raw[:200]] = "leaves the guest's tree"
                 continue
             dev = self._resolve(spec, by_uuid, by_label)
             if dev is not None:
@@ -411,6 +433,20 @@ class Guest:
                         out[key] = value.strip("\"'")
             return out
         return {}
+
+
+def safe_mountpoint(path: str) -> str | None:
+    """An fstab mountpoint in canonical form, or None when it could leave the
+    guest's tree: relative, ``..`` or ``.`` components, control characters, or
+    longer than a path may be. (Symlinks are checked at mount time.)"""
+    path = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8) & 0xFF), path)  # \040
+    if not path.startswith("/") or len(path) > 4096 \
+            or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return None
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        return None
+    return "/" + "/".join(parts)
 
 
 def _root_likelihood(fs: Filesystem) -> tuple[bool, bool, bool, int]:

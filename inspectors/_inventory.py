@@ -6,15 +6,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+
+from guestpool._errors import InspectorError
 
 from . import _rpmdb as rpmdb
 from ._api import Inspector
 from ._guest import Guest, GuestReadError
+from ._sandbox import sqlite_blobs
 
 MiB = 1024 * 1024
 
@@ -59,11 +60,11 @@ class PackagesInspector(Inspector):
         elif guest.is_file("/lib/apk/db/installed"):
             fmt, found = "apk", self._apk(guest.read_text("/lib/apk/db/installed", cap))
         else:
-            fmt, found = "rpm", self._rpm(guest, cap)
+            fmt, found = "rpm", self._rpm(guest, cap, options.max_packages)
         if found is None:
             return {"format": "unknown", "count": 0, "packages": []}
-        pkgs = found
-        pkgs = sorted(pkgs, key=lambda p: (p["name"], p["version"]))[: options.max_packages]
+        pkgs = sorted(_bounded(found), key=lambda p: (p["name"], p["version"]))
+        pkgs = pkgs[: options.max_packages]
         return {"format": fmt, "count": len(pkgs), "packages": pkgs}
 
     @staticmethod
@@ -93,22 +94,32 @@ class PackagesInspector(Inspector):
         return out
 
     @staticmethod
-    def _rpm(guest: Guest, cap: int) -> list[dict[str, Any]] | None:
+    def _rpm(guest: Guest, cap: int, limit: int) -> list[dict[str, Any]] | None:
         for path in ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"):
             if not guest.is_file(path):
                 continue
             data = guest.read_bytes(path, cap)
-            fd, tmp = tempfile.mkstemp(suffix=".sqlite")
-            try:
-                os.write(fd, data)
-                os.close(fd)
-                pkgs = rpmdb.read_sqlite(tmp)
-            finally:
-                os.unlink(tmp)
+            blobs = sqlite_blobs(data, limit=limit, deadline=min(30.0, guest.time_left()))
+            pkgs = [p for blob in blobs if (p := rpmdb.parse_header(blob)) is not None]
             return [{"name": p["name"], "version": p.get("version", ""),
                      "release": p.get("release", ""), "epoch": p.get("epoch"),
                      "arch": p.get("arch", "")} for p in pkgs]
         return None
+
+
+#: Longest name, version, release or arch a package database may hold: real ones
+#: are under 300 bytes; anything longer is a hostile database, not a package.
+MAX_FIELD = 4096
+
+
+def _bounded(packages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for p in packages:
+        for key in ("name", "version", "release", "arch"):
+            if len(str(p.get(key) or "")) > MAX_FIELD:
+                raise InspectorError(f"package database holds a {key} of "
+                                     f"{len(str(p[key]))} characters (over {MAX_FIELD}): "
+                                     "refusing a hostile database")
+    return packages
 
 
 def fingerprint(key_b64: str) -> str | None:

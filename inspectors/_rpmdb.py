@@ -60,16 +60,6 @@ def build_header(name: str, version: str, release: str, arch: str, epoch: int | 
     return struct.pack(">ii", len(entries), len(data)) + index + data
 
 
-def read_sqlite(path: str, limit: int = 100_000) -> list[dict[str, Any]]:
-    """Packages from an rpmdb.sqlite file on the host (copied out of the guest)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
-    try:
-        rows = con.execute("SELECT blob FROM Packages LIMIT ?", (limit,)).fetchall()
-    finally:
-        con.close()
-    return [p for (blob,) in rows if (p := parse_header(bytes(blob))) is not None]
-
-
 def write_sqlite(path: str, packages: list[tuple[str, str, str, str]]) -> None:
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, "

@@ -18,7 +18,8 @@ Rules every implementation keeps:
   retry elsewhere would fail the same way), :class:`ApplianceError` (the
   appliance failed, hung or died: it has been killed; the pool retires it and
   may retry the job once on another appliance), :class:`LateBindingUnavailable`
-  (cannot hot-plug here: the pool falls back to one boot per VM).
+  (cannot hot-plug here: the pool falls back to one boot per VM),
+  :class:`HostileGuest` (the guest changed the appliance: retired, not retried).
 - An operation that misses its deadline or is cancelled leaves the appliance
   in an unknown state, so the appliance kills itself: it is never reused.
 - :meth:`kill` ends it at once; :meth:`close` asks it to shut down, then kills.
@@ -32,7 +33,13 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
-from ._errors import ApplianceError, GuestpoolError, ImageError, LateBindingUnavailable
+from ._errors import (
+    ApplianceError,
+    GuestpoolError,
+    HostileGuest,
+    ImageError,
+    LateBindingUnavailable,
+)
 from ._protocol import Closed, ErrorKind, Failure, Reply, Request, Shutdown
 
 State = Literal["starting", "booting", "idle", "busy", "retired"]
@@ -93,6 +100,8 @@ def failure_error(failure: Failure, where: str) -> GuestpoolError:
         return ImageError(failure.message)
     if failure.kind is ErrorKind.UNSUPPORTED:
         return LateBindingUnavailable(f"{where}: {failure.message}")
+    if failure.kind is ErrorKind.HOSTILE:
+        return HostileGuest(f"{where}: {failure.message}")
     if failure.kind is ErrorKind.BAD_REQUEST:
         return GuestpoolError(f"{where}: {failure.message}")
     return ApplianceError(f"{where}: {failure.message}")

@@ -357,13 +357,14 @@ def build_vm(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None) -> di
 LVM_DISK_MB = 80
 
 
-def image_from_tree(tree: Path, out: Path, size_mb: int, fmt: str = "raw") -> Disk:
-    """A one-partition disk whose ext4 filesystem holds ``tree`` (special files,
-    odd names and sparse files included): for tests and custom fleets."""
+def image_from_tree(tree: Path, out: Path, size_mb: int, fmt: str = "raw",
+                    label: str = "root") -> Disk:
+    """A one-partition disk whose ext4 filesystem (labelled ``label``) holds ``tree``
+    (special files, odd names and sparse files included): for tests and custom fleets."""
     _need_tools()
     with tempfile.TemporaryDirectory(prefix="gp-tree-") as tmp:
         fs = Path(tmp) / "fs"
-        _mkfs("ext4", tree, fs, size_mb, str(uuid.uuid4()), "root")
+        _mkfs("ext4", tree, fs, size_mb, str(uuid.uuid4()), label)
         raw = out.with_suffix(".img")
         _assemble(raw, size_mb + 2, [(MiB, fs)], None, "start=2048, type=83\n")
         return Disk(str(_finish(raw, fmt)), fmt)

@@ -33,3 +33,8 @@ class FleetError(GuestpoolError):
 
 class LateBindingUnavailable(ApplianceError):
     """Appliances here cannot hot-plug disks (no QMP monitor); use the cold strategy."""
+
+
+class HostileGuest(GuestpoolError):
+    """The guest changed the appliance that inspected it: the appliance is retired
+    and the VM is not retried on another one."""

@@ -26,6 +26,7 @@ from ._appliance import WorkerAppliance
 from ._errors import (
     ApplianceError,
     GuestpoolError,
+    HostileGuest,
     ImageError,
     LateBindingUnavailable,
     SetupError,
@@ -296,6 +297,10 @@ class Pool:
                 result.error = {"kind": "image", "message": str(e)}
                 self.stats.failures["image"] += 1
                 break
+            except HostileGuest as e:  # another appliance would be tainted the same way
+                result.error = {"kind": "hostile", "message": str(e)}
+                self.stats.failures["hostile"] += 1
+                break
             except ApplianceError as e:
                 result.error = {"kind": "appliance", "message": str(e)}
                 self.stats.failures["appliance"] += 1
@@ -333,7 +338,7 @@ class Pool:
         try:
             async with self._holding(app):
                 outs, inspect_times, attach, detach = await self._run_on(app, vms, specs)
-        except (ImageError, ApplianceError) as e:
+        except (ImageError, ApplianceError, HostileGuest) as e:
             log.info("batch of %d VMs fell back to one at a time: %s", len(vms), e)
             return [await self.inspect(vm, inspectors) for vm in vms]
         results = []
@@ -363,6 +368,9 @@ class Pool:
             raise
         except anyio.get_cancelled_exc_class():
             reason = "cancelled"  # e.g. the round's budget ran out mid-job
+            raise
+        except HostileGuest:
+            reason = "tainted"
             raise
         finally:
             with anyio.CancelScope(shield=True):

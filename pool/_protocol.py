@@ -46,6 +46,9 @@ class ErrorKind(enum.Enum):
     UNSUPPORTED = "unsupported"
     #: The supervisor sent a request the worker cannot act on: a bug, not the VM's fault.
     BAD_REQUEST = "bad_request"
+    #: The guest changed the appliance itself (its mount table outside /sysroot):
+    #: the appliance is retired, and the job is not retried elsewhere.
+    HOSTILE = "hostile"
 
 
 # -- values carried by messages ----------------------------------------------------

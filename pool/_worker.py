@@ -114,6 +114,8 @@ class Worker:
         self.tmpdir = tempfile.mkdtemp(prefix="worker-")
         #: whether the daemon runs ``debug sh`` (the fast device probe); asked once
         self.shell = False
+        #: the appliance's own mounts (outside /sysroot) after boot; None: cannot tell
+        self.mount_table: frozenset[str] | None = None
 
     def handle(self, request: Request) -> Reply:
         match request:
@@ -124,7 +126,9 @@ class Worker:
             case Inspect():
                 plug = self._plugged()
                 guest = Guest(self.g, request.vm, plug.devices(request.labels), shell=self.shell)
-                return Inspected(self._inspect(guest, request.inspectors))
+                results = self._inspect(guest, request.inspectors)
+                self._check_integrity(request.vm)
+                return Inspected(results)
             case Detach():
                 return Detached(self._plugged().detach(request.labels))
             case Ping():
@@ -158,6 +162,7 @@ class Worker:
             raise OpError(ErrorKind.UNSUPPORTED, f"qemu's QMP monitor is unavailable: {e}") from e
         self.plug = HotPlug(g, self.qmp)
         self.shell = prepare_appliance(g)
+        self.mount_table = self._own_mounts()
         return Booted(qemu_pid=g.get_pid(), seconds=time.monotonic() - start)
 
     def _plugged(self) -> HotPlug:
@@ -177,6 +182,27 @@ class Worker:
         if not all(r["ok"] for r in results.values()) and not self._alive():
             raise OpError(ErrorKind.APPLIANCE, "appliance died during inspection")
         return results
+
+    def _own_mounts(self) -> frozenset[str] | None:
+        """The appliance's mount table outside /sysroot (where guests are mounted)."""
+        if not self.shell:
+            return None
+        out = str(self.g.debug("sh", ["cat /proc/mounts; exit 0"]))
+        return frozenset(line for line in out.splitlines()
+                         if len(f := line.split()) >= 2 and f[1] != "/sysroot"
+                         and not f[1].startswith("/sysroot/"))
+
+    def _check_integrity(self, vm: str) -> None:
+        """After a VM: nothing of it may remain mounted over the appliance's own
+        folders (its tools, its udev database). If something does, the next VM of
+        the trust group would be read by the guest's programs: retire."""
+        if self.mount_table is None:
+            return
+        now = self._own_mounts()
+        if now != self.mount_table:
+            added = sorted((now or frozenset()) - self.mount_table)[:3]
+            raise OpError(ErrorKind.HOSTILE, f"{vm} changed the appliance's mount table "
+                                             f"outside /sysroot ({'; '.join(added)})")
 
     def _alive(self) -> bool:
         try:

@@ -77,3 +77,34 @@ class Layouts(Inspector):
         return {"fast": [dataclasses.asdict(f) for f in fast], "fast_roots": fast_roots,
                 "stable": [dataclasses.asdict(f) for f in stable.filesystems],
                 "stable_roots": stable_roots}
+
+
+def appliance_mounts(guest: Guest) -> list[str]:
+    """The appliance's own mount table (outside /sysroot), as the worker checks it."""
+    out = str(guest.handle.debug("sh", ["cat /proc/mounts; exit 0"]))
+    return sorted(line for line in out.splitlines()
+                  if len(f := line.split()) >= 2 and not f[1].startswith("/sysroot"))
+
+
+class ApplianceMounts(Inspector):
+    """Reports the appliance's mount table outside /sysroot (tests only)."""
+
+    name = "test-appliance-mounts"
+    version = "1"
+
+    def run(self, guest: Guest, options: Any) -> Any:
+        return appliance_mounts(guest)
+
+
+class Tamper(Inspector):
+    """Does what a guest that owns the appliance would: mounts one of the VM's
+    filesystems over an appliance folder, outside /sysroot."""
+
+    name = "test-tamper"
+    version = "1"
+
+    def run(self, guest: Guest, options: Any) -> Any:
+        device = guest.filesystems()[0].device
+        guest.handle.debug("sh", [f"mkdir -p /run/gp-tamper && mount -o ro {device} "
+                                  "/run/gp-tamper; exit 0"])
+        return appliance_mounts(guest)
