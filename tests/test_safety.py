@@ -18,8 +18,9 @@ import pytest
 from helpers.fleet import DemoFleet, sha256
 from helpers.qemu_images import CASES, FormatCase, make_image, qemu_img
 
-from guestpool import VM, Disk, ImageError, RoundOptions, run_round
+from guestpool import VM, Disk, ImageError, RoundOptions, Store, run_round
 from guestpool._safety import SafetyPolicy, check_disk, confine
+from guestpool._sources import ManifestSource
 
 SECRET = "guestpool-host-secret-7f3a9c"
 
@@ -71,6 +72,12 @@ def malicious(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Disk]:
     d["fifo"] = Disk(str(fleet / "fifo.raw"), "raw")
     os.symlink("/dev/null", fleet / "devnode.raw")
     d["device-node-via-symlink"] = Disk(str(fleet / "devnode.raw"), "raw")
+    # an external data file naming a host file: its bytes would be the guest's disk
+    qemu_img("create", "-f", "qcow2", "-o",
+             f"data_file={fleet / 'datafile.data'},data_file_raw=on",
+             str(fleet / "datafile.qcow2"), "16M")
+    qemu_img("amend", "-f", "qcow2", "-o", f"data_file={secret}", str(fleet / "datafile.qcow2"))
+    d["data-file-host-file"] = Disk(str(fleet / "datafile.qcow2"), "qcow2")
     d["good"] = Disk(str(good), "qcow2")
     return d
 
@@ -87,6 +94,7 @@ EXPECTED = {
     "backing-without-format": "without its format",
     "fifo": "not a regular file",
     "device-node-via-symlink": "device node",
+    "data-file-host-file": "outside the allowed folders",
 }
 
 
@@ -397,24 +405,37 @@ def test_disk_roots_confine_backing_files_to_the_roots_only(tenants: Path) -> No
 
 @pytest.mark.appliance
 async def test_scan_of_malicious_set_leaks_nothing_and_writes_nothing(
-        malicious: dict[str, Disk], demo_fleet: DemoFleet,
+        malicious: dict[str, Disk], demo_fleet: DemoFleet, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
+    """Every malicious image is refused before qemu starts; inspectors that read
+    files (services, users, files) see no byte of the host's secret; nothing is
+    written to any image."""
     caplog.set_level(logging.DEBUG)
     vms = [VM(name, (disk,)) for name, disk in sorted(malicious.items())
            if name not in ("fifo", "device-node-via-symlink")]
     vms.append(dataclasses.replace(demo_fleet.vms[0], trust_group="default"))
-    files = [d.path for vm in vms for d in vm.disks] + [str(Path(
-        malicious["good"].path).parent.parent / "host" / "secret.raw")]
+    secret = Path(malicious["good"].path).parent.parent / "host" / "secret.raw"
+    files = [d.path for vm in vms for d in vm.disks] + [str(secret)]
     before = {p: sha256(p) for p in files}
-    options = RoundOptions(budget=120, pool_size=1, inspectors=["os", "filesystems"])
-    report = await run_round(vms, options)
+    fleet = Path(malicious["good"].path).parent
+    source = ManifestSource(fleet / "fleet.json")
+    options = RoundOptions(budget=150, pool_size=1,
+                           inspectors=["os", "filesystems", "services", "users", "files"],
+                           allow_paths=(str(demo_fleet.manifest.parent),))
+    store = Store(tmp_path / "leak.db")
+    report = await run_round(vms, options, store=store, safety=options.safety(source))
+    store.close()
     assert not report.not_reached
     by_name = {r.vm: r for r in report.results}
     for name in EXPECTED:
         if name in by_name:
             assert not by_name[name].ok and by_name[name].error["kind"] == "image", name
+            assert EXPECTED[name] in by_name[name].error["message"], by_name[name].error
     assert by_name[demo_fleet.vms[0].name].ok
     assert by_name["good"].ok
     dump = json.dumps([r.to_dict() for r in report.results]) + caplog.text
     assert SECRET not in dump
+    assert SECRET.encode() not in (tmp_path / "leak.db").read_bytes()
+    for wal in tmp_path.glob("leak.db-*"):
+        assert SECRET.encode() not in wal.read_bytes()
     assert {p: sha256(p) for p in files} == before
