@@ -91,36 +91,55 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, check_variant(name, settings)
 
 
+class ConsoleLines:
+    """Whole console lines from chunks that may end mid-line, each dated when
+    its first byte arrived."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._text = ""
+
+    def feed(self, now: float, chunk: str) -> list[tuple[float, str]]:
+        lines = []
+        pieces = chunk.replace("\r", "").split("\n")
+        for i, piece in enumerate(pieces):
+            if self._start is None:
+                self._start = now
+            self._text += piece
+            if i < len(pieces) - 1:  # a newline ended this piece
+                lines.append((self._start, self._text))
+                self._start, self._text = None, ""
+        return lines
+
+    def flush(self) -> list[tuple[float, str]]:
+        """The last line, if the console stopped without a newline."""
+        if self._start is None or not self._text:
+            return []
+        line = [(self._start, self._text)]
+        self._start, self._text = None, ""
+        return line
+
+
 def boot_once(variant: str, settings: dict[str, Any]) -> Pass:
     """Boot one appliance with full event capture, shut it down, map the phases.
 
     Console output arrives in chunks that may end mid-line; lines are
-    reassembled (dated when their first byte arrived) so that no marker or
-    initcall line is cut in two.
+    reassembled so that no marker or initcall line is cut in two.
     """
     import guestfs
 
     p = Pass(variant)
     t0 = time.monotonic()
-    partial: list[Any] = []  # [start time, text] of an unfinished console line
+    console = ConsoleLines()
 
     def on_event(ev: int, _eh: int, buf: Any, _arr: Any) -> None:
         text = buf.decode("utf-8", "replace") if isinstance(buf, bytes) else str(buf or "")
         now = time.monotonic() - t0
         kind = guestfs.event_to_string(ev)
-        if kind != "appliance":
-            for line in text.splitlines() or [""]:
-                p.events.append((now, kind, line))
-            return
-        pieces = text.replace("\r", "").split("\n")
-        for i, piece in enumerate(pieces):
-            if partial:
-                partial[1] += piece
-            else:
-                partial[:] = [now, piece]
-            if i < len(pieces) - 1:  # a newline ended this piece
-                p.events.append((partial[0], kind, partial[1]))
-                partial.clear()
+        if kind == "appliance":
+            p.events.extend((t, kind, line) for t, line in console.feed(now, text))
+        else:
+            p.events.extend((now, kind, line) for line in text.splitlines() or [""])
 
     env = _variant_env(settings)
     saved_env = {k: os.environ.get(k) for k in env}
@@ -155,8 +174,7 @@ def boot_once(variant: str, settings: dict[str, Any]) -> Pass:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    if partial:
-        p.events.append((partial[0], "appliance", partial[1]))
+    p.events.extend((t, "appliance", line) for t, line in console.flush())
     p.events.sort(key=lambda e: e[0])
     p.events.append((time.monotonic() - t0, "mark", "@closed"))
     _map_phases(p)
