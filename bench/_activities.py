@@ -17,7 +17,7 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from .boot import Pass, _kernel_start
+from .boot import INIT_STEPS, Pass, _kernel_start
 
 Event = tuple[float, str, str]
 
@@ -82,11 +82,22 @@ def insmods(events: list[Event]) -> list[Activity]:
 def of_pass(p: Pass) -> list[Activity]:
     """Phases, /init steps, insmods and initcalls of one pass, in start order."""
     acts = [Activity(name, "phase", 0, start, dur) for name, (start, dur) in p.phases.items()]
-    init_start = p.phases.get("/init", (0.0, 0.0))[0]
-    acts += [Activity(f"/init: {name}", "init step", 1, init_start, dur)
+    starts = _init_step_starts(p.events)
+    acts += [Activity(f"/init: {name}", "init step", 1, starts.get(name, 0.0), dur)
              for name, dur in p.init_steps.items()]
     acts += insmods(p.events) + initcalls(p.events)
     return sorted(_unique(acts), key=lambda a: a.start)
+
+
+def _init_step_starts(events: list[Event]) -> dict[str, float]:
+    """When each /init step began (boot.py keeps only durations)."""
+    starts = {}
+    for name, start_rx, _end_rx in INIT_STEPS:
+        rx = re.compile(start_rx)
+        t = next((t for t, _kind, line in events if rx.search(line)), None)
+        if t is not None:
+            starts[name] = t
+    return starts
 
 
 def _unique(acts: list[Activity]) -> list[Activity]:

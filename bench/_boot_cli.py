@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -147,6 +148,11 @@ def bench_boot(passes: int, warmup: int, set_spec: str | None, compare_specs: tu
         changes = _regress.config_changes({**baseline.config, **baseline.host},
                                           {**config, **host})
         out.print(_regression_table(baseline, deltas, fail_over, min_delta, changes))
+        loads = _regress.mean_load(baseline.passes), _regress.mean_load(all_passes)
+        console.print("host load average during the passes: baseline "
+                      + ", this run ".join("unknown" if x is None else f"{x:.2f}"
+                                            for x in loads)
+                      + f" ({caps.cores} cores); a busier host boots slower under TCG")
         only_base, only_new = _regress.missing_phases(baseline.passes, all_passes)
         if only_base or only_new:
             console.print(f"[yellow]phases not in both runs[/] (a marker moved): baseline "
@@ -244,7 +250,8 @@ def _detail_table(name: str, stats: list[Any], detail_min: float) -> Table:
     for col in ("activity", "level", "start s", "mean ± sd s", "passes"):
         table.add_column(col)
     for s in shown:
-        table.add_row(s.name, str(s.level), f"{s.start:.3f}", _pm(s.mean, s.sd), str(s.passes))
+        table.add_row(escape(s.name), str(s.level), f"{s.start:.3f}", _pm(s.mean, s.sd),
+                      str(s.passes))
     return table
 
 
@@ -253,7 +260,7 @@ def _longest_table(name: str, longest: list[Any]) -> Table:
     for col in ("#", "activity", "kind", "level", "mean ± sd s"):
         table.add_column(col)
     for i, s in enumerate(longest, 1):
-        table.add_row(str(i), s.name, s.kind, str(s.level), _pm(s.mean, s.sd))
+        table.add_row(str(i), escape(s.name), s.kind, str(s.level), _pm(s.mean, s.sd))
     return table
 
 
@@ -309,8 +316,8 @@ def bench_history(name: str | None, phase: str, store_path: Path | None,
     if phase not in known:
         raise GuestpoolError(f"no phase {phase!r} in the saved runs; known: {', '.join(known)}")
     table = Table(title=f"saved boot runs in {runs.path}")
-    for col in ("run", "name", "saved", "passes", "settings", "appliance kernel", "qemu",
-                "TOTAL s", f"{phase} s"):
+    cols = ["run", "name", "saved", "passes", "settings", "appliance kernel", "qemu", "TOTAL s"]
+    for col in cols + ([f"{phase} s"] if phase != "TOTAL" else []):
         table.add_column(col)
     for r in saved:
         settings = ", ".join(f"{k}={v}" for k, v in r.config.items()
@@ -322,7 +329,7 @@ def bench_history(name: str | None, phase: str, store_path: Path | None,
                       str(r.config.get("appliance kernel", "?")),
                       str(r.host.get("qemu", "?")).removeprefix("QEMU emulator version "),
                       _pm(r.summary["TOTAL"]["mean"], r.summary["TOTAL"]["sd"]),
-                      _pm(ph["mean"], ph["sd"]) if ph else "-")
+                      *([_pm(ph["mean"], ph["sd"]) if ph else "-"] if phase != "TOTAL" else []))
     out.print(table)
     files = _boot_plots.history(_folder(results) / f"boot-history-{_slug(phase)}", saved, phase)
     console.print(f"wrote {', '.join(map(str, files))}")

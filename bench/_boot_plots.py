@@ -36,13 +36,13 @@ def activities(path: Path, variant: str, stats: list[ActivityStats], total: floa
     """Above: every activity at its level on the boot's time axis, the longest
     labelled. Below: the ``top`` longest activities, mean ± sd, longest first."""
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(13, 11), height_ratios=[1, 1.5])
-    labelled = {s.name for s in sorted((s for s in stats if s.kind != "phase"),
-                                       key=lambda s: -s.mean)[:10]}
+    ranked = sorted((s for s in stats if s.kind != "phase"), key=lambda s: -s.mean)
+    labelled = {s.name: i for i, s in enumerate(ranked[:8])}
     for row, (_label, kind, level) in enumerate(ROWS):
         mine = sorted((s for s in stats if s.kind == kind and s.level == level),
                       key=lambda s: -s.mean)
         for s in mine:
-            width = max(s.mean, total / 1500)  # a 0 µs initcall still shows as a tick
+            width = max(s.mean, total / 5000)  # a 0 µs initcall still shows as a tick
             ax.barh(row, width, left=s.start, height=0.7, color=KIND_COLOURS[kind],
                     edgecolor="white" if kind == "phase" else "none", linewidth=0.5)
             if kind == "phase" and s.mean > total / 25:
@@ -50,8 +50,9 @@ def activities(path: Path, variant: str, stats: list[ActivityStats], total: floa
                         fontsize=6.5, color="white")
             elif s.name in labelled:
                 ax.annotate(f"{_short(s.name)} {s.mean * 1000:.0f} ms",
-                            (s.start + s.mean, row), xytext=(2, 9), fontsize=6,
-                            textcoords="offset points", rotation=20)
+                            (s.start + s.mean, row), fontsize=6.5, textcoords="offset points",
+                            xytext=(3, 12 if labelled[s.name] % 2 else -16),
+                            arrowprops={"arrowstyle": "-", "lw": 0.5})
     counts = [sum(1 for s in stats if s.kind == kind and s.level == level)
               for _label, kind, level in ROWS]
     ax.set_yticks(range(len(ROWS)), [f"{r[0]} ({n})" for r, n in zip(ROWS, counts, strict=True)])

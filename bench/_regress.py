@@ -90,3 +90,10 @@ def config_changes(base: dict[str, object], new: dict[str, object]) -> list[str]
     """``key: old → new`` for every setting or host fact that differs."""
     return [f"{k}: {base.get(k, '-')} → {new.get(k, '-')}"
             for k in sorted(set(base) | set(new)) if base.get(k) != new.get(k)]
+
+
+def mean_load(passes: list[Pass]) -> float | None:
+    """Mean 1-minute load average at the passes' starts (None for old runs)."""
+    loads = [float(line.split()[1]) for p in passes for _t, kind, line in p.events
+             if kind == "mark" and line.startswith("@loadavg ")]
+    return statistics.fmean(loads) if loads else None
