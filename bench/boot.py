@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ PHASES: list[tuple[str, str]] = [
     ("library set-up", r"begin building supermin appliance"),
     ("supermin check/build", r"finished building supermin appliance"),
     ("qemu feature detection", r"finished testing qemu features"),
-    ("qemu start + firmware", r"@kernel-start"),
+    ("qemu start", r"SeaBIOS \(version"),
+    ("BIOS + kernel load", r"@kernel-start"),
     ("kernel", r"Run /init as init process|supermin: .*starting up"),
     ("supermin mini-initrd", r"supermin: chroot"),
     ("/init", r"^\+ guestfsd|guestfsd --verbose"),
@@ -44,7 +46,8 @@ INIT_STEPS: list[tuple[str, str, str]] = [
     ("lvm", r"^\+ lvm pvscan|^\+ lvm vgchange", r"^\+ mdadm -As --auto=yes --run"),
     ("ldmtool", r"^\+ ldmtool", r"^\+ test"),
 ]
-VARIANT_KEYS = {"memsize": int, "smp": int, "accel": str, "append": str, "cachedir": str}
+VARIANT_KEYS = {"memsize": int, "smp": int, "accel": str, "append": str, "cachedir": str,
+                "machine": str, "cpu": str, "kernel": str, "modules": str}
 _PRINTK = re.compile(r"^\[\s*(\d+\.\d+)\]")
 
 
@@ -88,24 +91,61 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, check_variant(name, settings)
 
 
+class ConsoleLines:
+    """Whole console lines from chunks that may end mid-line, each dated when
+    its first byte arrived."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._text = ""
+
+    def feed(self, now: float, chunk: str) -> list[tuple[float, str]]:
+        lines = []
+        pieces = chunk.replace("\r", "").split("\n")
+        for i, piece in enumerate(pieces):
+            if self._start is None:
+                self._start = now
+            self._text += piece
+            if i < len(pieces) - 1:  # a newline ended this piece
+                lines.append((self._start, self._text))
+                self._start, self._text = None, ""
+        return lines
+
+    def flush(self) -> list[tuple[float, str]]:
+        """The last line, if the console stopped without a newline."""
+        if self._start is None or not self._text:
+            return []
+        line = [(self._start, self._text)]
+        self._start, self._text = None, ""
+        return line
+
+
 def boot_once(variant: str, settings: dict[str, Any]) -> Pass:
-    """Boot one appliance with full event capture, shut it down, map the phases."""
+    """Boot one appliance with full event capture, shut it down, map the phases.
+
+    Console output arrives in chunks that may end mid-line; lines are
+    reassembled so that no marker or initcall line is cut in two.
+    """
     import guestfs
 
     p = Pass(variant)
     t0 = time.monotonic()
+    console = ConsoleLines()
+    # other work on the host slows a TCG boot; keep the load with the pass
+    p.events.append((0.0, "mark", f"@loadavg {os.getloadavg()[0]:.2f}"))
 
     def on_event(ev: int, _eh: int, buf: Any, _arr: Any) -> None:
         text = buf.decode("utf-8", "replace") if isinstance(buf, bytes) else str(buf or "")
         now = time.monotonic() - t0
         kind = guestfs.event_to_string(ev)
-        for line in text.splitlines() or [""]:
-            p.events.append((now, kind, line))
+        if kind == "appliance":
+            p.events.extend((t, kind, line) for t, line in console.feed(now, text))
+        else:
+            p.events.extend((now, kind, line) for line in text.splitlines() or [""])
 
-    old_cache = os.environ.get("LIBGUESTFS_CACHEDIR")
-    if settings.get("cachedir"):
-        os.makedirs(settings["cachedir"], exist_ok=True)
-        os.environ["LIBGUESTFS_CACHEDIR"] = settings["cachedir"]
+    env = _variant_env(settings)
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         g = guestfs.GuestFS(python_return_dict=True)
         g.set_backend("direct")
@@ -115,6 +155,10 @@ def boot_once(variant: str, settings: dict[str, Any]) -> Pass:
             g.set_memsize(settings["memsize"])
         if settings.get("smp"):
             g.set_smp(settings["smp"])
+        if settings.get("machine"):
+            g.config("-machine", settings["machine"])
+        if settings.get("cpu"):
+            g.config("-cpu", settings["cpu"])
         g.set_append(" ".join(filter(None, [BOOT_ANALYSIS_APPEND, settings.get("append")])))
         g.set_verbose(True)
         g.set_trace(True)
@@ -123,17 +167,42 @@ def boot_once(variant: str, settings: dict[str, Any]) -> Pass:
         try:
             g.launch()
         except RuntimeError as e:
-            raise SetupError(f"appliance failed to boot: {e}") from e
+            raise SetupError(f"appliance failed to boot (variant {variant!r}): {e}") from e
         g.shutdown()
         g.close()
     finally:
-        if old_cache is None:
-            os.environ.pop("LIBGUESTFS_CACHEDIR", None)
-        else:
-            os.environ["LIBGUESTFS_CACHEDIR"] = old_cache
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    p.events.extend((t, "appliance", line) for t, line in console.flush())
+    p.events.sort(key=lambda e: e[0])
     p.events.append((time.monotonic() - t0, "mark", "@closed"))
     _map_phases(p)
     return p
+
+
+def _variant_env(settings: dict[str, Any]) -> dict[str, str]:
+    """Environment for libguestfs and supermin: cache folder, kernel and modules.
+
+    supermin only rebuilds an appliance older than its inputs, and the
+    kernel's path is not one of them: a variant with its own kernel gets its
+    own cache folder unless it names one.
+    """
+    env = {}
+    cachedir = settings.get("cachedir")
+    if settings.get("kernel"):
+        env["SUPERMIN_KERNEL"] = settings["kernel"]
+        if not cachedir:
+            tag = re.sub(r"[^A-Za-z0-9_.-]", "_", settings["kernel"])
+            cachedir = os.path.join(tempfile.gettempdir(), f"guestpool-boot-kernel-{tag}")
+    if settings.get("modules"):
+        env["SUPERMIN_MODULES"] = settings["modules"]
+    if cachedir:
+        os.makedirs(cachedir, exist_ok=True)
+        env["LIBGUESTFS_CACHEDIR"] = cachedir
+    return env
 
 
 def _kernel_start(events: list[tuple[float, str, str]]) -> float | None:
@@ -202,7 +271,7 @@ def summarise(passes: list[Pass]) -> tuple[list[PhaseStats], dict[str, PhaseStat
     return phases, steps, mean_total, sd_total
 
 
-def run_passes(variants: dict[str, dict[str, Any]], passes: int, warmup: int = 1,
+def run_passes(variants: dict[str, dict[str, Any]], passes: int, warmup: int = 3,
                progress: Callable[[str], None] | None = None) -> list[Pass]:
     """Warm-up boots, then ``passes`` boots per variant, interleaved A B A B …"""
     if passes < 1:

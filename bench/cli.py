@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import anyio
 import click
 from rich.console import Console
 from rich.table import Table
-from rich.tree import Tree
 
 from guestpool import GuestpoolError
 from guestpool._paths import data_dir, writable_dir
@@ -43,81 +40,14 @@ def bench() -> None:
     """Benchmarks: boot phases, A/B comparison, throughput, simulation."""
 
 
-@bench.command("boot")
-@click.option("--passes", type=int, default=5, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--compare", "compare_specs", multiple=True,
-              help="A variant NAME:key=value,… (repeat; keys: memsize, smp, accel, append, "
-                   "cachedir). Two or more run interleaved A B A B.")
-@click.option("--variants", "variants_file", type=click.Path(path_type=Path), default=None,
-              help="TOML file: [variants.NAME] key = value …")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="Write every event of every pass to this file.")
-@results_option
-def bench_boot(passes: int, warmup: int, compare_specs: tuple[str, ...],
-               variants_file: Path | None, json_out: Path | None, results: Path | None) -> None:
-    """Boot real appliances and time each phase (mean ± sd, share of the total)."""
-    from . import boot
-    from .plots import timeline_bars
+def _add_boot_commands() -> None:
+    from ._boot_cli import bench_boot, bench_history
 
-    if passes < 1:
-        raise GuestpoolError(f"--passes must be at least 1, got {passes}")
-    variants: dict[str, dict[str, Any]] = {}
-    for spec in compare_specs:
-        name, settings = boot.parse_variant(spec)
-        variants[name] = settings
-    if variants_file is not None:
-        try:
-            data = tomllib.loads(variants_file.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise GuestpoolError(f"cannot read variants file {variants_file}: {e}") from None
-        for name, settings in data.get("variants", {}).items():
-            variants[name] = boot.check_variant(name, settings)
-    if not variants:
-        variants = {"default": {}}
-    folder = results_dir(results)
-    all_passes = boot.run_passes(variants, passes, warmup, progress=console.print)
-    bars = {}
-    for name in variants:
-        mine = [p for p in all_passes if p.variant == name]
-        phases, steps, total, sd = boot.summarise(mine)
-        tree = Tree(f"[bold]{name}[/]: total {boot.fmt_pm(total, sd)} s over {len(mine)} passes"
-                    f" (phases sum to {sum(ph.mean for ph in phases):.3f} s)")
-        for ph in phases:
-            node = tree.add(f"{ph.name:<32} start {ph.start:7.3f}  {boot.fmt_pm(ph.mean, ph.sd)} s"
-                            f"  {100 * ph.share:5.1f}%")
-            if ph.name == "/init":
-                for st in steps.values():
-                    node.add(f"{st.name:<28} {boot.fmt_pm(st.mean, st.sd)} s "
-                             f"{100 * st.share:5.1f}%")
-        out.print(tree)
-        bars[name] = [(ph.name, ph.mean) for ph in phases]
-    names = list(variants)
-    comparisons = {}
-    for other in names[1:]:
-        rows = boot.compare(all_passes, names[0], other)
-        comparisons[other] = rows
-        table = Table(title=f"{other} vs {names[0]} (95% bootstrap interval of the difference)")
-        for col in ("phase", names[0], other, "delta", "95% CI", "real?"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["phase"], f"{r['base_mean']:.3f}", f"{r['other_mean']:.3f}",
-                          f"{r['delta']:+.3f}", f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]",
-                          "[green]yes[/]" if r["real"] else "no (interval holds 0)")
-        out.print(table)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    summary = {"variants": variants, "passes": passes, "comparisons": comparisons,
-               "phases": {n: [(ph.name, ph.start, ph.mean, ph.sd, ph.share)
-                              for ph in boot.summarise([p for p in all_passes
-                                                        if p.variant == n])[0]]
-                          for n in variants}}
-    (folder / "boot-latest.json").write_text(json.dumps(summary, indent=1))
-    files = timeline_bars(folder / "boot-timeline", bars)
-    if json_out is not None:
-        json_out.write_text(json.dumps([{"variant": p.variant, "total": p.total,
-                                         "phases": p.phases, "events": p.events}
-                                        for p in all_passes]))
-    console.print(f"wrote {folder / 'boot-latest.json'}, {', '.join(map(str, files))} ({stamp})")
+    bench.add_command(bench_boot)
+    bench.add_command(bench_history)
+
+
+_add_boot_commands()
 
 
 @bench.command("throughput")
