@@ -30,3 +30,51 @@ def shared_pool() -> Iterator[PoolThread]:
     pt = PoolThread(size=2, max_jobs=1000)
     yield pt
     pt.close()
+
+
+# -- markers that tell the truth ---------------------------------------------------------
+#
+# The demo fleet builds its LVM header with an appliance when the cache is empty, so
+# every test that uses it (or the shared pool) is an appliance test. Fast tests run
+# first, so a broken build fails in seconds, not after the appliance tests.
+
+APPLIANCE_FIXTURES = {"demo_fleet", "shared_pool"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if APPLIANCE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.appliance)
+    items.sort(key=lambda item: item.get_closest_marker("appliance") is not None)
+
+
+# -- a run without appliances proves it booted none ---------------------------------------
+
+_TRIPWIRE: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``-m "not appliance"``, qemu is replaced by a tripwire for this run and its
+    subprocesses: anything that tries to start a VM fails, and the run fails with it."""
+    global _TRIPWIRE
+    if "not appliance" not in (config.option.markexpr or ""):
+        return
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="gp-tripwire-"))
+    script = folder / "tripwire"
+    script.write_text(f"#!/bin/sh\necho \"$0 $*\" >> {folder}/started\nexit 1\n")
+    script.chmod(0o755)
+    for name in ("qemu-system-x86_64", "qemu-system-aarch64", "qemu-kvm"):
+        (folder / name).symlink_to(script)
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
+    os.environ["LIBGUESTFS_HV"] = str(script)
+    _TRIPWIRE = folder
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _TRIPWIRE is not None and (_TRIPWIRE / "started").exists():
+        started = (_TRIPWIRE / "started").read_text()
+        session.config.get_terminal_writer().line(
+            f"a qemu was started during a `not appliance` run:\n{started}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
