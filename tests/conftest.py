@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.fleet import DemoFleet
+from helpers.fleet import DemoFleet, sha256
 from helpers.pool_thread import PoolThread
 
 PLUGINS = str(Path(__file__).parent / "plugins")
@@ -21,8 +21,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, os.environ.get
 
 
 @pytest.fixture(scope="session")
-def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> DemoFleet:
-    return DemoFleet(tmp_path_factory.mktemp("fleet"))
+def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoFleet]:
+    fleet = DemoFleet(tmp_path_factory.mktemp("fleet"))
+    yield fleet
+    # every test has run: not one byte of any demo image may have changed
+    changed = [p for p, digest in fleet.digests.items() if sha256(p) != digest]
+    assert not changed, f"images changed by the test session: {changed}"
 
 
 @pytest.fixture(scope="session")

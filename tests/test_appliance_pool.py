@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -159,3 +160,39 @@ def test_full_inspect_os_sees_the_vms_logical_volumes(shared_pool: PoolThread,
     value = r.results["os"]["value"]
     assert value["method"] == "inspect_os" and value["root"] == "/dev/vg0/root", value
     assert value["hostname"] == demo_fleet.truth[vm.name]["os"]["hostname"]
+
+
+def test_disks_are_read_only_at_the_block_level(shared_pool: PoolThread, tmp_path: Path) -> None:
+    """A disk with a dirty ext4 journal: a writable attach would replay it (and so
+    change the image) on a read-only mount; a read-only one refuses to mount it.
+    Writes through the raw handle fail too. The image is unchanged."""
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hostname").write_text("dirty\n")
+    disk = tmp_path / "dirty.raw"
+    with open(disk, "wb") as f:
+        f.truncate(32 * 1024 * 1024)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), "-L", "root", str(disk)],
+                   check=True)
+    subprocess.run(["debugfs", "-w", "-R", "feature needs_recovery", str(disk)], check=True,
+                   capture_output=True)
+    before = sha256(str(disk))
+    vm = VM("dirty-journal", (Disk(str(disk), "raw"),))
+    r = shared_pool.inspect(vm, ["testinspectors:WriteAttempt"])
+    assert r.ok, r.error
+    attempts = r.results["test-write-attempt"]["value"]
+    assert all(v != "succeeded" for v in attempts.values()), attempts
+    assert sha256(str(disk)) == before
+
+
+def test_each_inspector_has_its_own_deadline(shared_pool: PoolThread,
+                                             demo_fleet: DemoFleet) -> None:
+    vm = same_group(demo_fleet.vms[0])
+    t = time.monotonic()
+    r = shared_pool.inspect(vm, [InspectorSpec("testinspectors:Busy", deadline=3.0), "hostname"])
+    assert r.ok, r.error
+    busy = r.results["test-busy"]
+    assert not busy["ok"] and busy["error"]["kind"] == "deadline", busy
+    assert 3.0 <= busy["seconds"] < 30  # stopped soon after its deadline
+    assert r.results["hostname"]["ok"]  # the next inspector still ran
+    assert time.monotonic() - t < 120

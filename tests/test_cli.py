@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers.fleet import DemoFleet
+from helpers.proc import wait_for_line
 
 from guestpool import InspectResult, Store, write_manifest
 
@@ -52,6 +53,7 @@ def test_report_show_drift_export(tmp_path: Path) -> None:
 @pytest.mark.appliance
 def test_monitor_runs_rounds_and_stops_cleanly_on_sigterm(demo_fleet: DemoFleet,
                                                           tmp_path: Path) -> None:
+    """Between rounds: SIGTERM ends the wait at once."""
     manifest = tmp_path / "fleet.json"
     write_manifest(manifest, [dataclasses.replace(v, trust_group="default")
                               for v in demo_fleet.vms[:3]])
@@ -59,16 +61,89 @@ def test_monitor_runs_rounds_and_stops_cleanly_on_sigterm(demo_fleet: DemoFleet,
                              "--pool", "1", "--inspectors", "hostname", "--store",
                              str(tmp_path / "m.db")], stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("round 1:"):
-            assert "covered 3" in line, line
-            break
-    start = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    assert time.monotonic() - start < 30
+    try:
+        line = wait_for_line(proc.stderr, "round 1:", 240)
+        assert "covered 3" in line, line
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - start < 30
+    finally:
+        proc.kill()
+        proc.wait()
     store = Store(tmp_path / "m.db")
     assert store.last_round()["summary"]["covered"] == 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_monitor_signal_mid_job_lets_it_finish(sig: signal.Signals, demo_fleet: DemoFleet,
+                                              tmp_path: Path) -> None:
+    """A signal while a job is in flight: that job finishes and is stored, no new job
+    starts, the process exits 0."""
+    manifest = tmp_path / "fleet.json"
+    write_manifest(manifest, [dataclasses.replace(v, trust_group="default")
+                              for v in demo_fleet.vms[:4]])
+    db = tmp_path / "m.db"
+    proc = subprocess.Popen([*GP, "monitor", str(manifest), "--interval", "300", "--budget",
+                             "300", "--pool", "1", "--inspectors", "testinspectors:Slow",
+                             "--store", str(db)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while _results(db) < 1:  # one 8 s job done: the next one is in flight
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    summary = Store(db).last_round()["summary"]
+    assert summary["covered"] == 2 and summary["stopped_early"], summary
+    assert summary["not_reached"] == 2
+
+
+def _results(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return int(con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def test_exit_codes_for_failed_and_unreached_vms(tmp_path: Path, demo_fleet: DemoFleet) -> None:
+    """Exit 3 when the budget ends before every VM; 1 when VMs failed."""
+    manifest = tmp_path / "fleet.json"
+    write_manifest(manifest, [dataclasses.replace(v, trust_group="default")
+                              for v in demo_fleet.vms[:2]])
+    r = subprocess.run([*GP, "scan", str(manifest), "--budget", "5", "--pool", "1",
+                        "--store", str(tmp_path / "a.db")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3, r.stderr[-2000:]  # no appliance boots within 5 s here
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"vms": [
+        {"name": "gone", "disks": [{"path": "gone.qcow2", "format": "qcow2"}]}]}))
+    r = subprocess.run([*GP, "scan", str(broken), "--budget", "120", "--pool", "1",
+                        "--store", str(tmp_path / "b.db")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "does not exist" in r.stdout + r.stderr
+
+
+def test_plan_prints_the_capacity_plan_without_scanning(tmp_path: Path) -> None:
+    from helpers.server import tiny_manifest
+
+    r = subprocess.run([*GP, "scan", str(tiny_manifest(tmp_path)), "--plan", "--json",
+                        "--budget", "300", "--pool", "2", "--store", str(tmp_path / "p.db")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["vms"] == 2 and plan["pool_size"] == 2 and plan["fits"] is True
+    assert plan["measured"] is False and plan["predicted"] == 2
+    assert Store(tmp_path / "p.db").last_round() is None  # nothing was scanned
 
 
 @pytest.mark.parametrize("args, message", [

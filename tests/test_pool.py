@@ -43,3 +43,46 @@ async def test_a_spawned_worker_process_holds_no_token(monkeypatch: pytest.Monke
         await app.kill()
     assert b"GUESTPOOL_PARENT_PID" in environ
     assert b"s3cret-in-the-supervisor" not in environ
+
+
+def _sim_pool(**kwargs: object) -> Pool:
+    """A real Pool whose appliances only sleep (the public seam ``spawn``)."""
+    import random
+
+    from guestpool.bench.simulate import Costs, SimAppliance
+
+    costs = Costs(boot=(1.0, 0.0), attach=(0.1, 0.0), inspect=(0.5, 0.0), detach=(0.1, 0.0))
+    rng = random.Random(1)
+
+    async def spawn() -> SimAppliance:
+        return SimAppliance(costs, rng)
+
+    return Pool(safety=None, spawn=spawn, accel="tcg", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_strict_trust_gives_each_vm_its_own_appliance(autojump_clock: object) -> None:
+    from guestpool import VM, Disk
+
+    vms = [VM(f"v{i}", (Disk(f"/sim/{i}.raw", "raw"),)) for i in range(4)]
+    async with _sim_pool(size=1, trust="strict") as pool:
+        results = [await pool.inspect(vm, ["hostname"]) for vm in vms]
+    assert all(r.ok for r in results)
+    assert len({r.appliance for r in results}) == 4
+    assert pool.stats.retirements["strict-trust"] == 4
+
+
+async def test_a_subset_round_does_not_mark_the_rest_of_the_fleet_removed(
+        tmp_path: object, autojump_clock: object) -> None:
+    from pathlib import Path
+
+    from guestpool import VM, Disk, RoundOptions, Store, run_round
+
+    vms = [VM(f"v{i}", (Disk(f"/sim/{i}.raw", "raw"),)) for i in range(3)]
+    store = Store(Path(str(tmp_path)) / "s.db")
+    options = RoundOptions(budget=60, inspectors=["hostname"])
+    await run_round(vms, options, store=store, pool=_sim_pool(size=1))
+    report = await run_round(vms[:1], options, store=store, pool=_sim_pool(size=1),
+                             whole_fleet=False)
+    assert report.fleet_changes["disappeared"] == []
+    report = await run_round(vms[:1], options, store=store, pool=_sim_pool(size=1))
+    assert sorted(report.fleet_changes["disappeared"]) == ["v1", "v2"]

@@ -147,3 +147,31 @@ def test_an_unconfigured_fleet_in_the_queue_fails_that_scan_only(tmp_path: Path)
             srv.stop()
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM scans").fetchone()[0] == 1
+
+
+def test_a_scan_running_when_the_service_stopped_runs_again(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    queue = ScanQueue(db)
+    scan, _ = queue.submit({"fleet": "demo"}, None)
+    queue.start(scan["id"])
+    queue.close()  # the service stops mid-scan, once
+    queue = ScanQueue(db)
+    got = queue.get(scan["id"])
+    assert got is not None and got["state"] == "queued" and got["started"] is None
+    assert queue.next_queued()["id"] == scan["id"]  # type: ignore[index]
+    queue.close()
+
+
+def test_token_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-a-file\n")
+    srv = Server(tmp_path / "s.db", str(tiny_manifest(tmp_path)), "--paused",
+                 "--token-file", str(token), token=None)
+    try:
+        c = httpx.Client(base_url=srv.url, timeout=30)
+        assert c.post("/scans", json={"budget": 30}).status_code == 401
+        ok = c.post("/scans", json={"budget": 30},
+                    headers={"Authorization": "Bearer from-a-file"})
+        assert ok.status_code == 202
+    finally:
+        srv.stop()

@@ -277,3 +277,18 @@ def test_libvirt_uris_are_local_drivers_only(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--allow-remote-libvirt" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+def test_allow_format_mismatch_reaches_the_policy(tmp_path: Path) -> None:
+    """The CLI option flows through RoundOptions into the source's safety policy."""
+    from guestpool._cli import _round_options
+
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "x.img"), "1M"],
+                   check=True)
+    source = FolderSource(tmp_path)
+    (vm,) = source.load()  # .img: declared raw, but it carries a qcow2 header
+    strict = _round_options(60, None, None, "pooled", None, 1, False, ())
+    with pytest.raises(ImageError, match="declared raw but starts with a qcow2 header"):
+        check_vm(vm, strict.safety(source))
+    lenient = _round_options(60, None, None, "pooled", None, 1, True, ())
+    assert check_vm(vm, lenient.safety(source)).disks[0].format == "raw"

@@ -108,3 +108,36 @@ class Tamper(Inspector):
         guest.handle.debug("sh", [f"mkdir -p /run/gp-tamper && mount -o ro {device} "
                                   "/run/gp-tamper; exit 0"])
         return appliance_mounts(guest)
+
+
+class Busy(Inspector):
+    """Reads the guest in a loop until its deadline stops it."""
+
+    name = "test-busy"
+    version = "1"
+
+    def run(self, guest: Guest, options: Any) -> Any:
+        while True:
+            guest.exists("/")
+
+
+class WriteAttempt(Inspector):
+    """Tries to write to the VM's disk through the expert escape hatch."""
+
+    name = "test-write-attempt"
+    version = "1"
+
+    def run(self, guest: Guest, options: Any) -> Any:
+        g, disk = guest.handle, guest.devices[0]
+        out = {}
+        for what, call in (("mount_ro", lambda: g.mount_ro(disk, "/")),
+                           ("mount", lambda: g.mount(disk, "/")),
+                           ("pwrite_device", lambda: g.pwrite_device(disk, b"owned", 4096))):
+            try:
+                call()
+                out[what] = "succeeded"
+            except RuntimeError as e:
+                out[what] = str(e)[:300]
+            guest.unmount()
+            g.umount_all()
+        return out

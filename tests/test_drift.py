@@ -1,0 +1,69 @@
+"""Drift: every kind of change the README names, from the generic diff and the
+inspectors' own keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guestpool._drift import diff, diff_results
+
+
+def _entry(value: Any, version: str = "1", ok: bool = True) -> dict[str, Any]:
+    return {"version": version, "ok": ok, "value": value}
+
+
+def _kinds(inspector: str, before: Any, after: Any) -> dict[str, str]:
+    return {c["key"]: c["kind"] for c in diff(inspector, before, after)}
+
+
+def test_user_drift_kinds() -> None:
+    before = {"accounts": [{"name": "root", "uid": 0, "shell": "/bin/bash"},
+                           {"name": "old", "uid": 1001, "shell": "/bin/sh"}],
+              "authorized_keys": {"root": [{"type": "ssh-ed25519", "fingerprint": "SHA256:a"}]},
+              "sudoers": [{"rule": "admin ALL=(ALL) ALL", "file": "/etc/sudoers"}]}
+    after = {"accounts": [{"name": "root", "uid": 0, "shell": "/bin/zsh"},
+                          {"name": "new", "uid": 1002, "shell": "/bin/sh"}],
+             "authorized_keys": {"root": [{"type": "ssh-rsa", "fingerprint": "SHA256:b"}]},
+             "sudoers": []}
+    assert _kinds("users", before, after) == {
+        "account:root": "user-changed", "account:old": "user-removed",
+        "account:new": "user-added", "key:root:SHA256:a": "user-removed",
+        "key:root:SHA256:b": "user-added", "sudo:admin ALL=(ALL) ALL": "user-removed"}
+
+
+def test_filesystem_drift_ignores_free_space() -> None:
+    def fs(device: str, uuid: str, used: int, size: int = 100) -> dict[str, Any]:
+        return {"device": device, "type": "ext4", "uuid": uuid, "label": "", "size": size,
+                "used": used, "free": size - used}
+
+    before = [fs("/dev/sda1", "u1", 10), fs("/dev/sda2", "u2", 10)]
+    after = [fs("/dev/sda1", "u1", 90), fs("/dev/sda2", "u2", 10, size=200),
+             fs("/dev/sdb1", "u3", 1)]
+    assert _kinds("filesystems", before, after) == {
+        "/dev/sda2": "filesystem-changed", "/dev/sdb1": "filesystem-added"}
+    assert _kinds("filesystems", after, before)["/dev/sdb1"] == "filesystem-removed"
+
+
+def test_package_and_file_drift() -> None:
+    def pkgs(*versions: tuple[str, str]) -> dict[str, Any]:
+        return {"packages": [{"name": n, "version": v, "release": "", "epoch": None,
+                              "arch": "amd64"} for n, v in versions]}
+
+    assert _kinds("packages", pkgs(("a", "1"), ("b", "1")), pkgs(("a", "2"), ("c", "1"))) == {
+        "a:amd64": "package-changed", "b:amd64": "package-removed", "c:amd64": "package-added"}
+    assert _kinds("files", {"/etc/x": {"sha256": "1"}}, {"/etc/x": {"sha256": "2"}}) == {
+        "/etc/x": "file-changed"}
+
+
+def test_other_inspectors_drift_by_flattened_keys() -> None:
+    assert _kinds("os", {"hostname": "a", "arch": "x86_64"}, {"hostname": "b",
+                                                                "arch": "x86_64"}) == {
+        "hostname": "value-changed"}
+    # a plugin that is not installed here still drifts, generically
+    assert _kinds("not-installed-plugin", {"n": 1}, {"n": 2}) == {"n": "value-changed"}
+
+
+def test_upgrades_and_failures_are_not_drift() -> None:
+    before = {"os": _entry({"hostname": "a"}), "users": _entry({}, ok=False)}
+    after = {"os": _entry({"hostname": "b"}, version="2"), "users": _entry({"accounts": []})}
+    assert [c["kind"] for c in diff_results(before, after)] == ["inspector-upgraded"]
