@@ -19,7 +19,9 @@ def _schema_scan() -> dict[str, Any]:
 
 _ERR = {"description": "error", "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}}}}}
-_AUTH = {"401": {"description": "missing or wrong bearer token"}}
+_AUTH = {"401": {"description": "missing or wrong bearer token"},
+         "421": {"description": "no token configured and the Host header does not name "
+                                "this service's loopback address"}}
 
 
 def _ok(schema: dict[str, Any], code: str = "200") -> dict[str, Any]:
@@ -39,13 +41,16 @@ OPENAPI: dict[str, Any] = {
                                 "schema": {"type": "string", "maxLength": 200}}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "additionalProperties": False, "properties": {
-                        "fleet": {"type": "string", "minLength": 1},
+                        "fleet": {"type": "string", "minLength": 1,
+                                  "description": "a fleet this service was started with "
+                                                 "(--fleet NAME=FLEET); never a path or URI"},
                         "vms": {"type": "array", "items": {"type": "string", "minLength": 1}},
                         "inspectors": {"type": "array",
+                                       "description": "registered inspector names only",
                                        "items": {"type": "string", "minLength": 1}},
                         "budget": {"type": "number", "minimum": 5, "maximum": MAX_BUDGET}}}}}},
                 "responses": {**_ok(_schema_scan(), "202"), **_ok(_schema_scan()),
-                              "422": _ERR, **_AUTH}},
+                              "413": _ERR, "415": _ERR, "422": _ERR, **_AUTH}},
             "get": {"summary": "Recent scans",
                     "responses": {**_ok({"type": "array", "items": _schema_scan()}), **_AUTH}}},
         "/scans/{id}": {
@@ -56,8 +61,15 @@ OPENAPI: dict[str, Any] = {
             "delete": {"summary": "Cancel a scan",
                        "responses": {**_ok(_schema_scan(), "202"), "404": _ERR, "409": _ERR,
                                      **_AUTH}}},
-        "/vms": {"get": {"summary": "Known VMs", "responses": {
-            **_ok({"type": "array", "items": {"type": "object"}}), **_AUTH}}},
+        "/vms": {"get": {
+            "summary": "Known VMs, by name, one page at a time",
+            "parameters": [
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                {"name": "offset", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {**_ok({"type": "array", "items": {"type": "object"}}), "422": _ERR,
+                          **_AUTH}}},
         "/vms/{name}": {
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
