@@ -56,7 +56,7 @@ class Service:
         """Seconds from now until this scan can start (budgets of those ahead)."""
         wait = 0.0
         for s in self.queue.queued_ahead(scan_id):
-            budget = float(s["request"].get("budget", 300))
+            budget = float(s["request"].get("budget", self.options.budget))
             if s["state"] == "running" and s["started"]:
                 wait += max(0.0, budget - (time.time() - s["started"]))
             else:

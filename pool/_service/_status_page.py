@@ -30,7 +30,7 @@ def render_status(svc: Service) -> str:
     if svc.running:
         scan = svc.queue.get(svc.running) or {}
         p = svc.progress
-        budget = float((scan.get("request") or {}).get("budget", 300))
+        budget = float((scan.get("request") or {}).get("budget", svc.options.budget))
         elapsed = time.time() - (scan.get("started") or time.time())
         pct = 100 * min(1.0, elapsed / budget)
         current = (f"scan {e(svc.running[:8])}: {p.get('done', 0)}/{p.get('total', 0)} VMs, "
