@@ -33,7 +33,6 @@ from spdx_tools.spdx.model.package import (
 )
 from spdx_tools.spdx.model.relationship import Relationship, RelationshipType
 from spdx_tools.spdx.model.spdx_no_assertion import SpdxNoAssertion
-from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 from spdx_tools.spdx.writer.write_utils import convert
 
 from . import _distro
@@ -151,7 +150,7 @@ def _spdx_id(kind: str, index: int, name: str) -> str:
 
 
 def spdx(latest: Mapping[str, Any]) -> dict[str, Any]:
-    """The SPDX 2.3 JSON object of one VM, checked with spdx-tools' validator."""
+    """The SPDX 2.3 JSON object of one VM."""
     dist, pkgs = _refs(latest)
     vm = str(latest.get("vm") or "unknown")
     created = _when(latest)
@@ -176,9 +175,7 @@ def spdx(latest: Mapping[str, Any]) -> dict[str, Any]:
             external_references=[ExternalPackageRef(
                 ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", ref)]))
         relationships.append(Relationship(os_id, RelationshipType.CONTAINS, pid))
+    # Not validated here: spdx-tools' validator is quadratic in packages (12 s
+    # for 3,000); the tests validate documents of every demo distribution.
     document = Document(info, packages=packages, relationships=relationships)
-    problems = validate_full_spdx_document(document)
-    if problems:  # a bug here, not a user mistake: say what the validator saw
-        raise GuestpoolError(f"SPDX document of {vm} is invalid ({len(problems)} problems), "
-                             f"first: {problems[0].validation_message}; please report this")
     return convert(document, DocumentConverter())  # type: ignore[no-untyped-call]
