@@ -349,3 +349,10 @@ def test_debian_ranges_agree_with_dpkg(tmp_path: Path, fixed: str) -> None:
         lower = subprocess.run(["dpkg", "--compare-versions", installed, "lt", fixed]).returncode
         got = findings(idx, DEBIAN_12, "deb", [deb("p", installed)])
         assert bool(got) == (lower == 0), (installed, fixed)
+
+
+def test_the_bench_matches_a_small_synthetic_fleet() -> None:
+    from guestpool.bench import vulns as bench
+    figures = bench.run(vms=8, packages=60, advisories=400, universe_size=200)
+    assert figures["skipped_vms"] == 0 and figures["findings"] > 0
+    assert figures["vms_with_findings"] == 8
