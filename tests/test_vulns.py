@@ -356,3 +356,26 @@ def test_the_bench_matches_a_small_synthetic_fleet() -> None:
     figures = bench.run(vms=8, packages=60, advisories=400, universe_size=200)
     assert figures["skipped_vms"] == 0 and figures["findings"] > 0
     assert figures["vms_with_findings"] == 8
+
+
+def test_source_packages_from_the_package_databases(index: _vulns.OsvIndex) -> None:
+    """dpkg's ``Source:`` (with a binNMU's source version) and apk's ``o:``
+    origin, parsed by the packages inspector, tie binaries to advisories."""
+    from guestpool.inspectors.inventory import PackagesInspector
+    status = (
+        "Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\n"
+        "Source: openssl\nVersion: 3.0.11-1~deb12u1\n\n"
+        "Package: openssh-server\nStatus: install ok installed\nArchitecture: amd64\n"
+        "Source: openssh (1:9.2p1-2+deb12u1)\nVersion: 1:9.2p1-2+deb12u1+b1\n\n"
+        "Package: libssl-doc\nStatus: deinstall ok config-files\nArchitecture: all\n"
+        "Source: openssl\nVersion: 3.0.11-1~deb12u1\n")
+    pkgs = PackagesInspector._dpkg(status)
+    assert [p.get("source") for p in pkgs] == ["openssl", "openssh"]
+    assert pkgs[1]["source_version"] == "1:9.2p1-2+deb12u1"
+    got = findings(index, DEBIAN_12, "deb", pkgs)
+    assert got[("DSA-5586-1", "openssh-server")]["installed"] == "1:9.2p1-2+deb12u1"
+    assert sorted(got) == [("DSA-5532-1", "libssl3"), ("DSA-5586-1", "openssh-server")]
+    apk = PackagesInspector._apk("C:Q1x=\nP:openssh-server\nV:9.7_p1-r3\nA:x86_64\n"
+                                 "o:openssh\n\nC:Q1y=\nP:musl\nV:1.2.5-r0\nA:x86_64\no:musl\n")
+    assert [p["source"] for p in apk] == ["openssh", "musl"]
+    assert ("ALPINE-CVE-2024-6387", "openssh-server") in findings(index, ALPINE_320, "apk", apk)
