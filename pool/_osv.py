@@ -33,7 +33,7 @@ DISTRO_ECOSYSTEMS = ("Debian", "Ubuntu", "Alpine", "Red Hat", "AlmaLinux", "Rock
 class Limits:
     """Bounds on what a folder of advisories may make guestpool read."""
 
-    max_files: int = 100_000  # zip and JSON files walked in the folder
+    max_files: int = 500_000  # zip and JSON files walked (unzipped Ubuntu: ~60,000)
     max_advisories: int = 2_000_000  # JSON documents read, over all zips and files
     max_advisory_bytes: int = 4 * MiB  # one advisory (real ones are a few KiB)
     max_total_bytes: int = 8 * 1024 * MiB  # uncompressed, over everything read

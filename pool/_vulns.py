@@ -371,8 +371,10 @@ def match_vm(index: OsvIndex, latest: Mapping[str, Any]) -> VmFindings:
     report = VmFindings(vm=str(latest.get("vm")), at=latest.get("at"), ecosystem=eco,
                         packages=len(packages), findings=[], skipped=None)
     if eco is None:
-        report["skipped"] = (f"OSV publishes no advisories for {dist.id} {dist.version}".strip()
-                             + "; not matched")
+        report["skipped"] = (
+            "no `os` result tells its distribution: scan it with the os inspector"
+            if dist.id == "unknown" else
+            f"OSV publishes no advisories for {dist.id} {dist.version}".strip() + "; not matched")
         return report
     if not index.ecosystems.get(eco):
         base = eco.split(":", 1)[0]

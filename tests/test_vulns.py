@@ -379,3 +379,9 @@ def test_source_packages_from_the_package_databases(index: _vulns.OsvIndex) -> N
                                  "o:openssh\n\nC:Q1y=\nP:musl\nV:1.2.5-r0\nA:x86_64\no:musl\n")
     assert [p["source"] for p in apk] == ["openssh", "musl"]
     assert ("ALPINE-CVE-2024-6387", "openssh-server") in findings(index, ALPINE_320, "apk", apk)
+
+
+def test_a_vm_without_an_os_result_says_what_to_scan(index: _vulns.OsvIndex) -> None:
+    report = _vulns.match_vm(index, latest("v", None, packages_value("deb", [deb("a", "1")])))
+    assert report["skipped"] == (
+        "no `os` result tells its distribution: scan it with the os inspector")
