@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guestpool.errors import GuestpoolError
+from guestpool import GuestpoolError
 
 from .boot import Pass, _map_phases
 

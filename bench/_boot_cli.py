@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from guestpool.errors import GuestpoolError
+from guestpool import GuestpoolError
 
 console = Console(stderr=True)
 out = Console()
@@ -33,7 +33,7 @@ store_option = click.option("--store", "store_path", type=click.Path(path_type=P
 
 
 def _runs(store_path: Path | None) -> Any:
-    from guestpool.store import default_path
+    from guestpool._store import default_path
 
     from ._baselines import BootRuns
 
@@ -81,7 +81,7 @@ def bench_boot(passes: int, warmup: int, set_spec: str | None, compare_specs: tu
                fail_over_text: str, min_delta: float, top: int, detail_min: float,
                store_path: Path | None, json_out: Path | None, results: Path | None) -> None:
     """Boot real appliances: phases, initcalls, insmods (mean ± sd), baselines."""
-    from guestpool.accel import resolve_accel
+    from guestpool._accel import resolve_accel
 
     from . import _activities, _boot_plots, _regress, _variants, boot
 

@@ -13,7 +13,7 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from guestpool.errors import GuestpoolError
+from guestpool import GuestpoolError
 
 from .boot import Pass, bootstrap_ci
 

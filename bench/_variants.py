@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guestpool.errors import GuestpoolError
+from guestpool import GuestpoolError
 
 TMPFS_CACHE = "/dev/shm/guestpool-boot-cache"
 MIN_MEMSIZE_MB = 256
@@ -60,8 +60,8 @@ def parse_cpu_models(text: str) -> frozenset[str]:
 
 def host_caps(accel: str) -> HostCaps:
     """Ask this host's qemu for its machines and CPU models."""
-    from guestpool.accel import qemu_binary
-    from guestpool.host import available_memory_mb
+    from guestpool._accel import qemu_binary
+    from guestpool._host import available_memory_mb
 
     qemu = qemu_binary()
     if qemu is None:
@@ -153,7 +153,7 @@ def _modules_for(kernel: str) -> str | None:
 
 def host_facts(accel: str) -> dict[str, Any]:
     """Kernel, qemu, libguestfs, supermin, CPU and accelerator, saved with a run."""
-    from guestpool.accel import qemu_binary
+    from guestpool._accel import qemu_binary
 
     def first_line(cmd: list[str]) -> str:
         try:

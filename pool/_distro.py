@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import GuestpoolError
+from ._errors import GuestpoolError
 
 # libguestfs distro names (what the os inspector stores) -> os-release ID
 _FROM_LIBGUESTFS = {

@@ -36,7 +36,7 @@ from spdx_tools.spdx.model.spdx_no_assertion import SpdxNoAssertion
 from spdx_tools.spdx.writer.write_utils import convert
 
 from . import _distro
-from .errors import GuestpoolError
+from ._errors import GuestpoolError
 
 Format = Literal["cyclonedx", "spdx"]
 FORMATS: tuple[Format, ...] = ("cyclonedx", "spdx")

@@ -25,7 +25,7 @@ from cvss.exceptions import CVSSError
 from univers.versions import AlpineLinuxVersion, DebianVersion, InvalidVersion, RpmVersion, Version
 
 from . import _distro, _osv
-from .errors import GuestpoolError
+from ._errors import GuestpoolError
 
 SEVERITIES = ("critical", "high", "medium", "low", "unknown")  # worst first
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}

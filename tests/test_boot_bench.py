@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from guestpool import GuestpoolError
 from guestpool.bench import _activities, _boot_cli, _regress, _variants, boot
 from guestpool.bench._baselines import BootRuns
-from guestpool.errors import GuestpoolError
 
 FIXTURE = Path(__file__).parent / "data" / "boot-pass-q35.json.gz"
-GUESTPOOL = [sys.executable, "-m", "guestpool.cli"]
+GUESTPOOL = [sys.executable, "-m", "guestpool"]
 PRINTK = re.compile(r"^\[\s*(\d+\.\d+)\]")
 NOISE = (0.0, 0.012, -0.009, 0.004, -0.015, 0.007)  # a spread like real passes (±1.5%)
 
@@ -185,7 +185,7 @@ def test_saved_runs_come_back_reanalysed_newest_first(tmp_path: Path) -> None:
 @pytest.fixture
 def recorded_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """`bench boot` with passes from the recording, slowed by append=slow."""
-    from guestpool import accel
+    from guestpool import _accel as accel
 
     def fake_passes(variants: dict[str, dict[str, Any]], passes: int, warmup: int = 3,
                     progress: Any = None) -> list[boot.Pass]:

@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from helpers.stored_results import deb, demo_latest, latest, os_value, packages_value
 from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
-from stored_results import deb, demo_latest, latest, os_value, packages_value
 
-from guestpool import _sbom
+from guestpool import GuestpoolError, _sbom
 from guestpool._distro import distro
-from guestpool.errors import GuestpoolError
 
 KINDS = ("debian", "fedora", "alpine")
 

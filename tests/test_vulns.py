@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stored_results import deb, demo_latest, latest, os_value, packages_value
+from helpers.stored_results import deb, demo_latest, latest, os_value, packages_value
 
-from guestpool import _osv, _vulns
-from guestpool.errors import GuestpoolError
+from guestpool import GuestpoolError, _osv, _vulns
 
 DEBIAN_12 = os_value("debian", "12", "deb", "Debian GNU/Linux 12 (bookworm)")
 ALPINE_320 = os_value("alpine", "3.20.1", "apk", "Alpine Linux v3.20")
@@ -361,7 +360,7 @@ def test_the_bench_matches_a_small_synthetic_fleet() -> None:
 def test_source_packages_from_the_package_databases(index: _vulns.OsvIndex) -> None:
     """dpkg's ``Source:`` (with a binNMU's source version) and apk's ``o:``
     origin, parsed by the packages inspector, tie binaries to advisories."""
-    from guestpool.inspectors.inventory import PackagesInspector
+    from guestpool.inspectors._inventory import PackagesInspector
     status = (
         "Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\n"
         "Source: openssl\nVersion: 3.0.11-1~deb12u1\n\n"

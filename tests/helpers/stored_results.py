@@ -1,5 +1,5 @@
 """Stored results (``Store.latest`` shape) without an appliance: the demo
-fleet's package databases, written by pool/demo.py and parsed by the real
+fleet's package databases, written by pool/_demo.py and parsed by the real
 packages inspector's parsers, and hand-made package lists."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from guestpool import demo
-from guestpool.inspectors import rpmdb
-from guestpool.inspectors.builtin import LIBGUESTFS_DISTRO
-from guestpool.inspectors.inventory import PackagesInspector
+from guestpool import _demo as demo
+from guestpool.inspectors import _rpmdb as rpmdb
+from guestpool.inspectors._builtin import LIBGUESTFS_DISTRO
+from guestpool.inspectors._inventory import PackagesInspector
+from guestpool.inspectors._sandbox import sqlite_blobs
 
 PRODUCT = {"debian": "Debian GNU/Linux 12 (bookworm)", "fedora": "Fedora Linux 40 (Server Edition)",
            "alpine": "Alpine Linux v3.20"}
@@ -44,7 +45,7 @@ def packages_value(fmt: str, pkgs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def demo_latest(kind: str, tmp: Path, seed: int = 1) -> dict[str, Any]:
     """The result the demo fleet's ``kind`` VM gives: its package database as
-    pool/demo.py writes it, parsed by PackagesInspector's own parsers."""
+    pool/_demo.py writes it, parsed by PackagesInspector's own parsers."""
     root = tmp / f"root-{kind}-{seed}"
     root.mkdir(parents=True)
     demo._packages(root, kind, random.Random(seed))
@@ -56,10 +57,12 @@ def demo_latest(kind: str, tmp: Path, seed: int = 1) -> dict[str, Any]:
         pkgs = PackagesInspector._apk((root / "lib/apk/db/installed").read_text())
     else:
         fmt = "rpm"
+        blobs = sqlite_blobs((root / "var/lib/rpm/rpmdb.sqlite").read_bytes(), limit=10_000,
+                             deadline=30.0)
         pkgs = [{"name": p["name"], "version": p.get("version", ""),
                  "release": p.get("release", ""), "epoch": p.get("epoch"),
                  "arch": p.get("arch", "")}
-                for p in rpmdb.read_sqlite(str(root / "var/lib/rpm/rpmdb.sqlite"))]
+                for blob in blobs if (p := rpmdb.parse_header(blob)) is not None]
     os = os_value(kind, demo._version_id(kind), fmt, PRODUCT[kind])
     return latest(f"vm-{kind}-{seed}", os, packages_value(fmt, pkgs))
 
