@@ -6,73 +6,33 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.stored_results import deb, demo_latest, latest, os_value, packages_value
+from helpers.osv import (
+    ALPINE_BUSYBOX,
+    ALPINE_OPENSSH,
+    DEBIAN_11,
+    DLA_TILDE,
+    DSA_INTRODUCED,
+    DSA_OPENSSH,
+    DSA_OPENSSL,
+    LISTED,
+    PYPI,
+    RHSA,
+    USN,
+    advisory,
+    expected_demo_findings,
+    write_zip,
+)
+from helpers.stored_results import deb, demo_vm, latest, os_value, packages_value
 
 from guestpool import GuestpoolError, _osv, _vulns
 
 DEBIAN_12 = os_value("debian", "12", "deb", "Debian GNU/Linux 12 (bookworm)")
 ALPINE_320 = os_value("alpine", "3.20.1", "apk", "Alpine Linux v3.20")
-
-
-def ecosystem_range(*events: dict[str, str]) -> list[dict[str, Any]]:
-    return [{"type": "ECOSYSTEM", "events": list(events)}]
-
-
-def advisory(id: str, ecosystem: str, name: str, events: list[dict[str, str]], *,
-             aliases: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"schema_version": "1.6.0", "id": id, "modified": "2024-07-02T10:00:00Z",
-            "published": "2024-07-01T00:00:00Z", "aliases": aliases or [],
-            "summary": f"{name} security update",
-            "affected": [{"package": {"ecosystem": ecosystem, "name": name,
-                                      "purl": f"pkg:deb/debian/{name}?arch=source"},
-                          "ranges": ecosystem_range(*events)}], **extra}
-
-
-# Shapes of real advisories: Debian's are per source package, ECOSYSTEM ranges.
-DSA_OPENSSL = advisory("DSA-5532-1", "Debian:12", "openssl",
-                       [{"introduced": "0"}, {"fixed": "3.0.11-1~deb12u2"}],
-                       aliases=["CVE-2023-5363"])
-DSA_OPENSSH = advisory("DSA-5586-1", "Debian:12", "openssh",  # the source of openssh-server
-                       [{"introduced": "0"}, {"fixed": "1:9.2p1-2+deb12u2"}],
-                       aliases=["CVE-2023-48795", "CVE-2023-51385"])
-DLA_TILDE = advisory("DLA-9999-1", "Debian:12", "curl",  # fixed in the unsuffixed upload
-                     [{"introduced": "0"}, {"fixed": "7.88.1-10"}], aliases=["CVE-2099-0001"])
-DSA_INTRODUCED = advisory("DSA-9998-1", "Debian:12", "nginx",  # a regression and its fix
-                          [{"introduced": "1.22.1-9"}, {"fixed": "1.22.1-9+deb12u1"}])
-DEBIAN_11 = advisory("DSA-9997-1", "Debian:11", "bash", [{"introduced": "0"},
-                                                         {"fixed": "9:9.9-9"}])
-ALPINE_OPENSSH = advisory(
-    "ALPINE-CVE-2024-6387", "Alpine:v3.20", "openssh",
-    [{"introduced": "0"}, {"fixed": "9.7_p1-r4"}], aliases=["CVE-2024-6387"],
-    severity=[{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:H"}])
-ALPINE_BUSYBOX = advisory("ALPINE-CVE-2023-42363", "Alpine:v3.20", "busybox",
-                          [{"introduced": "0"}, {"last_affected": "1.36.1-r29"}])
-USN = advisory("USN-6663-1", "Ubuntu:22.04:LTS", "openssl",
-               [{"introduced": "0"}, {"fixed": "3.0.2-0ubuntu1.15"}],
-               severity=[{"type": "Ubuntu", "score": "medium"}])
-RHSA = {"id": "RHSA-2024:1234", "modified": "2024-06-01T00:00:00Z", "aliases": ["CVE-2024-0727"],
-        "summary": "openssl security update", "database_specific": {"severity": "Important"},
-        "affected": [{"package": {"ecosystem": "Red Hat:enterprise_linux:9::baseos",
-                                  "name": "openssl"},
-                      "ranges": ecosystem_range({"introduced": "0"},
-                                                {"fixed": "1:3.0.7-25.el9_3"})}]}
-LISTED = {"id": "DEBIAN-CVE-2024-0001", "modified": "2024-01-01T00:00:00Z",  # versions only
-          "affected": [{"package": {"ecosystem": "Debian:12", "name": "cron"},
-                        "versions": ["3.0pl1-162"]}]}
-PYPI = advisory("PYSEC-2024-1", "PyPI", "requests", [{"introduced": "0"}, {"fixed": "2.32.0"}])
-
-
-def write_zip(path: Path, members: dict[str, bytes | dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, body in members.items():
-            zf.writestr(name, body if isinstance(body, bytes) else json.dumps(body))
 
 
 @pytest.fixture(scope="module")
@@ -234,28 +194,29 @@ def test_other_releases_and_ecosystems_do_not_match(index: _vulns.OsvIndex) -> N
     assert findings(index, bookworm_ubuntu, "deb", [deb("openssl", "3.0.2-0ubuntu1.15")]) == {}
 
 
-def test_demo_fleet_results(index: _vulns.OsvIndex, tmp_path: Path) -> None:
-    """The demo fleet's package databases, parsed by the real inspector parsers."""
-    alpine = demo_latest("alpine", tmp_path)
-    for p in alpine["results"]["packages"]["value"]["packages"]:
-        if p["name"] == "openssh-server":  # apk's origin ("o:"), once the inspector records it
-            p["source"] = "openssh"
-    report = _vulns.match_vm(index, alpine)
-    assert report["ecosystem"] == "Alpine:v3.20"
-    f, busybox = report["findings"]  # worst first
-    assert (f["id"], f["package"], f["installed"], f["fixed"]) == (
-        "ALPINE-CVE-2024-6387", "openssh-server", "9.7_p1-r3", "9.7_p1-r4")
-    assert (f["severity"], f["score"]) == ("high", 8.1)
-    assert (busybox["id"], busybox["installed"], busybox["fixed"]) == (
-        "ALPINE-CVE-2023-42363", "1.36.1-r29", None)  # at last_affected: still affected
-    debian = _vulns.match_vm(index, demo_latest("debian", tmp_path))
-    assert debian["ecosystem"] == "Debian:12"
-    # the demo's openssl is at the fixed version; its cron is a listed version
-    assert {(f["id"], f["package"]) for f in debian["findings"]} >= {
-        ("DEBIAN-CVE-2024-0001", "cron")}
-    assert ("DSA-5532-1", "openssl") not in {(f["id"], f["package"]) for f in debian["findings"]}
-    fedora = _vulns.match_vm(index, demo_latest("fedora", tmp_path))
-    assert fedora["findings"] == [] and "no advisories for fedora 40" in str(fedora["skipped"])
+@pytest.mark.parametrize("kind", ["debian", "alpine", "fedora"])
+def test_demo_fleet_results(index: _vulns.OsvIndex, tmp_path: Path, kind: str) -> None:
+    """The demo fleet's package databases (planted vulnerable versions in about
+    half the VMs), parsed by the real inspector parsers: exactly the planted
+    advisories with their fixed versions; VMs at the fixed version have none."""
+    seen_vulnerable = seen_fixed = 0
+    for seed in range(1000, 1016):  # the demo's first 16 VMs' seeds
+        latest_, versions = demo_vm(kind, tmp_path, seed)
+        report = _vulns.match_vm(index, latest_)
+        got = {(f["id"], f["package"]): f["fixed"] for f in report["findings"]}
+        assert got == expected_demo_findings(kind, versions), (seed, versions)
+        if kind == "fedora":
+            assert "no advisories for fedora 40" in str(report["skipped"])
+            continue
+        planted = versions["openssh-server"] in ("9.7_p1-r3", "1:9.2p1-2+deb12u1")
+        seen_vulnerable += planted
+        seen_fixed += not planted
+    if kind == "alpine":
+        f = _vulns.match_vm(index, demo_vm(kind, tmp_path / "again", 1003)[0])["findings"][0]
+        assert (f["id"], f["source"], f["installed"], f["severity"], f["score"]) == (
+            "ALPINE-CVE-2024-6387", "openssh", "9.7_p1-r3", "high", 8.1)  # through apk's o:
+    if kind != "fedora":
+        assert seen_vulnerable >= 3 and seen_fixed >= 3
 
 
 def test_fleet_table_counts_and_diff(index: _vulns.OsvIndex) -> None:

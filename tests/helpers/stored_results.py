@@ -46,9 +46,15 @@ def packages_value(fmt: str, pkgs: list[dict[str, Any]]) -> dict[str, Any]:
 def demo_latest(kind: str, tmp: Path, seed: int = 1) -> dict[str, Any]:
     """The result the demo fleet's ``kind`` VM gives: its package database as
     pool/_demo.py writes it, parsed by PackagesInspector's own parsers."""
+    return demo_vm(kind, tmp, seed)[0]
+
+
+def demo_vm(kind: str, tmp: Path, seed: int = 1) -> tuple[dict[str, Any], dict[str, str]]:
+    """``demo_latest`` and the package versions the demo wrote (its ground truth).
+    The demo fleet's VM number i has seed 1000 + i."""
     root = tmp / f"root-{kind}-{seed}"
     root.mkdir(parents=True)
-    demo._packages(root, kind, random.Random(seed))
+    versions = demo._packages(root, kind, random.Random(seed))
     if kind == "debian":
         fmt = "deb"
         pkgs = PackagesInspector._dpkg((root / "var/lib/dpkg/status").read_text())
@@ -64,7 +70,7 @@ def demo_latest(kind: str, tmp: Path, seed: int = 1) -> dict[str, Any]:
                  "arch": p.get("arch", "")}
                 for blob in blobs if (p := rpmdb.parse_header(blob)) is not None]
     os = os_value(kind, demo._version_id(kind), fmt, PRODUCT[kind])
-    return latest(f"vm-{kind}-{seed}", os, packages_value(fmt, pkgs))
+    return latest(f"vm-{kind}-{seed}", os, packages_value(fmt, pkgs)), versions
 
 
 def deb(name: str, version: str, *, source: str | None = None, arch: str = "amd64"
