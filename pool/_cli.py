@@ -552,7 +552,7 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except GuestpoolError as e:
-        console.print(f"guestpool: error: {e}", highlight=False)
+        console.print(f"guestpool: error: {e}", highlight=False, soft_wrap=True)  # one line
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         console.print("guestpool: interrupted")

@@ -54,7 +54,7 @@ def export_sbom(store: Store, fmt: str, spec: str, vms: Sequence[str], out_dir: 
         try:
             doc = sbom(_latest(store, name), fmt, cyclonedx_version=spec)  # type: ignore[arg-type]
         except GuestpoolError as e:
-            console.print(f"guestpool: {name}: {e}", highlight=False)
+            console.print(f"guestpool: {e}", highlight=False, soft_wrap=True)
             failed += 1
             continue
         (out_dir / file_name(name, fmt)).write_text(json.dumps(doc, indent=1) + "\n")
@@ -90,7 +90,7 @@ def vulns(vms: tuple[str, ...], osv: Path, as_json: bool, store_path: Path | Non
     with console.status(f"reading OSV advisories in {osv}..."):
         index = _findings.index_for(osv)
     if (stale := _findings.osv_info(index)["stale"]) is not None:
-        console.print(f"[yellow]warning:[/] {stale}", highlight=False)
+        console.print(f"[yellow]warning:[/] {stale}", highlight=False, soft_wrap=True)
     store = Store(store_path)
     names = list(vms) or list(all_vms(store))
     reports = _findings.match_latest(store, index, names)

@@ -86,3 +86,6 @@ def deb(name: str, version: str, *, source: str | None = None, arch: str = "amd6
     if source:
         row["source"] = source
     return row
+
+
+DEBIAN_12_OS = os_value("debian", "12", "deb", "Debian GNU/Linux 12 (bookworm)")
