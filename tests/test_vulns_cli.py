@@ -14,7 +14,9 @@ import anyio
 import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from helpers.fleet import DemoFleet
 from helpers.osv import expected_demo_findings, write_osv
+from helpers.pool_thread import PoolThread
 from helpers.stored_results import DEBIAN_12_OS, deb, demo_vm, latest, packages_value
 from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
@@ -212,3 +214,26 @@ def test_the_index_is_rebuilt_when_the_folder_changes(tmp_path: Path) -> None:
     (folder / "Ubuntu" / "USN-6663-1.json").unlink()
     second = _findings.index_for(folder)
     assert second is not first and second.advisories == first.advisories - 1
+
+
+@pytest.mark.appliance
+def test_real_scan_of_two_demo_vms_then_vulns(shared_pool: PoolThread, demo_fleet: DemoFleet,
+                                              osv: Path, tmp_path: Path) -> None:
+    """A Debian and an Alpine demo VM read by a real appliance with the packages
+    inspector (dpkg Source and apk origin as the guest holds them), then matched."""
+    db = tmp_path / "real.db"
+    store = Store(db)
+    picked = {demo_fleet.truth[vm.name]["kind"]: vm for vm in demo_fleet.vms
+              if demo_fleet.truth[vm.name]["kind"] in ("debian", "alpine")}
+    for vm in picked.values():
+        result = shared_pool.inspect(vm, ["os", "packages"])
+        assert result.ok, result.error
+        store.record(None, result)
+    store.close()
+    view = json.loads(run("vulns", "--osv", str(osv), "--json", "--store", str(db)).stdout)
+    for kind, vm in picked.items():
+        report = next(r for r in view["vms"] if r["vm"] == vm.name)
+        got = {(f["id"], f["package"]): f["fixed"] for f in report["findings"]}
+        assert got == expected_demo_findings(kind, demo_fleet.truth[vm.name]["packages"]), kind
+    assert ("ALPINE-CVE-2023-42363", "busybox") in {
+        (f["id"], f["package"]) for r in view["vms"] for f in r["findings"]}
