@@ -242,8 +242,12 @@ async def _match_findings(store: Store, report: RoundReport, folder: str) -> Non
 
     def match() -> tuple[list[_vulns.VmFindings], list[dict[str, Any]]]:
         index = _findings.index_for(folder)
-        return _findings.record_round(store, report.round_id, index,
-                                      [r.vm for r in report.covered])
+        own = Store(store.path)  # this thread's own connection: the service reads meanwhile
+        try:
+            return _findings.record_round(own, report.round_id, index,
+                                          [r.vm for r in report.covered])
+        finally:
+            own.close()
 
     try:
         reports, changes = await anyio.to_thread.run_sync(match)
