@@ -149,6 +149,34 @@ def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | No
     console.print(f"wrote {folder / 'batching.json'}")
 
 
+@bench.command("vulns")
+@click.option("--vms", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--packages", type=click.IntRange(min=1), default=400, show_default=True,
+              help="Packages per VM.")
+@click.option("--advisories", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--versions-per-package", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Uploads per package VMs choose from (large: little sharing).")
+@results_option
+def bench_vulns(vms: int, packages: int, advisories: int, versions_per_package: int,
+                results: Path | None) -> None:
+    """Offline OSV matching of synthetic VMs' package lists (no appliance)."""
+    from .vulns import LABEL
+    from .vulns import run as run_vulns
+
+    folder = results_dir(results)
+    name = "vulns.json" if versions_per_package == 6 else "vulns-distinct.json"
+    figures = run_vulns(vms, packages, advisories, versions_per_package)
+    table = Table(title=f"{LABEL}: {vms} VMs x {packages} packages, {advisories} advisories")
+    table.add_column("measure")
+    table.add_column("value")
+    for key in ("load_seconds", "match_seconds", "table_seconds", "findings",
+                "vms_with_findings", "distinct_lookups"):
+        table.add_row(key, str(figures[key]))
+    out.print(table)
+    (folder / name).write_text(json.dumps(figures, indent=2) + "\n")
+    console.print(f"wrote {folder / name}")
+
+
 @bench.command("inspectors")
 @click.option("--count", type=click.IntRange(min=1), default=12, show_default=True)
 @results_option

@@ -78,8 +78,16 @@ class PackagesInspector(Inspector):
                     fields[key] = value.strip()
             if "Package" in fields and fields.get("Status", "").endswith(" installed"):
                 epoch, version, release = _split_deb_version(fields.get("Version", ""))
-                out.append({"name": fields["Package"], "version": version, "release": release,
-                            "epoch": epoch, "arch": fields.get("Architecture", "")})
+                row: dict[str, Any] = {"name": fields["Package"], "version": version,
+                                       "release": release, "epoch": epoch,
+                                       "arch": fields.get("Architecture", "")}
+                # Debian's advisories name source packages: libssl3 is openssl's
+                source, _, source_version = fields.get("Source", "").partition(" ")
+                if source:
+                    row["source"] = source
+                    if source_version.startswith("("):  # a binNMU: "bash (5.2.15-2)"
+                        row["source_version"] = source_version.strip("()")
+                out.append(row)
         return out
 
     @staticmethod
@@ -89,8 +97,12 @@ class PackagesInspector(Inspector):
             fields = dict(line.split(":", 1) for line in record.splitlines() if ":" in line[:2])
             if "P" in fields:
                 version, _, release = fields.get("V", "").rpartition("-")
-                out.append({"name": fields["P"], "version": version, "release": release,
-                            "epoch": None, "arch": fields.get("A", "")})
+                row: dict[str, Any] = {"name": fields["P"], "version": version,
+                                       "release": release, "epoch": None,
+                                       "arch": fields.get("A", "")}
+                if fields.get("o"):  # origin: the aport Alpine's advisories name
+                    row["source"] = fields["o"]
+                out.append(row)
         return out
 
     @staticmethod

@@ -108,14 +108,18 @@ def inspectors_list() -> None:
 
 def _round_options(budget: float, inspector_names: str | None, pool: int | None,
                    strategy: str, accel: str | None, batch: int,
-                   allow_format_mismatch: bool, allow_paths: tuple[Path, ...]) -> RoundOptions:
+                   allow_format_mismatch: bool, allow_paths: tuple[Path, ...],
+                   osv: Path | None = None) -> RoundOptions:
     """The scan options of the command line as one checked value (names resolved here)."""
     from guestpool.inspectors._registry import resolve_specs
+
+    from ._findings import check_folder
 
     return RoundOptions(budget=budget, inspectors=resolve_specs(parse_names(inspector_names)),
                         pool_size=pool, strategy=strategy,  # type: ignore[arg-type]
                         accel=accel, batch=batch, allow_format_mismatch=allow_format_mismatch,
-                        allow_paths=tuple(str(p) for p in allow_paths))
+                        allow_paths=tuple(str(p) for p in allow_paths),
+                        osv=check_folder(osv) if osv is not None else None)
 
 
 def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | None,
@@ -232,6 +236,9 @@ round_options = [
                  type=click.Path(path_type=Path, file_okay=False),
                  help="A folder the fleet's disks, backing and data files may also be in "
                       "(repeatable); by default only the source's own folders."),
+    click.option("--osv", type=click.Path(path_type=Path), default=None, metavar="DIR",
+                 help="OSV advisory folder: match covered VMs' packages at each round's end "
+                      "and keep the findings as history (see `guestpool vulns`)."),
 ]
 store_option = click.option("--store", "store_path", type=click.Path(path_type=Path),
                             default=None, help="Results store (SQLite; default: the data "
@@ -260,7 +267,7 @@ def _options_from(kw: dict[str, Any]) -> RoundOptions:
     """Pop the round options out of a command's keyword arguments (not the source's)."""
     return _round_options(*(kw.pop(k) for k in (
         "budget", "inspector_names", "pool", "strategy", "accel", "batch",
-        "allow_format_mismatch", "allow_paths")))
+        "allow_format_mismatch", "allow_paths", "osv")))
 
 
 @cli.command()
@@ -346,20 +353,24 @@ def _open_store(path: Path | None) -> Any:
 @store_option
 @click.option("--json", "as_json", is_flag=True)
 def report(store_path: Path | None, as_json: bool) -> None:
-    """Summary of the last round."""
+    """Summary of the last round, and the fleet's exposure over time (rounds
+    matched with --osv)."""
     store = _open_store(store_path)
     last = store.last_round()
     if last is None:
         raise click.ClickException("no round recorded yet: run `guestpool scan` first")
     if as_json:
-        out.print_json(json.dumps(last, default=str))
+        out.print_json(json.dumps({**last, "exposure": store.exposure()}, default=str))
         return
+    from ._cli_vulns import print_exposure
+
     table = Table(title=f"round {last['id']}")
     table.add_column("measure")
     table.add_column("value")
     for k, v in (last["summary"] or {"state": "unfinished (interrupted?)"}).items():
         table.add_row(k, str(v))
     out.print(table)
+    print_exposure(store)
 
 
 @cli.command()
@@ -412,14 +423,36 @@ def drift(vm: str | None, since: str | None, fmt: str, store_path: Path | None) 
 
 
 @cli.command("export")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
-@click.option("--vm", default=None)
+@click.argument("vms", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "cyclonedx", "spdx"]),
+              default="jsonl", show_default=True)
+@click.option("--vm", default=None, help="One VM (jsonl and csv; same as naming it).")
+@click.option("--spec", type=click.Choice(["1.5", "1.6"]), default="1.6", show_default=True,
+              help="CycloneDX specification version.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="SBOMs: write DIR/{vm}.cdx.json or DIR/{vm}.spdx.json (needed for more "
+                   "than one VM).")
 @store_option
-def export_cmd(fmt: str, vm: str | None, store_path: Path | None) -> None:
-    """Every stored result (or one VM's) as JSON Lines or CSV."""
+def export_cmd(vms: tuple[str, ...], fmt: str, vm: str | None, spec: str, out_dir: Path | None,
+               store_path: Path | None) -> None:
+    """Stored results as JSON Lines or CSV, or SBOMs (CycloneDX, SPDX 2.3) of VMs.
+
+    jsonl/csv: every stored result (or the named VMs'). cyclonedx/spdx: one
+    document per VM with the OS as the root component, from its latest
+    `packages` result; one VM to stdout, several (all by default) to --out DIR.
+    """
+    import itertools
+
+    from ._cli_vulns import export_sbom
     from ._export import export
 
-    click.echo(export(_open_store(store_path).results(vm), fmt), nl=False)
+    names = [*vms, *([vm] if vm else [])]
+    store = _open_store(store_path)
+    if fmt in ("cyclonedx", "spdx"):
+        sys.exit(export_sbom(store, fmt, spec, names, out_dir))
+    rows = itertools.chain.from_iterable(store.results(n) for n in names) if names \
+        else store.results()
+    click.echo(export(rows, fmt), nl=False)
 
 
 @cli.command()
@@ -502,20 +535,24 @@ def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file
               backend="trio")
 
 
-def _add_bench() -> None:
+def _add_commands() -> None:
+    """Commands defined in their own modules."""
     from guestpool.bench.cli import bench
 
+    from ._cli_vulns import vulns
+
     cli.add_command(bench)
+    cli.add_command(vulns)
 
 
-_add_bench()
+_add_commands()
 
 
 def main() -> None:
     try:
         cli(standalone_mode=True)
     except GuestpoolError as e:
-        console.print(f"guestpool: error: {e}", highlight=False)
+        console.print(f"guestpool: error: {e}", highlight=False, soft_wrap=True)  # one line
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         console.print("guestpool: interrupted")

@@ -35,7 +35,7 @@ from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk, write_manifest
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "6"  # 6: dpkg Source and apk origins, planted vulnerable versions
 KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
 # Share of each kind in a large fleet (the first VMs cover every kind once).
 WEIGHTS = {"debian": 5, "fedora": 2, "alpine": 2, "lvm": 1, "twodisk": 1, "data": 1}
@@ -47,9 +47,19 @@ DEBIAN_PACKAGES = [
     ("base-files", "12.4+deb12u5"), ("bash", "5.2.15-2+b2"), ("coreutils", "9.1-1"),
     ("dpkg", "1.21.22"), ("libc6", "2.36-9+deb12u4"), ("openssh-server", "1:9.2p1-2+deb12u2"),
     ("systemd", "252.22-1~deb12u1"), ("sudo", "1.9.13p3-1+deb12u1"), ("curl", "7.88.1-10+deb12u5"),
-    ("openssl", "3.0.11-1~deb12u2"), ("nginx", "1.22.1-9"), ("cron", "3.0pl1-162"),
-    ("apt", "2.6.1"), ("tzdata", "2024a-0+deb12u1"), ("vim-tiny", "2:9.0.1378-2"),
+    ("openssl", "3.0.11-1~deb12u2"), ("libssl3", "3.0.11-1~deb12u2"), ("nginx", "1.22.1-9"),
+    ("cron", "3.0pl1-162"), ("apt", "2.6.1"), ("tzdata", "2024a-0+deb12u1"),
+    ("vim-tiny", "2:9.0.1378-2"),
 ]
+#: dpkg's Source field where it differs from the package name; "name (version)"
+#: when the binary was rebuilt without a source change (a binNMU: bash's +b2)
+DEBIAN_SOURCES = {"bash": "bash (5.2.15-2)", "libc6": "glibc", "openssh-server": "openssh",
+                  "libssl3": "openssl", "vim-tiny": "vim"}
+#: planted versions, each in about half the VMs: one upload before a security
+#: fix (the tests' OSV fixture and README name the advisories)
+DEBIAN_VULNERABLE = {"openssl": "3.0.11-1~deb12u1", "libssl3": "3.0.11-1~deb12u1",
+                     "openssh-server": "1:9.2p1-2+deb12u1"}
+ALPINE_VULNERABLE = {"openssh-server": "9.7_p1-r3"}
 FEDORA_PACKAGES = [
     ("bash", "5.2.26", "3.fc40"), ("coreutils", "9.4", "6.fc40"), ("glibc", "2.39", "8.fc40"),
     ("openssh-server", "9.6p1", "1.fc40.4"), ("systemd", "255.4", "1.fc40"),
@@ -57,8 +67,10 @@ FEDORA_PACKAGES = [
 ]
 ALPINE_PACKAGES = [
     ("alpine-baselayout", "3.6.5-r0"), ("busybox", "1.36.1-r29"), ("musl", "1.2.5-r0"),
-    ("openssh-server", "9.7_p1-r3"), ("apk-tools", "2.14.4-r0"), ("ca-certificates", "20240226-r0"),
+    ("openssh-server", "9.7_p1-r4"), ("apk-tools", "2.14.4-r0"), ("ca-certificates", "20240226-r0"),
 ]
+#: apk's origin (the aport a package was built from), written for every package
+ALPINE_ORIGINS = {"openssh-server": "openssh"}
 OS_RELEASE = {
     "debian": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n'
               'VERSION_ID="12"\nVERSION="12 (bookworm)"\nID=debian\n',
@@ -183,18 +195,27 @@ def _packages(root: Path, distro: str, rng: random.Random) -> dict[str, str]:
     out: dict[str, str] = {}
     if distro == "debian":
         stanzas = []
+        nginx_fixed = rng.random() < 0.5
+        planted = {src for src in ("openssl", "openssh") if rng.random() < 0.5}
         for name, ver in DEBIAN_PACKAGES:
-            if name == "nginx" and rng.random() < 0.5:
+            if name == "nginx" and nginx_fixed:
                 ver = "1.22.1-9+deb12u1"
+            if name in DEBIAN_VULNERABLE and DEBIAN_SOURCES.get(name, name) in planted:
+                ver = DEBIAN_VULNERABLE[name]
             out[name] = ver
+            source = f"Source: {DEBIAN_SOURCES[name]}\n" if name in DEBIAN_SOURCES else ""
             stanzas.append(f"Package: {name}\nStatus: install ok installed\nPriority: optional\n"
-                           f"Architecture: amd64\nVersion: {ver}\nDescription: {name}\n")
+                           f"Architecture: amd64\n{source}Version: {ver}\nDescription: {name}\n")
         _write(root, "/var/lib/dpkg/status", "\n".join(stanzas))
     elif distro == "alpine":
         recs = []
+        vulnerable = rng.random() < 0.5
         for name, ver in ALPINE_PACKAGES:
+            if vulnerable and name in ALPINE_VULNERABLE:
+                ver = ALPINE_VULNERABLE[name]
             out[name] = ver
-            recs.append(f"C:Q1demo=\nP:{name}\nV:{ver}\nA:x86_64\nS:1000\nI:2000\nT:{name}\n")
+            recs.append(f"C:Q1demo=\nP:{name}\nV:{ver}\nA:x86_64\nS:1000\nI:2000\nT:{name}\n"
+                        f"o:{ALPINE_ORIGINS.get(name, name)}\n")
         _write(root, "/lib/apk/db/installed", "\n".join(recs) + "\n")
         _write(root, "/etc/alpine-release", "3.20.1\n")
     else:

@@ -50,6 +50,9 @@ class RoundOptions:
     allow_format_mismatch: bool = False
     #: folders a source's disks may also be in (beyond its own)
     allow_paths: tuple[str, ...] = ()
+    #: OSV folder: with a store, the covered VMs are matched at the round's end
+    #: and their findings kept as history (``_findings``)
+    osv: str | None = None
 
     def safety(self, source: Source) -> SafetyPolicy:
         """The safety policy for ``source`` (after ``source.load()``) with these options."""
@@ -80,6 +83,10 @@ class RoundReport:
     #: VMs that appeared, disappeared or changed disks since the last round (with a store)
     fleet_changes: dict[str, list[str]] = field(default_factory=dict)
     stopped: bool = False
+    #: open findings by severity after the round (with ``options.osv`` and a store)
+    findings: dict[str, int] | None = None
+    #: why the covered VMs could not be matched (an OSV folder that went bad)
+    findings_error: str | None = None
 
     @property
     def covered(self) -> list[InspectResult]:
@@ -103,6 +110,8 @@ class RoundReport:
             "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
             "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
             **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
+            **({"findings": self.findings} if self.findings is not None else {}),
+            **({"findings_error": self.findings_error} if self.findings_error else {}),
         }
 
 
@@ -219,8 +228,34 @@ async def run_round(
     report.boot_seconds = list(pool.stats.boot_seconds)
     if store is not None:
         _keep_costs(store, report, strategy)
+        if options.osv and report.covered:
+            await _match_findings(store, report, options.osv)
         store.end_round(report.round_id or 0, report.summary())
     return report
+
+
+async def _match_findings(store: Store, report: RoundReport, folder: str) -> None:
+    """Findings of the covered VMs, stored with the round; their drift joins the
+    round's. After the budget: results are already stored, matching is cheap."""
+    from . import _findings, _vulns
+    from ._errors import GuestpoolError
+
+    def match() -> tuple[list[_vulns.VmFindings], list[dict[str, Any]]]:
+        index = _findings.index_for(folder)
+        own = Store(store.path)  # this thread's own connection: the service reads meanwhile
+        try:
+            return _findings.record_round(own, report.round_id, index,
+                                          [r.vm for r in report.covered])
+        finally:
+            own.close()
+
+    try:
+        reports, changes = await anyio.to_thread.run_sync(match)
+    except GuestpoolError as e:
+        report.findings_error = str(e)
+        return
+    report.findings = _vulns.severity_counts(reports)
+    report.drift += changes
 
 
 def _keep_costs(store: Store, report: RoundReport, strategy: str) -> None:

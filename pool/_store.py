@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,15 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS results_vm ON results (vm, at);
 CREATE INDEX IF NOT EXISTS changes_vm ON changes (vm, at);
 CREATE TABLE IF NOT EXISTS costs (name TEXT PRIMARY KEY, value REAL, samples INTEGER);
+CREATE TABLE IF NOT EXISTS vuln_matches (
+    round_id INTEGER, vm TEXT NOT NULL, at REAL NOT NULL, ecosystem TEXT, packages INTEGER,
+    findings INTEGER, skipped TEXT);
+CREATE TABLE IF NOT EXISTS findings (
+    round_id INTEGER, vm TEXT NOT NULL, at REAL NOT NULL, advisory TEXT NOT NULL,
+    package TEXT NOT NULL, severity TEXT, installed TEXT, fixed TEXT, finding TEXT);
+CREATE INDEX IF NOT EXISTS vuln_matches_vm ON vuln_matches (vm, at);
+CREATE INDEX IF NOT EXISTS findings_vm ON findings (vm, at);
+CREATE INDEX IF NOT EXISTS findings_round ON findings (round_id);
 """
 
 
@@ -144,6 +153,32 @@ class Store:
             raise
         return changes
 
+    def record_findings(self, round_id: int | None, reports: Iterable[Mapping[str, Any]],
+                        changes: Mapping[str, list[Change]] | None = None) -> None:
+        """Store one round's vulnerability matches (``_vulns.VmFindings``) and the
+        findings' drift per VM, in one transaction. A skipped VM is kept with its
+        reason and is never the baseline of the next round's drift."""
+        now, db = time.time(), self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for r in reports:
+                db.execute("INSERT INTO vuln_matches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (round_id, r["vm"], now, r.get("ecosystem"), r.get("packages"),
+                            len(r["findings"]), r.get("skipped")))
+                db.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                    (round_id, r["vm"], now, f["id"], f["package"], f["severity"],
+                     f["installed"], f["fixed"], to_json(f)) for f in r["findings"]])
+            for vm, vm_changes in (changes or {}).items():
+                db.executemany(
+                    "INSERT INTO changes (vm, round_id, at, inspector, kind, key, before, after)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(vm, round_id, now, c["inspector"], c["kind"], c["key"],
+                      to_json(c["before"]), to_json(c["after"])) for c in vm_changes])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def update_cost(self, name: str, value: float, weight: int = 1) -> None:
         """Keep a running mean of a measured cost (boot, per-VM job) between runs."""
         row = self._db.execute("SELECT value, samples FROM costs WHERE name=?", (name,)).fetchone()
@@ -220,6 +255,62 @@ class Store:
         return [dict(r) for r in self._db.execute(
             "SELECT name, last_scanned FROM vms ORDER BY name LIMIT ? OFFSET ?",
             (limit, offset))]
+
+    def last_findings(self, vm: str) -> list[dict[str, Any]] | None:
+        """The findings of ``vm``'s latest match that was not skipped; None when
+        it was never matched (its first findings are then not drift)."""
+        row = self._db.execute(
+            "SELECT round_id, at FROM vuln_matches WHERE vm=? AND skipped IS NULL"
+            " ORDER BY at DESC, rowid DESC LIMIT 1", (vm,)).fetchone()
+        if row is None:
+            return None
+        return [json.loads(r["finding"]) for r in self._db.execute(
+            "SELECT finding FROM findings WHERE vm=? AND at=? ORDER BY rowid",
+            (vm, row["at"]))]
+
+    def round_findings(self, round_id: int | None = None) -> list[dict[str, Any]]:
+        """Every VM's findings of one round (default: the latest round with
+        matches), as ``_vulns.VmFindings``, skipped VMs included."""
+        if round_id is None:
+            row = self._db.execute("SELECT round_id FROM vuln_matches ORDER BY rowid DESC"
+                                   " LIMIT 1").fetchone()
+            if row is None:
+                return []
+            round_id = row["round_id"]
+        out = []
+        for m in self._db.execute("SELECT * FROM vuln_matches WHERE round_id IS ? ORDER BY vm",
+                                  (round_id,)).fetchall():
+            findings = [json.loads(r["finding"]) for r in self._db.execute(
+                "SELECT finding FROM findings WHERE vm=? AND at=? ORDER BY rowid",
+                (m["vm"], m["at"]))]
+            out.append({"vm": m["vm"], "at": m["at"], "round": m["round_id"],
+                        "ecosystem": m["ecosystem"], "packages": m["packages"],
+                        "findings": findings, "skipped": m["skipped"]})
+        return out
+
+    def open_findings(self) -> dict[str, int]:
+        """Findings by severity of each VM's latest (not skipped) match: what is
+        open now, as far as the recorded rounds know."""
+        return {r["severity"]: r["n"] for r in self._db.execute(
+            "SELECT f.severity, COUNT(*) AS n FROM findings f JOIN"
+            " (SELECT vm, MAX(at) AS at FROM vuln_matches WHERE skipped IS NULL GROUP BY vm) m"
+            " ON f.vm = m.vm AND f.at = m.at GROUP BY f.severity")}
+
+    def exposure(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Findings by severity per round, for the latest ``limit`` rounds with
+        matches, oldest first: ``{"round", "at", "vms", "affected_vms", "severity": {...}}``."""
+        rounds = self._db.execute(
+            "SELECT round_id, MAX(at) AS at, COUNT(*) AS vms,"
+            " SUM(skipped IS NULL AND findings > 0) AS affected FROM vuln_matches"
+            " GROUP BY round_id ORDER BY MAX(at) DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for r in reversed(rounds):
+            counts = {row["severity"]: row["n"] for row in self._db.execute(
+                "SELECT severity, COUNT(*) AS n FROM findings WHERE round_id IS ?"
+                " GROUP BY severity", (r["round_id"],))}
+            out.append({"round": r["round_id"], "at": r["at"], "vms": r["vms"],
+                        "affected_vms": r["affected"] or 0, "severity": counts})
+        return out
 
     def drift(self, vm: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM changes WHERE 1=1", list[Any]()

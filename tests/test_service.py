@@ -13,13 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.fleet import DemoFleet
+from helpers.osv import write_osv
 from helpers.server import AUTH, TOKEN, Server, free_port, tiny_manifest
 from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture
 def paused(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "s.db", str(tiny_manifest(tmp_path)), "--paused")
+    """A paused server with an OSV folder, so fuzzing reaches the /vulns handlers."""
+    osv = write_osv(tmp_path / "osv")
+    srv = Server(tmp_path / "s.db", str(tiny_manifest(tmp_path)), "--paused", "--osv", str(osv))
     yield srv
     srv.stop()
 

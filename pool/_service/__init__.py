@@ -73,6 +73,7 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[s
     async with anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signals, shutdown)
         tg.start_soon(svc.scheduler)
+        tg.start_soon(svc.vulns.keep_loaded)
         if interval is not None:
             tg.start_soon(run_periodic, interval, queue_rounds)
         await hypercorn_serve(build_app(svc), config,  # type: ignore[arg-type]

@@ -22,10 +22,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .._errors import GuestpoolError
+from .._vulns import SEVERITIES
 from ._openapi import OPENAPI
 from ._queue import FINAL, MAX_BUDGET
 from ._scheduler import Service
 from ._status_page import pool_state, render_status
+from ._vulns import handlers as vuln_handlers
 
 Handler = Callable[[Request], Awaitable[Response]]
 #: Largest request body accepted, in bytes.
@@ -222,6 +224,9 @@ def build_app(svc: Service) -> Starlette:
         counts = Counter(a["state"] for a in pool_state(svc)["appliances"])
         for state in ("starting", "booting", "idle", "busy"):
             svc.metrics.appliances.labels(state).set(counts.get(state, 0))
+        findings = svc.store.open_findings()
+        for severity in SEVERITIES:
+            svc.metrics.vuln_findings.labels(severity).set(findings.get(severity, 0))
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
@@ -233,6 +238,7 @@ def build_app(svc: Service) -> Starlette:
     async def status_page(request: Request) -> Response:
         return HTMLResponse(render_status(svc))
 
+    vulns = vuln_handlers(svc)
     return Starlette(routes=[
         Route("/", guarded(status_page), methods=["GET"]),
         Route("/scans", guarded(create_scan, mutating=True), methods=["POST"]),
@@ -242,6 +248,7 @@ def build_app(svc: Service) -> Starlette:
         Route("/vms", guarded(list_vms), methods=["GET"]),
         Route("/vms/{name}", guarded(get_vm), methods=["GET"]),
         Route("/vms/{name}/drift", guarded(vm_drift), methods=["GET"]),
+        *(Route(path, guarded(handler), methods=["GET"]) for path, handler in vulns.items()),
         Route("/pool", guarded(pool_view), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

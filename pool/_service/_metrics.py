@@ -29,6 +29,9 @@ class Metrics:
                               "Share of the fleet the last round covered", registry=r)
         self.overrun = Gauge("guestpool_round_overrun_seconds",
                              "Seconds the last round ran past its budget", registry=r)
+        self.vuln_findings = Gauge(
+            "guestpool_vuln_findings", "Open vulnerability findings by severity (each VM's "
+            "latest match recorded by a round with --osv)", ["severity"], registry=r)
 
     def on_event(self, name: str, data: dict[str, Any]) -> None:
         if name == "boot_done":

@@ -24,6 +24,17 @@ _AUTH = {"401": {"description": "missing or wrong bearer token"},
                                 "this service's loopback address"}}
 
 
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_NO_OSV = {**_ERR, "description": "no OSV folder configured, or its advisories not read yet"}
+_VM_FINDINGS = {"type": "object", "required": ["vm", "findings", "skipped"], "properties": {
+    "vm": {"type": "string"}, "ecosystem": {"type": ["string", "null"]},
+    "packages": {"type": "integer"}, "skipped": {"type": ["string", "null"]},
+    "findings": {"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "string"}, "aliases": {"type": "array", "items": {"type": "string"}},
+        "package": {"type": "string"}, "installed": {"type": "string"},
+        "fixed": {"type": ["string", "null"]}, "severity": {"type": "string"}}}}}}
+
+
 def _ok(schema: dict[str, Any], code: str = "200") -> dict[str, Any]:
     return {code: {"description": "ok", "content": {"application/json": {"schema": schema}}}}
 
@@ -80,6 +91,35 @@ OPENAPI: dict[str, Any] = {
                             "schema": {"type": "string"}}],
             "get": {"summary": "A VM's drift", "responses": {
                 **_ok({"type": "array", "items": {"type": "object"}}), "404": _ERR, **_AUTH}}},
+        "/vms/{name}/sbom": {
+            "parameters": [_NAME,
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["cyclonedx", "spdx"]}},
+                           {"name": "spec", "in": "query", "required": False,
+                            "description": "CycloneDX specification version",
+                            "schema": {"type": "string", "enum": ["1.5", "1.6"]}}],
+            "get": {"summary": "SBOM of a VM's latest package list, the OS as root component",
+                    "responses": {"200": {"description": "CycloneDX or SPDX 2.3 JSON", "content": {
+                        "application/vnd.cyclonedx+json": {"schema": {"type": "object"}},
+                        "application/spdx+json": {"schema": {"type": "object"}}}},
+                        "404": _ERR, "409": _ERR, "422": _ERR, **_AUTH}}},
+        "/vms/{name}/vulns": {
+            "parameters": [_NAME],
+            "get": {"summary": "Known vulnerabilities of a VM's latest package list (OSV, offline)",
+                    "responses": {**_ok(_VM_FINDINGS), "404": _ERR, "409": _ERR,
+                                  "503": _NO_OSV, **_AUTH}}},
+        "/vulns": {"get": {
+            "summary": "The fleet's vulnerabilities: counts by severity, advisories worst first, "
+                       "findings per VM",
+            "responses": {**_ok({"type": "object", "required": ["counts", "advisories", "vms"],
+                                 "properties": {
+                                     "osv": {"type": "object"},
+                                     "counts": {"type": "object", "additionalProperties": {
+                                         "type": "integer"}},
+                                     "advisories": {"type": "array",
+                                                    "items": {"type": "object"}},
+                                     "vms": {"type": "array", "items": _VM_FINDINGS}}}),
+                          "503": _NO_OSV, **_AUTH}}},
         "/pool": {"get": {"summary": "Appliances and their states",
                           "responses": {**_ok({"type": "object"}), **_AUTH}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {

@@ -20,6 +20,7 @@ from .._sources import open_source
 from .._store import Store
 from ._metrics import Metrics
 from ._queue import ScanQueue
+from ._vulns import OsvState
 
 log = logging.getLogger("guestpool")
 
@@ -45,6 +46,12 @@ class Service:
     allow_remote_libvirt: bool = False
     #: Host headers a request may carry when there is no token (the bind address)
     hosts: frozenset[str] = frozenset()
+    #: the OSV folder (``options.osv``) and its index, for /vulns
+    vulns: OsvState = field(default_factory=OsvState)
+
+    def __post_init__(self) -> None:
+        if self.vulns.folder is None:
+            self.vulns.folder = self.options.osv
 
     def default_fleet(self) -> str | None:
         """The fleet a request that names none scans: the only one configured."""
