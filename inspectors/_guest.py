@@ -171,7 +171,13 @@ class Guest:
                 # symlinks on the way: a guest symlink there would reach the
                 # appliance's own folders. Inside the guest's tree (realpath runs
                 # chrooted) the path must resolve to itself.
-                if g.realpath(mountpoint) != mountpoint:
+                try:
+                    real = g.realpath(mountpoint)
+                except RuntimeError:  # a dangling symlink could still lead the kernel out
+                    root.refused[mountpoint] = ("does not exist in the guest (or is a "
+                                                "dangling symlink)")
+                    continue
+                if real != mountpoint:
                     root.refused[mountpoint] = "resolves through a symlink"
                     continue
                 if g.is_dir(mountpoint):

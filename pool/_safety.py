@@ -168,7 +168,8 @@ def confine(path: str, roots: Sequence[str]) -> str:
     real_roots = [os.path.realpath(r) for r in roots]
     if not _inside(real, real_roots):
         raise ImageError(f"image {path} resolves to {real}, outside the allowed folders "
-                         f"({', '.join(real_roots) or 'none given'}); refusing it")
+                         f"({', '.join(real_roots) or 'none given'}); refusing it "
+                         "(a scan can allow another folder with --allow-path)")
     return real
 
 

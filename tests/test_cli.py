@@ -59,7 +59,8 @@ def test_monitor_runs_rounds_and_stops_cleanly_on_sigterm(demo_fleet: DemoFleet,
                               for v in demo_fleet.vms[:3]])
     proc = subprocess.Popen([*GP, "monitor", str(manifest), "--interval", "60", "--budget", "60",
                              "--pool", "1", "--inspectors", "hostname", "--store",
-                             str(tmp_path / "m.db")], stderr=subprocess.PIPE, text=True)
+                             str(tmp_path / "m.db"), "--allow-path",
+                             str(demo_fleet.manifest.parent)], stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     try:
         line = wait_for_line(proc.stderr, "round 1:", 240)
@@ -86,7 +87,8 @@ def test_monitor_signal_mid_job_lets_it_finish(sig: signal.Signals, demo_fleet: 
     db = tmp_path / "m.db"
     proc = subprocess.Popen([*GP, "monitor", str(manifest), "--interval", "300", "--budget",
                              "300", "--pool", "1", "--inspectors", "testinspectors:Slow",
-                             "--store", str(db)], stderr=subprocess.PIPE, text=True)
+                             "--store", str(db), "--allow-path", str(demo_fleet.manifest.parent)],
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
         while _results(db) < 1:  # one 8 s job done: the next one is in flight
@@ -120,7 +122,8 @@ def test_exit_codes_for_failed_and_unreached_vms(tmp_path: Path, demo_fleet: Dem
     write_manifest(manifest, [dataclasses.replace(v, trust_group="default")
                               for v in demo_fleet.vms[:2]])
     r = subprocess.run([*GP, "scan", str(manifest), "--budget", "5", "--pool", "1",
-                        "--store", str(tmp_path / "a.db")], capture_output=True, text=True,
+                        "--store", str(tmp_path / "a.db"), "--allow-path",
+                        str(demo_fleet.manifest.parent)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 3, r.stderr[-2000:]  # no appliance boots within 5 s here
     broken = tmp_path / "broken.json"

@@ -23,6 +23,7 @@ def _root_tree(tree: Path, os_release: str = BASE_OS) -> Path:
     (tree / "usr/bin").mkdir(parents=True)
     (tree / "etc/os-release").write_text(os_release)
     (tree / "etc/hostname").write_text("hostile\n")
+    (tree / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     return tree
 
 
@@ -33,12 +34,15 @@ def fstab_escape(tmp_path_factory: pytest.TempPathFactory) -> VM:
     root = _root_tree(tmp / "root")
     (root / "srv/ok").mkdir(parents=True)
     (root / "mnt").mkdir()
+    (root / "usr/sbin").mkdir(parents=True)
     os.symlink("/usr/sbin", root / "mnt/link")  # a symlinked mountpoint
+    os.symlink("/usr/local/sbin", root / "mnt/dangling")  # exists only in the appliance
     (root / "etc/fstab").write_text(
         "LABEL=root / ext4 ro 0 1\n"
         "LABEL=evil /../usr/sbin ext4 ro 0 0\n"
         "LABEL=evil /a/../../run/udev/data ext4 ro 0 0\n"
         "LABEL=evil /mnt/link ext4 ro 0 0\n"
+        "LABEL=evil /mnt/dangling ext4 ro 0 0\n"
         "LABEL=evil /srv/ok ext4 ro 0 0\n")
     evil = tmp / "evil"
     (evil / "sbin").mkdir(parents=True)
@@ -56,7 +60,8 @@ def test_fstab_cannot_mount_outside_sysroot(shared_pool: PoolThread, fstab_escap
     assert os_value["refused_mountpoints"] == {
         "/../usr/sbin": "leaves the guest's tree",
         "/a/../../run/udev/data": "leaves the guest's tree",
-        "/mnt/link": "resolves through a symlink"}
+        "/mnt/link": "resolves through a symlink",
+        "/mnt/dangling": "does not exist in the guest (or is a dangling symlink)"}
     during = r.results["test-appliance-mounts"]["value"]
     # a benign job on the same pool: the appliance's own mounts are the same
     clean = shared_pool.inspect(VM("fstab-escape-again", fstab_escape.disks[1:]),

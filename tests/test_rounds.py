@@ -15,6 +15,7 @@ import anyio
 import pytest
 from helpers.fleet import DemoFleet
 from helpers.pool_thread import PoolThread
+from helpers.proc import wait_for_line
 
 from guestpool import VM, Disk, RoundOptions, Store, run_round, write_manifest
 from guestpool._demo import image_from_tree
@@ -70,16 +71,15 @@ def test_sigkill_mid_round_loses_no_reported_result(demo_fleet: DemoFleet,
     db = tmp_path / "r.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "guestpool", "scan", str(manifest), "--store", str(db),
-         "--pool", "1", "--budget", "300", "--inspectors", "hostname"],
+         "--pool", "1", "--budget", "300", "--inspectors", "hostname", "--allow-path",
+         str(demo_fleet.manifest.parent)],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     reported = []
     assert proc.stderr is not None
     try:
-        for line in proc.stderr:
-            if ": ok in " in line:
-                reported.append(line.split("] ", 1)[1].split(":", 1)[0])
-                if len(reported) == 2:
-                    break
+        for _ in range(2):
+            line = wait_for_line(proc.stderr, lambda text: ": ok in " in text, 240)
+            reported.append(line.split("] ", 1)[1].split(":", 1)[0])
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

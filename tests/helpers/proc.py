@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import selectors
 import time
+from collections.abc import Callable
 from typing import IO
 
 
-def wait_for_line(stream: IO[str], prefix: str, timeout: float) -> str:
-    """The first line of ``stream`` that starts with ``prefix``; AssertionError with
-    what was read if it does not come within ``timeout`` seconds or the stream ends."""
+def wait_for_line(stream: IO[str], prefix: str | Callable[[str], bool], timeout: float) -> str:
+    """The first line of ``stream`` that starts with ``prefix`` (or satisfies it);
+    AssertionError with what was read if it does not come within ``timeout``
+    seconds or the stream ends."""
+    wanted = prefix if callable(prefix) else (lambda line: line.startswith(str(prefix)))
     fd = stream.fileno()
     os.set_blocking(fd, False)
     seen, buf = [], ""
@@ -27,7 +30,7 @@ def wait_for_line(stream: IO[str], prefix: str, timeout: float) -> str:
             *lines, buf = buf.split("\n")
             for line in lines:
                 seen.append(line)
-                if line.startswith(prefix):
+                if wanted(line):
                     return line
     raise AssertionError(f"no line starting {prefix!r} within {timeout:.0f} s; read:\n"
                          + "\n".join(seen[-30:]))

@@ -117,8 +117,9 @@ class Busy(Inspector):
     version = "1"
 
     def run(self, guest: Guest, options: Any) -> Any:
+        guest.mount()
         while True:
-            guest.exists("/")
+            guest.exists("/etc")
 
 
 class WriteAttempt(Inspector):
