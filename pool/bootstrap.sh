@@ -66,7 +66,11 @@ done
 echo "$venv/guestfs-bindings" > "$site/guestfs-bindings.pth"
 "$venv/bin/python" -c 'import guestfs, libvirt' || die "the venv cannot import guestfs and libvirt"
 
-"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null || die "pip upgrade failed (PyPI reachable?)"
-"$venv/bin/python" -m pip install -q -e "$here$extras" || die "pip install of guestpool failed"
+pip_log=/tmp/guestpool-pip.log
+echo "guestpool bootstrap: installing Python packages (log: $pip_log)" >&2
+"$venv/bin/python" -m pip install -q --upgrade pip >"$pip_log" 2>&1 \
+    || die "pip upgrade failed (PyPI reachable?); see $pip_log"
+"$venv/bin/python" -m pip install -q -e "$here$extras" >>"$pip_log" 2>&1 \
+    || die "pip install of guestpool failed; see $pip_log"
 echo "$want" > "$stamp"
 echo "guestpool bootstrap: ready ($venv/bin/guestpool)" >&2
