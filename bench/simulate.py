@@ -16,24 +16,8 @@ from typing import Any
 import anyio
 
 from guestpool import VM, Appliance, Disk, Pool, RoundOptions, RoundReport, run_round
+from guestpool import _protocol as msg
 from guestpool._plan import Strategy
-from guestpool._protocol import (
-    Attach,
-    Attached,
-    Boot,
-    Booted,
-    Closed,
-    Cold,
-    ColdDone,
-    Detach,
-    Detached,
-    Inspect,
-    Inspected,
-    Ping,
-    Pong,
-    Reply,
-    Request,
-)
 
 LABEL = "SIMULATION"
 
@@ -62,29 +46,29 @@ class SimAppliance(Appliance):
         super().__init__()
         self.costs, self.rng = costs, rng
 
-    async def request(self, request: Request, timeout: float) -> Reply:
+    async def request(self, request: msg.Request, timeout: float) -> msg.Reply:
         draw = functools.partial(self.costs.draw, self.rng)
         match request:
-            case Boot():
+            case msg.Boot():
                 d = draw("boot")
                 await anyio.sleep(d)
-                return Booted(qemu_pid=0, seconds=d)
-            case Cold():
+                return msg.Booted(qemu_pid=0, seconds=d)
+            case msg.Cold():
                 d, w = draw("boot"), draw("inspect")
                 await anyio.sleep(d + w)
-                return ColdDone(results={}, boot_seconds=d, inspect_seconds=w, qemu_pid=0)
-            case Attach():
+                return msg.ColdDone(results={}, boot_seconds=d, inspect_seconds=w, qemu_pid=0)
+            case msg.Attach():
                 await anyio.sleep(draw("attach"))
-                return Attached([f"d{i}" for i in range(len(request.disks))])
-            case Inspect():
+                return msg.Attached([f"d{i}" for i in range(len(request.disks))])
+            case msg.Inspect():
                 await anyio.sleep(draw("inspect"))
-                return Inspected({})
-            case Detach():
+                return msg.Inspected({})
+            case msg.Detach():
                 await anyio.sleep(draw("detach"))
-                return Detached(0)
-            case Ping():
-                return Pong(qemu_pid=0, rss_kb=0, alive=True, attached=0)
-        return Closed()
+                return msg.Detached(0)
+            case msg.Ping():
+                return msg.Pong(qemu_pid=0, rss_kb=0, alive=True, attached=0)
+        return msg.Closed()
 
     async def kill(self) -> None:
         self.state = "retired"

@@ -33,6 +33,8 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
+import anyio
+
 from ._errors import (
     ApplianceError,
     GuestpoolError,
@@ -69,12 +71,18 @@ class Appliance(abc.ABC):
         """End the appliance now (its qemu included) and mark it retired."""
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Shut down politely, then make sure it is gone."""
+        """Shut down politely, give it ``timeout`` seconds to go, then make sure it is gone."""
         if self.state == "retired":
             return
-        with contextlib.suppress(GuestpoolError):
-            await self.call(Shutdown(), timeout, Closed)
-        await self.kill()
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(GuestpoolError):
+                await self.call(Shutdown(), timeout, Closed)
+            with anyio.move_on_after(timeout):
+                await self.exited()
+            await self.kill()
+
+    async def exited(self) -> None:  # noqa: B027 (optional hook, no-op by default)
+        """Return once the appliance has gone by itself after a shutdown (if it can tell)."""
 
     async def call(self, request: Request, timeout: float, expect: type[R]) -> R:
         """Run one operation and return its reply, of type ``expect``; failures

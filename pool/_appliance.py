@@ -25,7 +25,6 @@ from ._protocol import (
     ReplyFrame,
     Request,
     RequestFrame,
-    Shutdown,
     decode_reply,
     frame,
 )
@@ -129,13 +128,5 @@ class WorkerAppliance(Appliance):
             await self.proc.aclose()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Ask the worker to shut its appliance down; kill it if it won't."""
-        if self.state == "retired":
-            return
-        with anyio.CancelScope(shield=True):
-            with contextlib.suppress(ApplianceError):
-                await self.request(Shutdown(), timeout)
-            with anyio.move_on_after(5):
-                await self.proc.wait()
-            await self.kill()
+    async def exited(self) -> None:
+        await self.proc.wait()

@@ -391,7 +391,7 @@ class Pool:
         attach = anyio.current_time() - t
         self.stats.attaches += len(disks)
         outs, inspect_times = [], []
-        deadline = sum(s.deadline or 60.0 for s in specs) + 30
+        deadline = _seconds(specs) + 30
         try:
             for vm in vms:
                 t = anyio.current_time()
@@ -432,7 +432,7 @@ class Pool:
             app.state = "busy"
             try:
                 disks = [DiskRef(d.path, d.format) for d in vm.disks]
-                deadline = self.boot_timeout + sum(s.deadline or 60.0 for s in specs)
+                deadline = self.boot_timeout + _seconds(specs)
                 reply = await app.call(Cold(vm.name, disks, list(specs), self.accel,
                                             self.memsize, self.smp), deadline, ColdDone)
             finally:
@@ -443,6 +443,12 @@ class Pool:
         result.appliance, result.qemu_pid = app.id, reply.qemu_pid
         result.results = reply.results
         result.timings.update(boot=reply.boot_seconds, inspect=reply.inspect_seconds)
+
+
+def _seconds(specs: Sequence[InspectorSpec]) -> float:
+    """What the inspectors of one VM may take together (specs are resolved: each
+    has its deadline)."""
+    return sum(s.deadline or 0.0 for s in specs)
 
 
 def batchable(vms: Sequence[VM]) -> bool:

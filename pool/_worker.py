@@ -93,6 +93,15 @@ def _new_handle(accel: str, memsize: int | None, smp: int | None, verbose: bool)
     return g
 
 
+def appliance_mounts(g: Any) -> frozenset[str]:
+    """The appliance's own mount table: /proc/mounts outside /sysroot (where the
+    guests are mounted). Needs the daemon's ``debug sh``."""
+    out = str(g.debug("sh", ["cat /proc/mounts; exit 0"]))
+    return frozenset(line for line in out.splitlines()
+                     if len(f := line.split()) >= 2 and f[1] != "/sysroot"
+                     and not f[1].startswith("/sysroot/"))
+
+
 def _rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -184,13 +193,7 @@ class Worker:
         return results
 
     def _own_mounts(self) -> frozenset[str] | None:
-        """The appliance's mount table outside /sysroot (where guests are mounted)."""
-        if not self.shell:
-            return None
-        out = str(self.g.debug("sh", ["cat /proc/mounts; exit 0"]))
-        return frozenset(line for line in out.splitlines()
-                         if len(f := line.split()) >= 2 and f[1] != "/sysroot"
-                         and not f[1].startswith("/sysroot/"))
+        return appliance_mounts(self.g) if self.shell else None
 
     def _check_integrity(self, vm: str) -> None:
         """After a VM: nothing of it may remain mounted over the appliance's own

@@ -81,9 +81,9 @@ class Layouts(Inspector):
 
 def appliance_mounts(guest: Guest) -> list[str]:
     """The appliance's own mount table (outside /sysroot), as the worker checks it."""
-    out = str(guest.handle.debug("sh", ["cat /proc/mounts; exit 0"]))
-    return sorted(line for line in out.splitlines()
-                  if len(f := line.split()) >= 2 and not f[1].startswith("/sysroot"))
+    from guestpool._worker import appliance_mounts as table
+
+    return sorted(table(guest.handle))
 
 
 class ApplianceMounts(Inspector):
