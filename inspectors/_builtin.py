@@ -1,118 +1,118 @@
 """Built-in inspectors. Each reads small guest files itself instead of calling
-``inspect_os`` (10–14 s per VM under TCG, mostly Augeas), and stays bounded."""
+``inspect_os`` (10–45 s per VM under TCG, mostly Augeas and probing every
+device), derives the same fields the same way (see ``_osfacts``), and stays
+bounded."""
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from ._api import Inspector
-from ._guest import Filesystem, Guest, GuestReadError
-
-_ELF_MACHINES = {3: "i386", 62: "x86_64", 40: "arm", 183: "aarch64", 243: "riscv64",
-                 21: "ppc64", 22: "s390x"}
-# os-release IDs to the distro names libguestfs's inspect_os reports, so the cheap
-# path and the full inspection give the same answers.
-LIBGUESTFS_DISTRO = {
-    "alpine": "alpinelinux", "arch": "archlinux", "kali": "kalilinux", "void": "voidlinux",
-    "opensuse-leap": "opensuse", "opensuse-tumbleweed": "opensuse", "sled": "sles",
-    "ol": "oraclelinux", "almalinux": "redhat-based", "rocky": "rocky", "rhel": "rhel",
-}
-_PACKAGE_FORMATS = {
-    "debian": ("deb", "apt"), "ubuntu": ("deb", "apt"),
-    "fedora": ("rpm", "dnf"), "rhel": ("rpm", "dnf"), "centos": ("rpm", "dnf"),
-    "rocky": ("rpm", "dnf"), "almalinux": ("rpm", "dnf"), "opensuse-leap": ("rpm", "zypper"),
-    "alpine": ("apk", "apk"),
-}
+from ._guest import Filesystem, Guest, Root, windows_systemroot
+from ._osfacts import (
+    arch_linux,
+    coreos_facts,
+    hostname_linux,
+    osinfo,
+    package_format,
+    package_management,
+    release_facts,
+)
+from ._windows import windows_facts
 
 
 class OSInspector(Inspector):
     name = "os"
-    version = "1"
-    description = "Operating system: type, distro, version, hostname, arch, package manager"
+    version = "2"
+    description = ("Operating systems: type, distro, version, product, hostname, arch, "
+                   "package manager, mountpoints (libguestfs's inspection fields)")
     deadline = 60.0
 
     @dataclass
     class Options:
-        #: Fall back to libguestfs's full inspect_os when the cheap path cannot decide.
-        fallback: bool = True
-        #: Always use full inspect_os (10–14 s per VM under TCG): for comparison.
+        #: Use libguestfs's inspect_os instead (10–45 s per VM under TCG): for
+        #: comparison; restricted to this VM's disks in a pooled appliance.
         full: bool = False
 
     def run(self, guest: Guest, options: OSInspector.Options) -> Any:
         if options.full:
-            return _full_inspection(guest, "")
-        root = guest.mount()
-        if root is None:
-            return {"type": "none", "roots": 0}
-        rel = guest.os_release()
-        if not rel:
-            if options.fallback:
-                return _full_inspection(guest, root.device)
-            return {"type": "unknown", "root": root.device}
-        distro = rel.get("ID", "unknown")
-        fmt, mgr = _PACKAGE_FORMATS.get(distro, ("unknown", "unknown"))
-        return {
-            "type": "linux",
-            "distro": LIBGUESTFS_DISTRO.get(distro, distro),
-            "version": rel.get("VERSION_ID", ""),
-            "product_name": rel.get("PRETTY_NAME", rel.get("NAME", "")),
-            "hostname": _hostname(guest),
-            "arch": _arch(guest),
-            "package_format": fmt,
-            "package_manager": mgr,
-            "root": root.device,
-            "mountpoints": dict(sorted(root.mounts.items())),
-            "method": "cheap",
-        } | ({"refused_mountpoints": root.refused} if root.refused else {})
+            return _full_inspection(guest)
+        roots = [root_facts(guest, root) for root in guest.roots()]
+        findings = [f.to_dict() for f in guest.findings()]
+        if not roots:
+            # "none" only when every disk was read; otherwise say what was not
+            return {"type": "unknown" if findings else "none", "roots": [],
+                    "findings": findings, "method": "cheap"}
+        return {**roots[0], "roots": roots, "findings": findings, "method": "cheap"}
 
 
-def _hostname(guest: Guest) -> str:
-    for path in ("/etc/hostname", "/etc/HOSTNAME"):
-        try:
-            for line in guest.read_lines(path, max_bytes=4096, max_lines=5):
-                if line.strip() and not line.startswith("#"):
-                    return line.strip()[:255]
-        except GuestReadError:
-            continue
-    return ""
+def root_facts(guest: Guest, root: Root) -> dict[str, Any]:
+    """libguestfs's inspection fields of one root, with its filesystems mounted."""
+    guest.mount(root)
+    if root.kind == "windows":
+        systemroot = windows_systemroot(guest) or "/Windows"
+        out = windows_facts(guest, systemroot, guest.partition_ids())
+    else:
+        facts = coreos_facts(guest) if root.kind == "coreos" else release_facts(guest)
+        distro = facts.distro or "unknown"
+        major, minor = facts.version or (0, 0)
+        binaries = ("/usr/bin/bash", "/usr/bin/ls", "/usr/bin/echo", "/usr/bin/rm",
+                    "/usr/bin/sh") if root.kind == "coreos" else None
+        out = {
+            "type": "linux", "distro": distro, "product_name": facts.product_name or "unknown",
+            "product_variant": "unknown", "major_version": major, "minor_version": minor,
+            "version": facts.version_text or (f"{major}.{minor}" if facts.version else ""),
+            "hostname": hostname_linux(guest) or "unknown",
+            "arch": (arch_linux(guest, binaries) if binaries else arch_linux(guest))
+            or "unknown",
+            "package_format": package_format(distro),
+            "package_management": package_management(guest, distro, major),
+        }
+    out["osinfo"] = osinfo(out)
+    out["root"] = root.device
+    out["mountpoints"] = dict(sorted(root.mounts.items()))
+    if root.refused:
+        out["refused_mountpoints"] = root.refused
+    return out
 
 
-def _arch(guest: Guest) -> str:
-    for path in ("/bin/sh", "/usr/bin/sh", "/bin/ls", "/usr/bin/ls", "/bin/busybox"):
-        try:
-            head = guest.read_bytes(path, max_bytes=20)
-        except GuestReadError:
-            continue
-        if len(head) == 20 and head[:4] == b"\x7fELF":
-            endian = "<" if head[5] == 1 else ">"
-            (machine,) = struct.unpack(endian + "H", head[18:20])
-            return _ELF_MACHINES.get(machine, f"elf-{machine}")
-    return "unknown"
-
-
-def _full_inspection(guest: Guest, device: str) -> dict[str, Any]:
+def _full_inspection(guest: Guest) -> dict[str, Any]:
+    """libguestfs's own inspection, limited to this VM's disks and named as the VM
+    names them (a pooled appliance holds a scratch disk and maybe other VMs)."""
     g = guest.handle
-    guest.filesystems()  # activates the VM's volume groups: inspect_os only sees active LVs
+    guest.filesystems()  # opens the VM's layers: inspect_os only sees open devices
     guest.unmount()
-    roots = g.inspect_os()
+    roots = []
+    for r in g.inspect_os():
+        name = guest.vm_name(r)
+        if name is None:
+            continue
+        out = {
+            "type": g.inspect_get_type(r), "distro": g.inspect_get_distro(r),
+            "product_name": g.inspect_get_product_name(r),
+            "product_variant": g.inspect_get_product_variant(r),
+            "major_version": g.inspect_get_major_version(r),
+            "minor_version": g.inspect_get_minor_version(r),
+            "hostname": g.inspect_get_hostname(r), "arch": g.inspect_get_arch(r),
+            "package_format": g.inspect_get_package_format(r),
+            "package_management": g.inspect_get_package_management(r),
+            "osinfo": g.inspect_get_osinfo(r), "root": name,
+            "mountpoints": dict(sorted((mp, guest.vm_name(dev) or dev) for mp, dev
+                                       in g.inspect_get_mountpoints(r).items())),
+        }
+        out["version"] = f"{out['major_version']}.{out['minor_version']}"
+        if out["type"] == "windows":
+            out["windows_systemroot"] = g.inspect_get_windows_systemroot(r)
+            out["windows_current_control_set"] = g.inspect_get_windows_current_control_set(r)
+            out["drive_mappings"] = {k: guest.vm_name(v) or v for k, v
+                                     in sorted(g.inspect_get_drive_mappings(r).items())}
+        roots.append(out)
+    findings = [f.to_dict() for f in guest.findings()]
     if not roots:
-        return {"type": "unknown", "root": device, "method": "inspect_os"}
-    r = roots[0]
-    return {
-        "type": g.inspect_get_type(r),
-        "distro": g.inspect_get_distro(r),
-        "version": f"{g.inspect_get_major_version(r)}.{g.inspect_get_minor_version(r)}",
-        "product_name": g.inspect_get_product_name(r),
-        "hostname": g.inspect_get_hostname(r),
-        "arch": g.inspect_get_arch(r),
-        "package_format": g.inspect_get_package_format(r),
-        "package_manager": g.inspect_get_package_management(r),
-        "root": r,
-        "mountpoints": dict(sorted(g.inspect_get_mountpoints(r).items())),
-        "method": "inspect_os",
-    }
+        return {"type": "unknown" if findings else "none", "roots": [], "findings": findings,
+                "method": "inspect_os"}
+    return {**roots[0], "roots": roots, "findings": findings, "method": "inspect_os"}
 
 
 def _filesystem_facts(value: Any) -> dict[str, Any]:
@@ -153,5 +153,10 @@ class HostnameInspector(Inspector):
     description = "The guest's hostname only: the lightest useful inspector"
 
     def run(self, guest: Guest, options: Inspector.Options) -> Any:
-        return _hostname(guest) if guest.mount() else None
+        root = guest.mount()
+        if root is None:
+            return None
+        if root.kind == "windows":
+            return root_facts(guest, root)["hostname"]
+        return hostname_linux(guest)
 

@@ -1,4 +1,4 @@
-"""Finding one VM's filesystems inside the appliance.
+"""Finding one VM's filesystems inside the appliance, named as the VM sees them.
 
 Under TCG every program the appliance starts costs 0.1–0.3 s, and the stable
 API starts several per question: ``list_partitions`` opens every disk of the
@@ -7,56 +7,120 @@ LVM takes five calls (``pvuuid``, ``lvm_scan``, ``vgs``, ``vgpvuuids``, ``lvs``:
 about 2.5 s). The appliance's udev has already probed every disk we attach
 (its blkid builtin) and keeps the answers in its database, so the fast path
 reads them there with one shell round trip (``debug sh``, shell builtins only)
-and runs ``blkid`` only for devices whose udev event has not finished yet; LVM
-costs one more round trip with LVM told which devices to look at. The stable
-path stays for daemons without the debug command; both give the same answer.
+and runs ``blkid`` only for devices whose udev event has not finished yet.
+
+Stacked layouts are opened layer by layer, each only when the VM has it, and
+only from this VM's own devices: md RAID members are assembled read-only (a
+degraded array too), LUKS devices opened read-only with the VM's keys, LVM
+activated with ``--devices`` naming this VM's physical volumes; whatever came
+out is probed again (LVM on LUKS, LUKS on LVM, LVM on md). Every layer opened
+is recorded, and :func:`deactivate` closes them in reverse order before the
+disks are detached. What cannot be opened becomes a :class:`Finding`.
+
+Names: the appliance calls the VM's disks whatever is free (``/dev/sdc``); every
+result uses the VM's own names instead (its first disk ``/dev/sda``, in
+manifest order), so a VM reads the same alone, in a batch or after others.
 
 Everything read back comes from hostile disks: udev's ``*_ENC`` values and
-``blkid -o export`` are escaped, and only devices we asked about are kept.
+``blkid -o export`` are escaped, only devices we asked about are kept, and
+names the guest chose (array names, LUKS UUIDs) are checked before use.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from guestpool._hotplug import device_listing
+from guestpool._protocol import LuksKey
 
 #: appliance disk names are ours (udev's sdX), never the guest's; checked anyway
 #: because they go into a shell command line
 _DEVICE = re.compile(r"/dev/[sv]d[a-z]+")
+#: how many layers (md, LUKS, LVM) may stack on each other
+MAX_DEPTH = 6
+#: filesystem types the appliance's kernel mounts; anything else with a TYPE
+#: that is no container is reported as unsupported
+MOUNTABLE = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "ntfs", "exfat", "f2fs", "iso9660",
+    "udf", "squashfs", "hfsplus", "jfs", "minix", "swap"})
+_CONTAINERS = ("linux_raid_member", "crypto_LUKS", "LVM2_member")
 
 
 @dataclass
 class Filesystem:
+    """A filesystem of the VM. ``device`` is the VM's name for it; ``path`` the
+    appliance block device behind it; ``subvol`` a btrfs subvolume's path."""
+
     device: str
     type: str
     uuid: str = ""
     label: str = ""
+    path: str = ""
+    subvol: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            self.path = self.device
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something on the VM's disks that could not be read, and why."""
+
+    device: str
+    kind: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"device": self.device, "kind": self.kind, "detail": self.detail}
 
 
 @dataclass
 class Layout:
     """What one VM's disks hold, as found in the appliance."""
 
-    #: partitions, whole disks and logical volumes with a filesystem (no LVM swap)
+    #: partitions, whole disks, md arrays, opened LUKS devices and logical volumes
+    #: with a filesystem (no LVM swap), in disk order
     filesystems: list[Filesystem]
-    #: volume groups activated for the VM: :func:`deactivate` before detaching
+    #: volume groups activated for the VM
     volume_groups: list[str]
-    #: the VM's physical volumes when LVM was run on them alone (``--devices``);
-    #: empty when the stable API activated the groups
+    #: the physical volumes LVM was run on alone (``--devices``); empty when the
+    #: stable API activated the groups
     lvm_devices: list[str]
+    #: what could not be read
+    findings: list[Finding] = field(default_factory=list)
+    #: layers opened, in order: ("md", device) ("luks", mapname) ("lvm", LV dm names)
+    opened: list[tuple[str, ...]] = field(default_factory=list)
+    #: partition identities -> the VM's partition name, as Windows records drive
+    #: letters: ``mbr:<disk signature>:<byte offset>``, ``gpt:<partition GUID>``
+    partition_ids: dict[str, str] = field(default_factory=dict)
+    #: appliance block device -> the VM's name for it
+    names: dict[str, str] = field(default_factory=dict)
 
 
-def find_filesystems(g: Any, devices: list[str], shell: bool = True) -> Layout:
-    """The filesystems on ``devices``, activating their volume groups."""
+def vm_disk_name(index: int) -> str:
+    """The VM's name for its ``index``-th disk: sda..sdz, sdaa.. (as Linux names them)."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(ord("a") + rem) + letters
+    return f"/dev/sd{letters}"
+
+
+def find_filesystems(g: Any, devices: list[str], shell: bool = True,
+                     keys: Sequence[LuksKey] = ()) -> Layout:
+    """The filesystems on ``devices`` (appliance names, in the VM's order),
+    opening md arrays, LUKS devices and volume groups on the way."""
     for dev in devices:
         if not _DEVICE.fullmatch(dev):
             raise ValueError(f"not an appliance disk name: {dev!r}")
     if shell:
-        return _with_shell(g, devices)
+        return _Discovery(g, devices, keys).run()
     return _with_api(g, devices)
 
 
@@ -69,7 +133,8 @@ show() {
   echo "DEV=$1"
   if [ -r "$2" ]; then
     while IFS= read -r l; do
-      case "$l" in E:ID_FS_TYPE=*|E:ID_FS_UUID_ENC=*|E:ID_FS_LABEL_ENC=*) echo "${l#E:}";; esac
+      case "$l" in E:ID_FS_TYPE=*|E:ID_FS_UUID_ENC=*|E:ID_FS_LABEL_ENC=*|E:ID_PART_*) \\
+        echo "${l#E:}";; esac
     done < "$2"
   else
     echo NODB=1
@@ -98,59 +163,277 @@ exit 0
 
 # --devices keeps LVM from scanning every disk of the appliance (0.3 s, not 0.9 s
 # per command); LVM older than 2.03.12 lacks it and gets the stable path instead.
-# vgchange waits for udev to process the new LVs, so their records are there.
+# vgchange waits for udev to process the new LVs, so their records are there, and
+# it names the groups it activated; the LVs are then read from device-mapper's
+# sysfs (an ``lvs`` would cost another 0.3 s). Only LVM's own devices (dm UUID
+# "LVM-...") of the groups just activated are reported.
 _LVM_SCRIPT = """\
 set -f
-lvm vgchange {devices} -ay >/dev/null 2>&1
-lvs=$(lvm lvs {devices} --noheadings -o vg_name,lv_path,lv_kernel_major,lv_kernel_minor \\
-      2>/dev/null) || {{ echo LVM=failed; exit 0; }}
-while read -r vg lv major minor; do
-  [ -n "$vg" ] && echo "VG=$vg"
-  [ -n "$lv" ] && [ "$major" -ge 0 ] 2>/dev/null && show "$lv" "/run/udev/data/b$major:$minor"
-done <<EOF
-$lvs
-EOF
+out=$(lvm vgchange {devices} -ay 2>/dev/null) || {{ echo LVM=failed; exit 0; }}
+echo "$out" | while read -r n a b c d e vg rest; do
+  [ "$a $b $c $d $e" = "logical volume(s) in volume group" ] && echo "VG=$vg"
+done
+set +f
+for d in /sys/block/dm-*; do
+  [ -r "$d/dm/uuid" ] || continue
+  read -r uuid < "$d/dm/uuid"
+  case "$uuid" in LVM-*) ;; *) continue ;; esac
+  read -r name < "$d/dm/name"; read -r mm < "$d/dev"
+  echo "DM=$name"
+  show "/dev/mapper/$name" "/run/udev/data/b$mm"
+done
 exit 0
 """
 
 _BLKID_SCRIPT = "blkid -c /dev/null -p -o export {devices} 2>/dev/null; exit 0\n"
 
 
+# Assembles each md array of the VM read-only from the members named, unless
+# the kernel has it assembled already (a cold appliance assembles at boot), and
+# prints: MD=<node> <kernel device> <raid disks> <degraded>.
+_MD_SCRIPT = """\
+set -f
+md() {{
+  node=$1; shift
+  for m in "$@"; do
+    for h in /sys/class/block/${{m##*/}}/holders/md*; do
+      [ -e "$h" ] && {{ dev=/dev/${{h##*/}}; report "$node" "$dev"; return; }}
+    done
+  done
+  mdadm --assemble --readonly --run "/dev/md/$node" "$@" >/dev/null 2>&1 \\
+    || {{ echo "MDFAIL=$node"; return; }}
+  udevadm settle --timeout=10 2>/dev/null
+  report "$node" "$(readlink -f "/dev/md/$node")"
+}}
+report() {{
+  n=${{2##*/}}; raid=?; degraded=0
+  [ -r /sys/block/$n/md/raid_disks ] && read -r raid < /sys/block/$n/md/raid_disks
+  [ -r /sys/block/$n/md/degraded ] && read -r degraded < /sys/block/$n/md/degraded
+  echo "MD=$1 $2 $raid $degraded"
+}}
+{calls}
+exit 0
+"""
+
+
 def deactivate(g: Any, layout: Layout) -> None:
-    """Deactivate the volume groups :func:`find_filesystems` activated, the way it
-    activated them."""
-    if not layout.volume_groups:
+    """Close what :func:`find_filesystems` opened, last layer first, the way it
+    was opened, so the VM's disks can be detached."""
+    if not layout.opened and not layout.volume_groups:
         return
-    if layout.lvm_devices:
-        devices = " ".join(f"--devices {shlex.quote(p)}" for p in layout.lvm_devices)
-        vgs = " ".join(shlex.quote(vg) for vg in layout.volume_groups)
-        g.debug("sh", [f"lvm vgchange {devices} -an {vgs} >/dev/null"])
-    else:
+    if not layout.lvm_devices and layout.volume_groups:  # the stable API activated them
         g.vg_activate(False, layout.volume_groups)
+    lines = []
+    for step in reversed(layout.opened):
+        if step[0] == "lvm" and step[1]:  # the LVs' device-mapper tables (no LVM run)
+            names = " ".join(shlex.quote(n) for n in step[1].split("\0"))
+            lines.append(f"dmsetup remove {names} >/dev/null 2>&1")
+        elif step[0] == "luks":
+            lines.append(f"cryptsetup close {shlex.quote(step[1])} >/dev/null 2>&1")
+        elif step[0] == "md":
+            lines.append(f"mdadm --stop {shlex.quote(step[1])} >/dev/null 2>&1")
+    if lines:
+        g.debug("sh", ["\n".join(lines) + "\nexit 0\n"])
 
 
-def _with_shell(g: Any, devices: list[str]) -> Layout:
-    names = " ".join(shlex.quote(d[len("/dev/"):]) for d in devices)
-    out = str(g.debug("sh", [_SHOW + _DISKS_SCRIPT.format(names=names)]))
-    parts = [line[5:] for line in out.splitlines() if line.startswith("PART=")]
-    tags = _tags(g, out)
-    found = [fs for dev in _candidates(devices, parts) if (fs := _filesystem(dev, tags))]
-    pvs = [fs.device for fs in found if fs.type == "LVM2_member"]
-    found = [fs for fs in found if fs.type != "LVM2_member"]
-    if not pvs:
-        return Layout(found, [], [])
-    script = _LVM_SCRIPT.format(devices=" ".join(f"--devices {shlex.quote(p)}" for p in pvs))
-    out = str(g.debug("sh", [_SHOW + script]))
-    if "LVM=failed" in out.splitlines():
-        lvs, vgs = _activate_with_api(g, pvs)
-        return Layout(found + lvs, vgs, [])
-    vgs = list(dict.fromkeys(line[3:] for line in out.splitlines() if line.startswith("VG=")))
-    tags = _tags(g, out)
-    for lv in tags:  # in the order of lvs: by VG, then LV
-        fs = _filesystem(lv, tags)
-        if fs and fs.type != "swap" and any(lv.startswith(f"/dev/{vg}/") for vg in vgs):
-            found.append(fs)
-    return Layout(found, vgs, pvs)
+class _Discovery:
+    """One VM's layout, layer by layer, through ``debug sh`` round trips."""
+
+    def __init__(self, g: Any, devices: list[str], keys: Sequence[LuksKey]) -> None:
+        self.g, self.devices, self.keys = g, devices, keys
+        self.layout = Layout([], [], [])
+        self.names = self.layout.names
+
+    def run(self) -> Layout:
+        names = " ".join(shlex.quote(d[len("/dev/"):]) for d in self.devices)
+        out = str(self.g.debug("sh", [_SHOW + _DISKS_SCRIPT.format(names=names)]))
+        parts = [line[5:] for line in out.splitlines() if line.startswith("PART=")]
+        tags = _tags(self.g, out)
+        for i, dev in enumerate(self.devices):
+            self.names[dev] = vm_disk_name(i)
+            for p in parts:
+                if part_of(p, dev):
+                    self.names[p] = vm_disk_name(i) + p[len(dev):]
+        for dev in self.devices:
+            for p in parts:
+                if part_of(p, dev):
+                    self._identify(self.names[p], tags.get(p, {}), tags.get(dev, {}))
+        level = [(dev, tags.get(dev, {})) for dev in _candidates(self.devices, parts)]
+        for _ in range(MAX_DEPTH):
+            level = self._next_level(level)
+            if not level:
+                break
+        else:
+            self._finding(level[0][0], "unsupported", "layers stacked too deep")
+        return self.layout
+
+    def _identify(self, name: str, part: dict[str, str], disk: dict[str, str]) -> None:
+        table = (part.get("PTTYPE") or disk.get("PTTYPE", "")).lower()
+        entry = part.get("PART_ENTRY_UUID", "").lower()
+        if table == "gpt" and entry:
+            self.layout.partition_ids[f"gpt:{entry}"] = name
+        offset = part.get("PART_ENTRY_OFFSET", "")
+        signature = (part.get("PTUUID") or disk.get("PTUUID", "")).lower()
+        if table == "dos" and offset.isdigit() and re.fullmatch(r"[0-9a-f]{8}", signature):
+            self.layout.partition_ids[f"mbr:{signature}:{int(offset) * 512}"] = name
+
+    def _finding(self, dev: str, kind: str, detail: str) -> None:
+        self.layout.findings.append(Finding(self.names.get(dev, dev), kind, detail))
+
+    def _next_level(self, level: list[tuple[str, dict[str, str]]]
+                    ) -> list[tuple[str, dict[str, str]]]:
+        """Keep this level's filesystems; open its containers; the devices they gave."""
+        md: dict[str, list[str]] = {}
+        luks: list[tuple[str, dict[str, str]]] = []
+        pvs: list[str] = []
+        for dev, info in level:
+            kind = unescape(info.get("TYPE", ""))
+            if kind == "linux_raid_member":
+                md.setdefault(unescape(info.get("UUID", "")) or dev, []).append(dev)
+            elif kind == "crypto_LUKS":
+                luks.append((dev, info))
+            elif kind == "LVM2_member":
+                pvs.append(dev)
+            elif kind in MOUNTABLE:
+                fs = _filesystem(dev, {dev: info})
+                if fs is not None and not (fs.type == "swap" and dev.startswith("/dev/mapper/")):
+                    fs.device = self.names.get(dev, dev)
+                    self.layout.filesystems.append(fs)
+            elif kind:
+                self._finding(dev, "unsupported", f"unsupported filesystem {kind[:40]}")
+        found: list[tuple[str, dict[str, str]]] = []
+        if md:
+            found += self._assemble(md, {dev: info for dev, info in level})
+        if luks:
+            found += self._open(luks)
+        if pvs:
+            found += self._lvm(pvs)
+        return found
+
+    # -- md RAID -----------------------------------------------------------------
+
+    def _assemble(self, arrays: dict[str, list[str]], info: dict[str, dict[str, str]]
+                  ) -> list[tuple[str, dict[str, str]]]:
+        calls: list[str] = []
+        wanted: dict[str, tuple[str, list[str]]] = {}
+        for members in arrays.values():
+            node = f"gp{len(self.layout.opened)}x{len(calls)}"
+            label = unescape(info[members[0]].get("LABEL", ""))
+            name = _safe_name(label.rpartition(":")[2]) or f"md{len(calls)}"
+            wanted[node] = (name, members)
+            calls.append(f"md {node} " + " ".join(shlex.quote(m) for m in members))
+        out = str(self.g.debug("sh", [_MD_SCRIPT.format(calls="\n".join(calls))]))
+        made = []
+        for line in out.splitlines():
+            key, _, value = line.partition("=")
+            if key == "MDFAIL" and value in wanted:
+                name, members = wanted[value]
+                self._finding(members[0], "md-unassembled",
+                              f"md array {name}: its members could not be assembled")
+            elif key == "MD":
+                fields = value.split()
+                if len(fields) != 4 or fields[0] not in wanted \
+                        or not re.fullmatch(r"/dev/md\d+", fields[1]):
+                    continue
+                node, dev, raid, degraded = fields
+                name, members = wanted[node]
+                self.names[dev] = f"/dev/md/{name}"
+                self.layout.opened.append(("md", dev))
+                made.append(dev)
+                if degraded not in ("0", ""):
+                    self._finding(dev, "md-degraded",
+                                  f"md array {name} runs without its partner: {len(members)} "
+                                  f"of {raid} members given")
+        return self._probe(made)
+
+    # -- LUKS ----------------------------------------------------------------------
+
+    def _open(self, devices: list[tuple[str, dict[str, str]]]
+              ) -> list[tuple[str, dict[str, str]]]:
+        opened = []
+        for dev, info in devices:
+            name = self.names.get(dev, dev)
+            keys = ([k for k in self.keys if k.device == name]
+                    + [k for k in self.keys if k.device is None])
+            if not keys:
+                self._finding(dev, "encrypted", "encrypted: key needed (add one to the "
+                                                "VM's keys in the manifest)")
+                continue
+            uuid = unescape(info.get("UUID", ""))
+            mapname = f"luks-{uuid}" if re.fullmatch(r"[0-9a-fA-F-]{8,64}", uuid) \
+                else f"luks-gp{len(self.layout.opened)}"
+            for key in keys:
+                try:
+                    self.g.cryptsetup_open(dev, key.secret, mapname, readonly=True)
+                except RuntimeError:
+                    continue
+                self.layout.opened.append(("luks", mapname))
+                path = f"/dev/mapper/{mapname}"
+                self.names[path] = path
+                opened.append(path)
+                break
+            else:
+                self._finding(dev, "encrypted", "encrypted: none of the VM's keys opens it")
+        return self._probe(opened)
+
+    # -- LVM -------------------------------------------------------------------------
+
+    def _lvm(self, pvs: list[str]) -> list[tuple[str, dict[str, str]]]:
+        script = _LVM_SCRIPT.format(devices=" ".join(f"--devices {shlex.quote(p)}"
+                                                     for p in pvs))
+        out = str(self.g.debug("sh", [_SHOW + script]))
+        if "LVM=failed" in out.splitlines():
+            lvs, vgs = _activate_with_api(self.g, pvs)
+            self.layout.volume_groups += vgs
+            for fs in lvs:
+                self.names[fs.path] = fs.device
+            return [(fs.path, {"TYPE": fs.type, "UUID": fs.uuid, "LABEL": fs.label})
+                    for fs in lvs]
+        vgs = [vg.strip('"') for vg in dict.fromkeys(
+            line[3:] for line in out.splitlines() if line.startswith("VG="))]
+        vgs = [vg for vg in vgs if re.fullmatch(r"[A-Za-z0-9+_.-]{1,128}", vg)]
+        dm_names = sorted((line[3:] for line in out.splitlines() if line.startswith("DM=")),
+                          key=lambda n: _split_dm_name(n) or ("", n))
+        if not vgs:
+            return []
+        self.layout.volume_groups += vgs
+        self.layout.lvm_devices += pvs
+        tags = _tags(self.g, out)
+        found, mine = [], []
+        for dm in dm_names:
+            vg_lv = _split_dm_name(dm)
+            path = f"/dev/mapper/{dm}"
+            if vg_lv is None or vg_lv[0] not in vgs or path not in tags:
+                continue
+            mine.append(dm)
+            lv = f"/dev/{vg_lv[0]}/{vg_lv[1]}"
+            self.names[path] = lv
+            if tags[path].get("TYPE") != "swap":
+                found.append((path, tags[path]))
+        self.layout.opened.append(("lvm", "\0".join(mine)))
+        return found
+
+    def _probe(self, devices: list[str]) -> list[tuple[str, dict[str, str]]]:
+        """blkid tags of devices a layer just made (udev may not have seen them yet)."""
+        if not devices:
+            return []
+        quoted = " ".join(shlex.quote(d) for d in devices)
+        tags = _records(str(self.g.debug("sh", [_BLKID_SCRIPT.format(devices=quoted)])))
+        return [(dev, tags.get(dev, {})) for dev in devices]
+
+
+def _split_dm_name(name: str) -> tuple[str, str] | None:
+    """(VG, LV) of a device-mapper name LVM made: ``VG-LV`` with hyphens doubled."""
+    m = re.fullmatch(r"((?:[^-]|--)+)-((?:[^-]|--)+)", name)
+    if not m:
+        return None
+    return m.group(1).replace("--", "-"), m.group(2).replace("--", "-")
+
+
+def _safe_name(name: str) -> str:
+    """A guest-chosen name, if it is harmless in a path and a result."""
+    return name if re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", name) and name not in (".", "..") \
+        else ""
 
 
 def _tags(g: Any, out: str) -> dict[str, dict[str, str]]:
@@ -181,9 +464,16 @@ def _records(out: str) -> dict[str, dict[str, str]]:
     return records
 
 
+_PART_TAGS = {"ID_PART_ENTRY_UUID": "PART_ENTRY_UUID",
+              "ID_PART_ENTRY_OFFSET": "PART_ENTRY_OFFSET",
+              "ID_PART_TABLE_UUID": "PTUUID", "ID_PART_TABLE_TYPE": "PTTYPE"}
+
+
 def _from_udev(record: dict[str, str]) -> dict[str, str]:
     """udev's names and ``\\xNN`` escapes to blkid's names and escapes."""
     tags = {"TYPE": record.get("ID_FS_TYPE", "")}
+    tags |= {theirs: record[ours] for ours, theirs in _PART_TAGS.items()
+             if re.fullmatch(r"[0-9A-Za-z-]{1,64}", record.get(ours, ""))}
     for ours, theirs in (("UUID", "ID_FS_UUID_ENC"), ("LABEL", "ID_FS_LABEL_ENC")):
         if theirs in record:
             raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m.group(1), 16)]),
@@ -223,8 +513,13 @@ def _filesystem(dev: str, tags: dict[str, dict[str, str]]) -> Filesystem | None:
 # -- stable path: one daemon call per question ----------------------------------------
 
 def _with_api(g: Any, devices: list[str]) -> Layout:
+    """Plain partitions, whole disks and LVM only: daemons without ``debug sh``."""
     parts = [p for p in device_listing(g.list_partitions)
              if any(part_of(p, d) for d in devices)]
+    names = {}
+    for i, dev in enumerate(devices):
+        names[dev] = vm_disk_name(i)
+        names |= {p: vm_disk_name(i) + p[len(dev):] for p in parts if part_of(p, dev)}
     found: list[Filesystem] = []
     pvs: list[str] = []
     for dev in _candidates(devices, parts):
@@ -232,11 +527,12 @@ def _with_api(g: Any, devices: list[str]) -> Layout:
         if fs is not None and fs.type == "LVM2_member":
             pvs.append(dev)
         elif fs is not None:
+            fs.device = names[dev]
             found.append(fs)
     if not pvs:
-        return Layout(found, [], [])
+        return Layout(found, [], [], names=names)
     lvs, vgs = _activate_with_api(g, pvs)
-    return Layout(found + lvs, vgs, [])
+    return Layout(found + lvs, vgs, [], names=names | {fs.path: fs.device for fs in lvs})
 
 
 def _activate_with_api(g: Any, pvs: list[str]) -> tuple[list[Filesystem], list[str]]:

@@ -12,17 +12,20 @@ import re
 import shlex
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from guestpool._errors import InspectorError
+from guestpool._protocol import LuksKey
 
-from ._devices import Filesystem, Layout, deactivate, find_filesystems
+from ._devices import Filesystem, Finding, Layout, deactivate, find_filesystems
 
-__all__ = ["DeadlineExceeded", "Filesystem", "Guest", "GuestReadError", "Root"]
+__all__ = ["DeadlineExceeded", "Filesystem", "Finding", "Guest", "GuestReadError", "Root"]
 
 LINUX_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
+WINDOWS_FS = ("ntfs",)
 _NOT_DISKS = ("swap", "proc", "sysfs", "tmpfs", "devpts")
 _FSTAB_MAX = 64 * 1024
 _PREAD_CHUNK = 1024 * 1024
@@ -40,49 +43,60 @@ class GuestReadError(InspectorError):
 class Root:
     """An operating system root found on the VM's disks."""
 
+    #: the VM's name for the root filesystem (``btrfsvol:/dev/sda2/root`` for a
+    #: btrfs subvolume, libguestfs's convention)
     device: str
     type: str
+    #: linux, coreos (no fstab: its /usr is found by probing) or windows
+    kind: str = "linux"
     #: mountpoint -> device, as mounted for this job (read-only).
     mounts: dict[str, str] = field(default_factory=dict)
     #: fstab mountpoints refused because they would leave the guest's tree
     #: (``..``, relative, or through a symlink), with the reason
     refused: dict[str, str] = field(default_factory=dict)
+    fs: Filesystem | None = field(default=None, repr=False, compare=False)
 
 
 class Guest:
     """Read-only access to one VM's disks inside a booted appliance.
 
     ``devices`` are the appliance device names of this VM's disks, in the VM's
-    order. Mounts are made once per VM and shared by every inspector of the job:
-    every mount costs 0.1–0.5 s under TCG, so a filesystem already mounted by an
-    earlier step is reused rather than mounted again.
+    order; every name an inspector sees is the VM's own (``/dev/sda1``), never
+    the appliance's. Mounts are made once per VM and shared by every inspector
+    of the job: every mount costs 0.1–0.5 s under TCG, so a filesystem already
+    mounted by an earlier step is reused rather than mounted again.
     """
 
-    def __init__(self, handle: Any, vm: str, devices: list[str], *, shell: bool = True
-                 ) -> None:
+    def __init__(self, handle: Any, vm: str, devices: list[str], *, shell: bool = True,
+                 keys: Sequence[LuksKey] = ()) -> None:
         self._g = handle
         self.vm = vm
         self.devices = list(devices)
         self._shell = shell
+        self._keys = tuple(keys)
         self._deadline = float("inf")
         self._layout: Layout | None = None
         self._roots: list[Root] | None = None
+        #: filesystems that look like a separate /usr (CoreOS keeps its OS there)
+        self._usr: list[Filesystem] = []
         #: a root mounted at / with its fstab mounts
         self._mounted: Root | None = None
         #: a filesystem mounted alone at / (a probed root candidate, or one measured)
         self._bare: str | None = None
-        self._fstabs: dict[str, list[tuple[str, str, str]]] = {}
+        self._fstabs: dict[str, list[tuple[str, str, str, str]]] = {}
         #: per root: fstab mountpoints refused, with the reason
         self._refused: dict[str, dict[str, str]] = {}
+        self._findings: list[Finding] = []
 
     # -- expert escape hatch -------------------------------------------------
 
     @property
     def handle(self) -> Any:
         """The raw ``guestfs.GuestFS`` handle. For experts: it bypasses every bound,
-        sees other VMs' disks when several are attached, and must not be used to
-        write (the disks are read-only at the qemu level anyway). The VM's LVM
-        volume groups are active only once :meth:`filesystems` has run."""
+        uses the appliance's device names (``Filesystem.path``), sees other VMs'
+        disks when several are attached, and must not be used to write (the disks
+        are read-only at the qemu level anyway). The VM's LVM volume groups, md
+        arrays and LUKS devices are open only once :meth:`filesystems` has run."""
         return self._g
 
     # -- deadlines -----------------------------------------------------------
@@ -101,15 +115,50 @@ class Guest:
     # -- discovery -----------------------------------------------------------
 
     def filesystems(self) -> list[Filesystem]:
-        """Filesystems on this VM's disks (partitions, whole disks, logical volumes)."""
+        """Filesystems on this VM's disks (partitions, whole disks, md arrays, opened
+        LUKS devices, logical volumes), named as the VM names them."""
+        return self._discovered().filesystems
+
+    def _discovered(self) -> Layout:
         if self._layout is None:
             self.check_deadline()
-            self._layout = find_filesystems(self._g, self.devices, self._shell)
-        return self._layout.filesystems
+            self._layout = find_filesystems(self._g, self.devices, self._shell, self._keys)
+        return self._layout
+
+    def findings(self) -> list[Finding]:
+        """What could not be read on the VM's disks, and why (a LUKS device without
+        its key, an md member without its partner, an unsupported filesystem)."""
+        self.roots()
+        return [*self._discovered().findings, *self._findings]
+
+    def partition_ids(self) -> dict[str, str]:
+        """Partition identities (``mbr:<signature>:<offset>``, ``gpt:<GUID>``) to
+        the VM's partition names: how Windows's registry names its drives."""
+        return self._discovered().partition_ids
+
+    def vm_name(self, appliance_device: str) -> str | None:
+        """The VM's name for an appliance device of this VM (None: not this VM's)."""
+        layout = self._discovered()
+        if appliance_device in layout.names:
+            return layout.names[appliance_device]
+        m = re.fullmatch(r"btrfsvol:(/dev/[^/]+)/(.+)", appliance_device)
+        if m and m.group(1) in layout.names:
+            return f"btrfsvol:{layout.names[m.group(1)]}/{m.group(2)}"
+        return None
+
+    def _filesystem(self, device: str) -> Filesystem | None:
+        """One of this VM's filesystems by its VM name (a btrfs subvolume too)."""
+        for fs in self.filesystems():
+            if fs.device == device:
+                return fs
+        for root in self._roots or []:
+            if root.device == device:
+                return root.fs
+        return None
 
     def roots(self) -> list[Root]:
-        """Operating-system roots: Linux filesystems holding /etc with an OS marker,
-        and Windows system volumes.
+        """Operating-system roots: Linux filesystems (or btrfs subvolumes) holding
+        /etc with an OS marker, CoreOS roots, and Windows system volumes.
 
         Likely roots are probed first, and a Linux filesystem that a found root's
         fstab mounts elsewhere (its /boot, /srv, ...) is not probed at all: each
@@ -119,10 +168,10 @@ class Guest:
         """
         if self._roots is not None:
             return self._roots
-        g = self._g
-        order = {fs.device: i for i, fs in enumerate(self.filesystems())}
+        order = {fs.path: i for i, fs in enumerate(self.filesystems())}
         candidates = sorted((fs for fs in self.filesystems()
-                             if fs.type in LINUX_FS or fs.type == "ntfs"), key=_root_likelihood)
+                             if fs.type in LINUX_FS or fs.type in WINDOWS_FS),
+                            key=_root_likelihood)
         roots: list[Root] = []
         not_roots: set[str] = set()
         for fs in candidates:
@@ -131,23 +180,77 @@ class Guest:
             self.check_deadline()
             self.unmount()
             try:
-                g.mount_ro(fs.device, "/")
-            except RuntimeError:
+                self._mount(fs, "/", top=True)
+            except RuntimeError as e:
+                self._findings.append(Finding(fs.device, "unreadable",
+                                              f"{fs.type} does not mount: {_short(e)}"))
                 continue
             self._bare = fs.device
-            if g.is_dir("/etc") and (g.is_file("/etc/os-release") or g.is_dir("/usr/bin")
-                                     or g.is_file("/etc/fstab")):
-                roots.append(Root(fs.device, fs.type))
-                linux = {f.device for f in self.filesystems() if f.type in LINUX_FS}
-                not_roots |= {dev for mountpoint, dev in self._fstab_devices(fs.device)
-                              if mountpoint != "/" and dev in linux}
-            elif g.is_dir("/Windows/System32"):
-                roots.append(Root(fs.device, fs.type))
-        self._roots = sorted(roots, key=lambda r: order[r.device])
+            found = self._probe(fs)
+            roots += found
+            for root in found:
+                if root.kind != "windows" and root.fs is not None:
+                    linux = {f.device for f in self.filesystems() if f.type in LINUX_FS}
+                    not_roots |= {f.device for mountpoint, f in self._fstab_devices(root)
+                                  if mountpoint != "/" and f.device in linux}
+        self._roots = sorted(roots, key=lambda r: (order.get(r.fs.path if r.fs else "", 0),
+                                                   r.device))
         return self._roots
 
+    def _probe(self, fs: Filesystem) -> list[Root]:
+        """The roots on ``fs``, mounted alone at / (a btrfs one at its top level)."""
+        g = self._g
+        if fs.type in WINDOWS_FS:
+            return [Root(fs.device, fs.type, "windows", fs=fs)] if windows_systemroot(self) \
+                else []
+        kind = self._linux_kind("")
+        if kind == "usr":
+            self._usr.append(fs)
+        elif kind is not None:
+            return [Root(fs.device, fs.type, kind, fs=fs)]
+        if fs.type != "btrfs":
+            return []
+        try:
+            subvolumes = g.btrfs_subvolume_list("/")
+        except RuntimeError:
+            return []
+        roots = []
+        for sv in subvolumes[:256]:
+            path = str(sv.get("btrfssubvolume_path", "")).strip("/")
+            if not _safe_subvolume(path):
+                continue
+            kind = self._linux_kind("/" + path)
+            if kind in ("linux", "coreos"):
+                sub = Filesystem(f"btrfsvol:{fs.device}/{path}", fs.type, fs.uuid, fs.label,
+                                 fs.path, path)
+                roots.append(Root(sub.device, sub.type, kind, fs=sub))
+        return roots
+
+    def _linux_kind(self, prefix: str) -> str | None:
+        """What the folder ``prefix`` (of the filesystem mounted at /) looks like:
+        a Linux root, a CoreOS root, a separate /usr, or nothing (libguestfs's tests,
+        plus an os-release or /usr/bin for roots without /etc/hosts and fstab)."""
+        p = prefix
+        k = self.kinds([f"{p}/etc", f"{p}/bin", f"{p}/usr", f"{p}/share", f"{p}/local"],
+                       follow=False)
+        if k[f"{p}/etc"] == "dir":
+            e = self.kinds([f"{p}/etc/fstab", f"{p}/etc/hosts", f"{p}/etc/os-release",
+                            f"{p}/etc/coreos/update.conf", f"{p}/usr/bin"])
+            bin_ok = k[f"{p}/bin"] == "dir" or (k[f"{p}/bin"] == "link"
+                                                 and _symlink_to(self._g, f"{p}/bin", "usr/bin"))
+            if bin_ok and "file" in (e[f"{p}/etc/fstab"], e[f"{p}/etc/hosts"]):
+                return "linux"
+            if e[f"{p}/etc/coreos/update.conf"] == "file" and k[f"{p}/usr"] == "dir":
+                return "coreos"
+            if e[f"{p}/etc/os-release"] == "file" or e[f"{p}/usr/bin"] == "dir":
+                return "linux"
+        if k[f"{p}/bin"] == "dir" and k[f"{p}/share"] == "dir" and k[f"{p}/local"] == "dir":
+            return "usr"
+        return None
+
     def mount(self, root: Root | None = None) -> Root | None:
-        """Mount ``root`` (default: the first) read-only at / with its fstab mounts."""
+        """Mount ``root`` (default: the first) read-only at / with its fstab mounts
+        (a CoreOS root, which has no fstab, with the VM's /usr filesystem)."""
         roots = self.roots()
         if root is None:
             if not roots:
@@ -155,16 +258,18 @@ class Guest:
             root = roots[0]
         if self._mounted is root:
             return root
-        g = self._g
-        if self._bare != root.device:
+        assert root.fs is not None
+        if self._bare != root.device or root.fs.subvol:
             self.unmount()
-            g.mount_ro(root.device, "/")
+            self._mount(root.fs, "/")
         self._bare = None
         root.mounts = {"/": root.device}
-        fstab = self._fstab_devices(root.device)
+        fstab = self._fstab_devices(root)
+        if root.kind == "coreos" and self._usr:
+            fstab.append(("/usr", self._usr[0]))
         root.refused = dict(self._refused.get(root.device, {}))
-        for mountpoint, dev in fstab:
-            if mountpoint == "/" or dev == root.device:
+        for mountpoint, fs in fstab:
+            if mountpoint == "/" or fs.device == root.device or mountpoint in root.mounts:
                 continue
             try:
                 # the daemon mounts at /sysroot + mountpoint and the kernel follows
@@ -172,7 +277,7 @@ class Guest:
                 # appliance's own folders. Inside the guest's tree (realpath runs
                 # chrooted) the path must resolve to itself.
                 try:
-                    real = g.realpath(mountpoint)
+                    real = self._g.realpath(mountpoint)
                 except RuntimeError:  # a dangling symlink could still lead the kernel out
                     root.refused[mountpoint] = ("does not exist in the guest (or is a "
                                                 "dangling symlink)")
@@ -180,16 +285,26 @@ class Guest:
                 if real != mountpoint:
                     root.refused[mountpoint] = "resolves through a symlink"
                     continue
-                if g.is_dir(mountpoint):
-                    g.mount_ro(dev, mountpoint)
-                    root.mounts[mountpoint] = dev
+                if self._g.is_dir(mountpoint):
+                    self._mount(fs, mountpoint)
+                    root.mounts[mountpoint] = fs.device
             except RuntimeError:
                 continue
         self._mounted = root
         return root
 
+    def _mount(self, fs: Filesystem, mountpoint: str, top: bool = False) -> None:
+        """Mount read-only; a btrfs subvolume by its path, a whole btrfs at its top
+        level when probing (``top``), so every subvolume is in view."""
+        if fs.subvol:
+            self._g.mount_options(f"ro,subvol={fs.subvol}", fs.path, mountpoint)
+        elif top and fs.type == "btrfs":
+            self._g.mount_options("ro,subvolid=5", fs.path, mountpoint)
+        else:
+            self._g.mount_ro(fs.path, mountpoint)
+
     def mountpoint_of(self, device: str) -> str | None:
-        """Where ``device`` is mounted right now, if it is."""
+        """Where ``device`` (the VM's name) is mounted right now, if it is."""
         if self._bare == device:
             return "/"
         if self._mounted is not None:
@@ -199,18 +314,24 @@ class Guest:
         return None
 
     def filesystem_usage(self, device: str) -> dict[str, int]:
-        """Size, used and free bytes of one of this VM's filesystems; mounts it
-        alone at / (read-only) unless it is mounted already."""
+        """Size, used and free bytes of one of this VM's filesystems (by the VM's
+        name); mounts it alone at / (read-only) unless it is mounted already."""
         mountpoint = self.mountpoint_of(device)
         if mountpoint is None:
+            fs = self._filesystem(device)
+            if fs is None:
+                raise GuestReadError(f"{device}: not a filesystem of {self.vm}")
             self.check_deadline()
             self.unmount()
-            self._g.mount_ro(device, "/")
+            self._mount(fs, "/")
             self._bare, mountpoint = device, "/"
         return self.usage(mountpoint)
 
     def fstab(self) -> list[tuple[str, str, str]]:
         """(spec, mountpoint, fstype) of the mounted root's /etc/fstab, bounded."""
+        return [entry[:3] for entry in self._fstab_entries()]
+
+    def _fstab_entries(self) -> list[tuple[str, str, str, str]]:
         try:
             lines = self.read_lines("/etc/fstab", max_bytes=_FSTAB_MAX, max_lines=256)
         except GuestReadError:
@@ -220,43 +341,54 @@ class Guest:
             line = line.split("#", 1)[0].strip()
             fields = line.split()
             if len(fields) >= 3:
-                out.append((fields[0], fields[1], fields[2]))
+                out.append((fields[0], fields[1], fields[2],
+                            fields[3] if len(fields) > 3 else ""))
         return out[:64]
 
-    def _fstab_devices(self, root_device: str) -> list[tuple[str, str]]:
-        """(mountpoint, device) of a root's fstab entries that name one of this VM's
-        filesystems; read once per root, while that root is mounted at /."""
-        if root_device not in self._fstabs:
-            self._fstabs[root_device] = self.fstab()
-        by_uuid = {f.uuid: f.device for f in self.filesystems() if f.uuid}
-        by_label = {f.label: f.device for f in self.filesystems() if f.label}
+    def _fstab_devices(self, root: Root) -> list[tuple[str, Filesystem]]:
+        """(mountpoint, filesystem) of a root's fstab entries that name one of this
+        VM's filesystems; read once per root, while that root is mounted at /."""
+        if root.device not in self._fstabs:
+            self._fstabs[root.device] = self._fstab_entries()
         out = []
-        for spec, raw, fstype in self._fstabs[root_device]:
+        for spec, raw, fstype, options in self._fstabs[root.device]:
             if fstype in _NOT_DISKS:
                 continue
             mountpoint = safe_mountpoint(raw)
             if mountpoint is None:
-                self._refused.setdefault(root_device, {})[raw[:200]] = "leaves the guest's tree"
+                self._refused.setdefault(root.device, {})[raw[:200]] = "leaves the guest's tree"
                 continue
-            dev = self._resolve(spec, by_uuid, by_label)
-            if dev is not None:
-                out.append((mountpoint, dev))
+            fs = self._resolve(spec)
+            if fs is None:
+                continue
+            subvol = next((o[7:].strip("/") for o in options.split(",")
+                           if o.startswith("subvol=")), "")
+            if subvol and fs.type == "btrfs":
+                if not _safe_subvolume(subvol):
+                    self._refused.setdefault(root.device, {})[mountpoint] = \
+                        "names a btrfs subvolume that is not a plain path"
+                    continue
+                fs = Filesystem(f"btrfsvol:{fs.device}/{subvol}", fs.type, fs.uuid, fs.label,
+                                fs.path, subvol)
+            out.append((mountpoint, fs))
         return out
 
-    def _resolve(self, spec: str, by_uuid: dict[str, str], by_label: dict[str, str]) -> str | None:
-        if spec.startswith("UUID="):
-            return by_uuid.get(spec[5:].strip('"'))
-        if spec.startswith("LABEL="):
-            return by_label.get(spec[6:].strip('"'))
+    def _resolve(self, spec: str) -> Filesystem | None:
+        """The filesystem an fstab spec names: UUID=, LABEL=, /dev/disk/by-*,
+        /dev/mapper/VG-LV, or a device name (/dev/vdb1 is the VM's /dev/sdb1)."""
+        fss = self.filesystems()
+        for prefix, attr in (("UUID=", "uuid"), ("LABEL=", "label"),
+                             ("/dev/disk/by-uuid/", "uuid"), ("/dev/disk/by-label/", "label")):
+            if spec.startswith(prefix):
+                want = spec[len(prefix):].strip('"')
+                return next((f for f in fss if getattr(f, attr) == want), None)
         m = re.fullmatch(r"/dev/mapper/([^-]+)-(.+)", spec)
+        if m and not spec.startswith("/dev/mapper/luks-"):
+            spec = f"/dev/{m.group(1)}/{m.group(2)}".replace("--", "-")
+        m = re.fullmatch(r"/dev/(?:[svh]|xv)d([a-z]+\d*)", spec)
         if m:
-            spec = f"/dev/{m.group(1)}/{m.group(2)}"
-        if any(f.device == spec for f in self.filesystems()):
-            return spec
-        m = re.fullmatch(r"/dev/(?:[svx]|xv)d[a-z](\d+)", spec)
-        if m and self.devices:
-            return f"{self.devices[0]}{m.group(1)}"
-        return None
+            spec = f"/dev/sd{m.group(1)}"
+        return next((f for f in fss if f.device == spec), None)
 
     def unmount(self) -> None:
         if self._mounted is not None or self._bare is not None:
@@ -264,7 +396,8 @@ class Guest:
             self._mounted = self._bare = None
 
     def release(self) -> None:
-        """Unmount and deactivate this VM's volume groups so its disks can detach."""
+        """Unmount and close what was opened on this VM's disks (volume groups, LUKS
+        devices, md arrays) so they can detach."""
         self._g.umount_all()
         self._mounted = self._bare = None
         if self._layout is not None:
@@ -272,12 +405,46 @@ class Guest:
 
     # -- bounded reads -------------------------------------------------------
 
+    def kinds(self, paths: Iterable[str], follow: bool = True) -> dict[str, str | None]:
+        """What each absolute path is: ``file``, ``dir``, ``link`` (a symlink, when
+        not followed or dangling), ``other`` (device, FIFO, socket), or None.
+
+        One ``lstat`` round trip per folder (1 ms under TCG, where each
+        ``is_file`` costs 10 ms); only symlinks are followed one by one, inside
+        the guest."""
+        self.check_deadline()
+        g = self._g
+        by_dir: dict[str, list[str]] = {}
+        for path in paths:
+            folder, _, name = path.rpartition("/")
+            if name:
+                by_dir.setdefault(folder or "/", []).append(name)
+        out: dict[str, str | None] = {}
+        for folder, names in by_dir.items():
+            base = folder.rstrip("/")
+            try:
+                stats = g.lstatnslist(folder, names)
+            except RuntimeError:
+                stats = [{"st_ino": -1}] * len(names)
+            for name, st in zip(names, stats, strict=False):
+                path = f"{base}/{name}"
+                if st["st_ino"] < 0:
+                    out[path] = None
+                    continue
+                kind = {0o100000: "file", 0o040000: "dir", 0o120000: "link"}.get(
+                    st["st_mode"] & 0o170000, "other")
+                if kind == "link" and follow:
+                    kind = ("file" if g.is_file(path, followsymlinks=True)
+                            else "dir" if g.is_dir(path, followsymlinks=True) else "link")
+                out[path] = kind
+        return out
+
     def read_bytes(self, path: str, max_bytes: int = 1024 * 1024) -> bytes:
         """At most ``max_bytes`` of a regular file (symlinks followed inside the guest)."""
         self.check_deadline()
         g = self._g
         try:
-            if not g.is_file(path, followsymlinks=True):
+            if self.kinds([path]).get(path) != "file":
                 raise GuestReadError(f"{path}: not a regular file")
             out = b""
             while len(out) < max_bytes:
@@ -302,9 +469,11 @@ class Guest:
         self.check_deadline()
         return bool(self._g.exists(path))
 
-    def is_file(self, path: str) -> bool:
+    def is_file(self, path: str, follow: bool = False) -> bool:
+        """Whether ``path`` is a regular file (``follow``: through symlinks, inside
+        the guest)."""
         self.check_deadline()
-        return bool(self._g.is_file(path))
+        return bool(self._g.is_file(path, followsymlinks=follow))
 
     def is_dir(self, path: str) -> bool:
         self.check_deadline()
@@ -379,48 +548,26 @@ class Guest:
         return {"size": size, "used": size - free, "free": st["bavail"] * st["frsize"]}
 
     def registry_value(self, hive: str, key: str, value: str,
-                       max_hive_size: int = 512 * 1024 * 1024) -> str | int | bytes:
+                       max_hive_size: int = 512 * 1024 * 1024) -> Any:
         """One value from a Windows registry hive file of the mounted guest.
 
         ``hive`` is a guest path such as ``/Windows/System32/config/SOFTWARE``,
         ``key`` a backslash-separated path below the hive's root (``Microsoft\\
         Windows NT\\CurrentVersion``), ``value`` the value's name. REG_SZ and
-        REG_EXPAND_SZ come back as str, REG_DWORD and REG_QWORD as int, others as
-        bytes. The hive is opened read-only inside the appliance.
+        REG_EXPAND_SZ come back as str, REG_DWORD and REG_QWORD as int, REG_MULTI_SZ
+        as a list of str, others as bytes. The hive is opened read-only inside the
+        appliance.
         """
-        st = self.stat(hive)
-        if (st["mode"] & 0o170000) != 0o100000:
-            raise GuestReadError(f"{hive}: not a regular file")
-        if st["size"] > max_hive_size:
-            raise GuestReadError(f"{hive}: {st['size']} bytes is over the hive size cap")
-        g = self._g
-        try:
-            g.hivex_open(hive, write=False)
-        except RuntimeError as e:
-            raise GuestReadError(f"{hive}: not a readable registry hive: {e}") from None
-        try:
-            node = g.hivex_root()
-            for part in filter(None, key.split("\\")):
-                self.check_deadline()
-                node = g.hivex_node_get_child(node, part)
-                if not node:
-                    raise GuestReadError(f"{hive}: no key {key!r}")
-            handle = g.hivex_node_get_value(node, value)
+        from ._windows import open_hive
+
+        with open_hive(self, hive, max_hive_size) as h:
+            node = h.node(key)
+            if not node:
+                raise GuestReadError(f"{hive}: no key {key!r}")
+            handle = self._g.hivex_node_get_value(node, value)
             if not handle:
                 raise GuestReadError(f"{hive}: key {key!r} has no value {value!r}")
-            kind = g.hivex_value_type(handle)
-            if kind in (1, 2):  # REG_SZ, REG_EXPAND_SZ
-                return str(g.hivex_value_string(handle))
-            raw = bytes(g.hivex_value_value(handle))
-            if kind == 4 and len(raw) >= 4:  # REG_DWORD
-                return int.from_bytes(raw[:4], "little")
-            if kind == 11 and len(raw) >= 8:  # REG_QWORD
-                return int.from_bytes(raw[:8], "little")
-            return raw
-        except RuntimeError as e:
-            raise GuestReadError(f"{hive}: {e}") from None
-        finally:
-            g.hivex_close()
+            return h.value(handle)
 
     def os_release(self) -> dict[str, str]:
         """/etc/os-release (or /usr/lib/os-release) of the mounted root, parsed."""
@@ -453,6 +600,42 @@ def safe_mountpoint(path: str) -> str | None:
     if any(p in (".", "..") for p in parts):
         return None
     return "/" + "/".join(parts)
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+
+
+def _safe_subvolume(path: str) -> bool:
+    """A btrfs subvolume path from the guest, safe inside mount options."""
+    return bool(path) and len(path) <= 255 and re.fullmatch(r"[A-Za-z0-9_.@+/-]+", path) \
+        is not None and ".." not in path.split("/")
+
+
+def _symlink_to(g: Any, path: str, target: str) -> bool:
+    try:
+        return bool(g.is_symlink(path)) and g.readlink(path) == target
+    except RuntimeError:
+        return False
+
+
+def windows_systemroot(guest: Guest) -> str | None:
+    """The Windows system folder of the filesystem mounted at / (``/Windows``,
+    in its real case), as libguestfs finds it: system32 with config and cmd.exe."""
+    g = guest.handle
+    for name in ("/windows", "/winnt", "/win32", "/win"):
+        guest.check_deadline()
+        try:
+            root = str(g.case_sensitive_path(name))
+            if not g.is_dir(root):
+                continue
+            s32 = str(g.case_sensitive_path(root + "/system32"))
+            if g.is_dir(s32) and g.is_dir(str(g.case_sensitive_path(s32 + "/config"))) \
+                    and g.is_file(str(g.case_sensitive_path(s32 + "/cmd.exe"))):
+                return root
+        except RuntimeError:
+            continue
+    return None
 
 
 def _root_likelihood(fs: Filesystem) -> tuple[bool, bool, bool, int]:

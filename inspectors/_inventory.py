@@ -14,6 +14,7 @@ from guestpool._errors import InspectorError
 
 from . import _rpmdb as rpmdb
 from ._api import Inspector
+from ._bdb import BDBError, hash_values
 from ._guest import Guest, GuestReadError
 from ._sandbox import sqlite_blobs
 
@@ -31,8 +32,9 @@ def _split_deb_version(full: str) -> tuple[int | None, str, str]:
 
 class PackagesInspector(Inspector):
     name = "packages"
-    version = "1"
-    description = "Installed packages (name, version, release, arch) from dpkg, rpm or apk"
+    version = "2"
+    description = ("Installed packages (name, epoch, version, release, arch) from dpkg, rpm "
+                   "(sqlite, Berkeley DB), apk, pacman, or Windows's Uninstall keys")
     deadline = 90.0
     drift_noun = "package"
 
@@ -51,14 +53,23 @@ class PackagesInspector(Inspector):
         max_db_mb: int = 128
 
     def run(self, guest: Guest, options: PackagesInspector.Options) -> Any:
-        if guest.mount() is None:
+        root = guest.mount()
+        if root is None:
             return {"format": "none", "count": 0, "packages": []}
         cap = options.max_db_mb * MiB
         found: list[dict[str, Any]] | None
-        if guest.is_file("/var/lib/dpkg/status"):
+        if root.kind == "windows":
+            from ._guest import windows_systemroot
+            from ._windows import windows_applications
+
+            systemroot = windows_systemroot(guest)
+            fmt, found = "windows", windows_applications(guest, systemroot) if systemroot else []
+        elif guest.is_file("/var/lib/dpkg/status"):
             fmt, found = "deb", self._dpkg(guest.read_text("/var/lib/dpkg/status", cap))
         elif guest.is_file("/lib/apk/db/installed"):
             fmt, found = "apk", self._apk(guest.read_text("/lib/apk/db/installed", cap))
+        elif guest.is_dir("/var/lib/pacman/local"):
+            fmt, found = "pacman", self._pacman(guest, options.max_packages)
         else:
             fmt, found = "rpm", self._rpm(guest, cap, options.max_packages)
         if found is None:
@@ -76,7 +87,9 @@ class PackagesInspector(Inspector):
                 key, sep, value = line.partition(":")
                 if sep and not line.startswith((" ", "\t")):
                     fields[key] = value.strip()
-            if "Package" in fields and fields.get("Status", "").endswith(" installed"):
+            # installed: "install ok installed", and minimal stanzas' "installed ok"
+            # (what virt-inspector counts); not "not-installed" or "config-files"
+            if "Package" in fields and "installed" in fields.get("Status", "").split():
                 epoch, version, release = _split_deb_version(fields.get("Version", ""))
                 row: dict[str, Any] = {"name": fields["Package"], "version": version,
                                        "release": release, "epoch": epoch,
@@ -106,17 +119,57 @@ class PackagesInspector(Inspector):
         return out
 
     @staticmethod
-    def _rpm(guest: Guest, cap: int, limit: int) -> list[dict[str, Any]] | None:
-        for path in ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"):
-            if not guest.is_file(path):
+    def _pacman(guest: Guest, limit: int) -> list[dict[str, Any]]:
+        """Arch's database: one folder per package, its ``desc`` holding
+        ``%NAME%``, ``%VERSION%`` (``[epoch:]version-release``), ``%ARCH%``."""
+        out = []
+        for entry in guest.listdir("/var/lib/pacman/local", limit=limit):
+            if entry in ("ALPM_DB_VERSION", ".", ".."):
                 continue
-            data = guest.read_bytes(path, cap)
-            blobs = sqlite_blobs(data, limit=limit, deadline=min(30.0, guest.time_left()))
-            pkgs = [p for blob in blobs if (p := rpmdb.parse_header(blob)) is not None]
-            return [{"name": p["name"], "version": p.get("version", ""),
-                     "release": p.get("release", ""), "epoch": p.get("epoch"),
-                     "arch": p.get("arch", "")} for p in pkgs]
-        return None
+            try:
+                lines = guest.read_lines(f"/var/lib/pacman/local/{entry}/desc", 256 * 1024)
+            except GuestReadError:
+                continue
+            fields: dict[str, str] = {}
+            for i, line in enumerate(lines[:-1]):
+                if line in ("%NAME%", "%VERSION%", "%ARCH%"):
+                    fields[line.strip("%")] = lines[i + 1]
+            if "NAME" not in fields:
+                continue
+            full = fields.get("VERSION", "")
+            epoch: int | None = None
+            if ":" in full:
+                e, _, full = full.partition(":")
+                epoch = int(e) if e.isdigit() and len(e) < 10 else None
+            version, _, release = full.rpartition("-") if "-" in full else (full, "", "")
+            out.append({"name": fields["NAME"], "version": version, "release": release,
+                        "epoch": epoch, "arch": fields.get("ARCH", "")})
+        return out
+
+    @staticmethod
+    def _rpm(guest: Guest, cap: int, limit: int) -> list[dict[str, Any]] | None:
+        """The rpm database: SQLite (Fedora 33+, RHEL 9), read in a sandbox, or the
+        Berkeley DB ``Packages`` of CentOS/RHEL 7 and older, walked in Python."""
+        blobs: list[bytes] | None = None
+        for path in ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"):
+            if guest.is_file(path):
+                data = guest.read_bytes(path, cap)
+                blobs = sqlite_blobs(data, limit=limit, deadline=min(30.0, guest.time_left()))
+                break
+        else:
+            for path in ("/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/Packages"):
+                if guest.is_file(path):
+                    try:
+                        blobs = hash_values(guest.read_bytes(path, cap), limit=limit)
+                    except BDBError as e:
+                        raise InspectorError(f"{path}: {e}") from None
+                    break
+        if blobs is None:
+            return None
+        pkgs = [p for blob in blobs if (p := rpmdb.parse_header(blob)) is not None]
+        return [{"name": p["name"], "version": p.get("version", ""),
+                 "release": p.get("release", ""), "epoch": p.get("epoch"),
+                 "arch": p.get("arch", "")} for p in pkgs]
 
 
 #: Longest name, version, release or arch a package database may hold: real ones

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from guestpool.inspectors import _rpmdb as rpmdb
-from guestpool.inspectors._builtin import LIBGUESTFS_DISTRO
+from guestpool.inspectors._osfacts import distro_of_os_release_id
 
 from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk, write_manifest
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "6"  # 6: dpkg Source and apk origins, planted vulnerable versions
+GENERATOR_VERSION = "7"  # 7: fedora has /usr/bin/dnf
 KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
 # Share of each kind in a large fleet (the first VMs cover every kind once).
 WEIGHTS = {"debian": 5, "fedora": 2, "alpine": 2, "lvm": 1, "twodisk": 1, "data": 1}
@@ -159,6 +159,8 @@ def _linux_tree(root: Path, spec: Spec, distro: str, fstab: str) -> dict[str, An
            0o666 if planted else 0o644)
     elf = Path("/usr/bin/true").read_bytes()
     _write(root, "/usr/bin/sh", elf, 0o755)
+    if distro == "fedora":  # libguestfs says dnf (not yum) only when it is there
+        _write(root, "/usr/bin/dnf", "#!/usr/bin/python3\n", 0o755)
     if planted:
         _write(root, "/usr/local/bin/helper", elf, 0o4755)
     (root / "bin").symlink_to("usr/bin")
@@ -172,10 +174,10 @@ def _linux_tree(root: Path, spec: Spec, distro: str, fstab: str) -> dict[str, An
     packages = _packages(root, distro, rng)
     fmt, mgr = PKG[distro]
     return {
-        "os": {"type": "linux", "distro": LIBGUESTFS_DISTRO.get(distro, distro),
+        "os": {"type": "linux", "distro": distro_of_os_release_id(distro) or distro,
                "version": _version_id(distro),
                "hostname": hostname, "arch": "x86_64", "package_format": fmt,
-               "package_manager": mgr},
+               "package_management": mgr},
         "users": [{"name": u["name"], "uid": u["uid"], "keys": len(u["keys"])} for u in users],
         "extra_uid0": ["toor"] if spec.index % 7 == 3 else [],
         "packages": packages, "files": files,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,21 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class KeyFile:
+    """Where a LUKS passphrase of the VM is: the first line of ``file`` (as
+    virt-inspector's ``--key ID:file:FILE`` reads it), for ``device`` (the VM's
+    own name: ``/dev/sda2``, ``/dev/vg/root``) or, without one, for every LUKS
+    device of the VM. Only the path is kept; the passphrase is read when the
+    VM is inspected and goes to the appliance alone."""
+
+    file: str
+    device: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file} | ({"device": self.device} if self.device else {})
+
+
+@dataclass(frozen=True)
 class VM:
     """A virtual machine to inspect.
 
@@ -46,6 +62,8 @@ class VM:
     #: subfolder of a folder source): its disks, backing and data files must stay
     #: there (or in the source's shared folders).
     home: str | None = None
+    #: LUKS keys: where to read them (never the passphrases themselves)
+    keys: tuple[KeyFile, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -59,6 +77,8 @@ class VM:
             d["clone_of"] = self.clone_of
         if self.live:
             d["live"] = True
+        if self.keys:
+            d["keys"] = [k.to_dict() for k in self.keys]
         return d
 
     @classmethod
@@ -80,9 +100,23 @@ class VM:
                 priority=int(d.get("priority", 0)),
                 clone_of=d.get("clone_of"),
                 live=bool(d.get("live", False)),
+                keys=tuple(_key_file(k, base) for k in d.get("keys", ())),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FleetError(f"bad VM entry {d!r:.120}: {e}") from e
+
+
+def _key_file(d: Any, base: Path | None) -> KeyFile:
+    if not isinstance(d, dict) or not isinstance(d.get("file"), str) \
+            or not isinstance(d.get("device", ""), str) or set(d) - {"file", "device"}:
+        raise TypeError('a key is {"file": PATH} or {"device": "/dev/sdXN", "file": PATH}')
+    device = d.get("device") or None
+    if device is not None and not re.fullmatch(r"/dev/[A-Za-z0-9_.+/-]{1,200}", device):
+        raise ValueError(f"key device {device[:80]!r} is not a device name like /dev/sda2")
+    path = Path(d["file"])
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return KeyFile(str(path), device)
 
 
 @dataclass

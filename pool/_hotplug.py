@@ -44,8 +44,10 @@ def prepare_appliance(g: Any) -> bool:
     """Once per booted appliance: whether its daemon runs ``debug sh`` (the fast
     device probe), and if so, stop its udev from scanning and auto-activating LVM
     on every disk we hot-plug (69-lvm.rules runs ``lvm pvscan`` and ``lvm vgchange``:
-    about 1 s of the single vCPU per LVM disk). Volume groups are then activated
-    only when an inspection asks, only for the VM being inspected."""
+    about 1 s of the single vCPU per LVM disk) and from assembling md arrays out
+    of whatever members appear (64-md-raid-assembly.rules: two VMs' members of
+    cloned arrays would join one array). Volume groups and arrays are then opened
+    only when an inspection asks, only from the VM being inspected."""
     try:
         out = str(g.debug("sh", [_PREPARE_SCRIPT]))
     except RuntimeError:
@@ -56,6 +58,7 @@ def prepare_appliance(g: Any) -> bool:
 _PREPARE_SCRIPT = """\
 echo shell=ok
 mkdir -p /run/udev/rules.d && : > /run/udev/rules.d/69-lvm.rules \\
+  && : > /run/udev/rules.d/64-md-raid-assembly.rules \\
   && udevadm control --reload 2>/dev/null
 exit 0
 """

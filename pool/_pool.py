@@ -51,7 +51,7 @@ from ._protocol import (
     Pong,
 )
 from ._results import InspectResult, Stats
-from ._safety import SafetyPolicy, check_vm
+from ._safety import SafetyPolicy, check_vm, luks_keys
 
 log = logging.getLogger("guestpool")
 
@@ -385,6 +385,7 @@ class Pool:
         detach all: (results per VM, inspect seconds per VM, attach s, detach s).
         An image qemu refuses is unplugged again by the worker before ImageError."""
         disks = [DiskRef(d.path, d.format, vm.live) for vm in vms for d in vm.disks]
+        keys = [luks_keys(vm) for vm in vms]  # an unreadable key fails before attaching
         t = anyio.current_time()
         attached = (await app.call(Attach(disks), self.op_timeout, Attached)).labels
         labels = iter(attached)
@@ -393,10 +394,11 @@ class Pool:
         outs, inspect_times = [], []
         deadline = _seconds(specs) + 30
         try:
-            for vm in vms:
+            for vm, vm_keys in zip(vms, keys, strict=True):
                 t = anyio.current_time()
                 own = [next(labels) for _ in vm.disks]
-                reply = await app.call(Inspect(vm.name, own, list(specs)), deadline, Inspected)
+                reply = await app.call(Inspect(vm.name, own, list(specs), vm_keys), deadline,
+                                       Inspected)
                 outs.append(reply.results)
                 inspect_times.append(anyio.current_time() - t)
         except ImageError:  # the VM's results were refused; the appliance is clean
@@ -434,7 +436,8 @@ class Pool:
                 disks = [DiskRef(d.path, d.format) for d in vm.disks]
                 deadline = self.boot_timeout + _seconds(specs)
                 reply = await app.call(Cold(vm.name, disks, list(specs), self.accel,
-                                            self.memsize, self.smp), deadline, ColdDone)
+                                            self.memsize, self.smp, luks_keys(vm)),
+                                       deadline, ColdDone)
             finally:
                 self.appliances.pop(app.id, None)
                 await app.close()

@@ -73,6 +73,17 @@ class DiskRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     live: bool = False
 
 
+class LuksKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A LUKS passphrase for one of the VM's devices (its own name) or, without a
+    device, for any. Travels to the worker only; never in a reply or a log."""
+
+    secret: str
+    device: str | None = None
+
+    def __repr__(self) -> str:
+        return f"LuksKey(device={self.device!r}, secret=<hidden>)"
+
+
 # -- requests ------------------------------------------------------------------------
 
 
@@ -97,6 +108,7 @@ class Inspect(msgspec.Struct, frozen=True, tag="inspect"):
     vm: str
     labels: list[str]
     inspectors: list[InspectorSpec]
+    keys: list[LuksKey] = msgspec.field(default_factory=list)
 
 
 class Detach(msgspec.Struct, frozen=True, tag="detach"):
@@ -118,6 +130,7 @@ class Cold(msgspec.Struct, frozen=True, tag="cold"):
     accel: str = "tcg"
     memsize: int | None = None
     smp: int | None = None
+    keys: list[LuksKey] = msgspec.field(default_factory=list)
 
 
 class Shutdown(msgspec.Struct, frozen=True, tag="shutdown"):

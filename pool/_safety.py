@@ -31,6 +31,7 @@ from typing import Any
 
 from ._errors import ImageError
 from ._fleet import FORMATS, VM, Disk
+from ._protocol import LuksKey
 
 
 @dataclass(frozen=True)
@@ -378,4 +379,41 @@ def check_vm(vm: VM, policy: SafetyPolicy) -> VM:
     if vm.home is not None and policy.disk_roots is not None:
         policy = dataclasses.replace(policy, disk_roots=[vm.home, *policy.shared_roots])
     disks = tuple(check_disk(d, policy, vm.live) for d in vm.disks)
-    return dataclasses.replace(vm, disks=disks)
+    keys = tuple(dataclasses.replace(k, file=_check_key_file(k.file, policy)) for k in vm.keys)
+    return dataclasses.replace(vm, disks=disks, keys=keys)
+
+
+def _check_key_file(path: str, policy: SafetyPolicy) -> str:
+    """A key file is read on the host: it must be a regular file in the source's
+    folders, like the disks (a manifest must not make guestpool read, say,
+    /etc/shadow into an appliance)."""
+    real = os.path.realpath(path)
+    if policy.disk_roots is not None and not _inside(real, [os.path.realpath(r) for r
+                                                             in policy.disk_roots]):
+        raise ImageError(f"key file {path} resolves to {real}, outside the fleet's folders; "
+                         "refusing it (a scan can allow another folder with --allow-path)")
+    _stat_regular(path, real, "key file")
+    return real
+
+
+MAX_KEY_BYTES = 8192
+
+
+def luks_keys(vm: VM) -> list[LuksKey]:
+    """The VM's LUKS passphrases, read now: the first line of each key file."""
+    out = []
+    for key in vm.keys:
+        try:
+            with open(key.file, "rb") as f:
+                head = f.read(MAX_KEY_BYTES)
+        except OSError as e:
+            raise ImageError(f"{vm.name}: cannot read key file {key.file}: {e.strerror}") from None
+        line = head.split(b"\n", 1)[0].rstrip(b"\r")
+        try:
+            secret = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ImageError(f"{vm.name}: key file {key.file} is not UTF-8 text") from None
+        if not secret or "\0" in secret:
+            raise ImageError(f"{vm.name}: key file {key.file} has an empty first line")
+        out.append(LuksKey(secret, key.device))
+    return out

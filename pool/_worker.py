@@ -134,7 +134,8 @@ class Worker:
                 return Attached(self._plugged().attach(request.disks))
             case Inspect():
                 plug = self._plugged()
-                guest = Guest(self.g, request.vm, plug.devices(request.labels), shell=self.shell)
+                guest = Guest(self.g, request.vm, plug.devices(request.labels), shell=self.shell,
+                              keys=request.keys)
                 results = self._inspect(guest, request.inspectors)
                 self._check_integrity(request.vm)
                 return Inspected(results)
@@ -242,7 +243,7 @@ class Worker:
             booted = time.monotonic()
             self.g = g
             guest = Guest(g, req.vm, g.list_devices()[: len(req.disks)],
-                          shell=prepare_appliance(g))
+                          shell=prepare_appliance(g), keys=req.keys)
             results = self._inspect(guest, req.inspectors)
             return ColdDone(results=results, boot_seconds=booted - start,
                             inspect_seconds=time.monotonic() - booted, qemu_pid=g.get_pid())

@@ -31,12 +31,12 @@ def test_every_kind_matches_ground_truth(shared_pool: PoolThread, demo_fleet: De
         assert layouts["fast"] == layouts["stable"], vm.name  # shell fast path == stable API
         assert layouts["fast_roots"] == layouts["stable_roots"], vm.name
         os_value = r.results["os"]["value"]
-        assert r.results["os"]["version"] == "1"
+        assert r.results["os"]["version"] == "2"
         if truth["os"]["type"] == "none":
             assert os_value["type"] == "none"
         else:
             for key in ("type", "distro", "version", "hostname", "arch", "package_format",
-                        "package_manager"):
+                        "package_management"):
                 assert os_value[key] == truth["os"][key], (vm.name, key)
             if "mountpoints" in truth["os"]:
                 assert set(os_value["mountpoints"]) == set(truth["os"]["mountpoints"])

@@ -44,8 +44,9 @@ def test_fast_probe_reads_udev_and_blkids_only_what_udev_lacks() -> None:
                         "blkid -c /dev/null -p -o export /dev/sdc2":
                             "DEVNAME=/dev/sdc2\nLABEL=root\\ fs\nUUID=2222\nTYPE=btrfs\n"})
     layout = find_filesystems(g, ["/dev/sdc"])
-    assert layout.filesystems == [Filesystem("/dev/sdc1", "ext4", "1111", "my boot"),
-                                  Filesystem("/dev/sdc2", "btrfs", "2222", "root fs")]
+    # named as the VM names them: its first disk is sda, whatever the appliance calls it
+    assert layout.filesystems == [Filesystem("/dev/sda1", "ext4", "1111", "my boot", "/dev/sdc1"),
+                                  Filesystem("/dev/sda2", "btrfs", "2222", "root fs", "/dev/sdc2")]
     assert g.asked == ["records show", "blkid -c /dev/null -p -o export /dev/sdc2"]
     assert layout.volume_groups == []
 
@@ -54,12 +55,16 @@ def test_fast_probe_activates_only_this_vms_volume_groups() -> None:
     from guestpool.inspectors._devices import Filesystem, find_filesystems
 
     udev = "DEV=/dev/sdd\nPART=/dev/sdd1\nDEV=/dev/sdd1\nID_FS_TYPE=LVM2_member\n"
-    lvm = ("VG=vg0\nDEV=/dev/vg0/root\nID_FS_TYPE=ext4\nID_FS_LABEL_ENC=root\n"
-           "VG=vg0\nDEV=/dev/vg0/swap\nID_FS_TYPE=swap\n")
+    lvm = ('VG="vg0"\nDM=vg0-root\nDEV=/dev/mapper/vg0-root\nID_FS_TYPE=ext4\n'
+           "ID_FS_LABEL_ENC=root\nDM=vg0-swap\nDEV=/dev/mapper/vg0-swap\nID_FS_TYPE=swap\n"
+           # a device-mapper device of another group (not activated here) is not the VM's
+           "DM=other-lv\nDEV=/dev/mapper/other-lv\nID_FS_TYPE=ext4\n")
     g = ScriptedHandle({"records show": udev, "lvm vgchange --devices /dev/sdd1 -ay": lvm})
     layout = find_filesystems(g, ["/dev/sdd"])
-    assert layout.filesystems == [Filesystem("/dev/vg0/root", "ext4", "", "root")]
+    assert layout.filesystems == [Filesystem("/dev/vg0/root", "ext4", "", "root",
+                                             "/dev/mapper/vg0-root")]
     assert (layout.volume_groups, layout.lvm_devices) == (["vg0"], ["/dev/sdd1"])
+    assert layout.opened == [("lvm", "vg0-root\0vg0-swap")]
 
 
 def test_device_names_are_checked_before_they_reach_a_shell() -> None:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from helpers.fake_guest import FakeHandle
 
 from guestpool.inspectors import Guest
 from guestpool.inspectors._guest import safe_mountpoint
 
 
-class FakeHandle:
-    def __init__(self) -> None:
-        self.files = {"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n" * 10}
-
-    def is_file(self, path: str, followsymlinks: bool = False) -> bool:
-        return path in self.files
-
-    def pread(self, path: str, count: int, offset: int) -> bytes:
-        return self.files[path][offset: offset + count]
-
-
 def test_guest_reads_are_bounded() -> None:
-    guest = Guest(FakeHandle(), "vm", [])
+    guest = Guest(FakeHandle({"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n" * 10}), "vm", [])
     assert len(guest.read_bytes("/etc/passwd", max_bytes=7)) == 7
     assert len(guest.read_lines("/etc/passwd", max_lines=3)) == 3
 

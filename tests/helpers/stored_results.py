@@ -10,8 +10,8 @@ from typing import Any
 
 from guestpool import _demo as demo
 from guestpool.inspectors import _rpmdb as rpmdb
-from guestpool.inspectors._builtin import LIBGUESTFS_DISTRO
 from guestpool.inspectors._inventory import PackagesInspector
+from guestpool.inspectors._osfacts import distro_of_os_release_id
 from guestpool.inspectors._sandbox import sqlite_blobs
 
 PRODUCT = {"debian": "Debian GNU/Linux 12 (bookworm)", "fedora": "Fedora Linux 40 (Server Edition)",
@@ -20,9 +20,10 @@ PRODUCT = {"debian": "Debian GNU/Linux 12 (bookworm)", "fedora": "Fedora Linux 4
 
 def os_value(distro: str, version: str, fmt: str, product: str = "") -> dict[str, Any]:
     """What the os inspector stores (its cheap path)."""
-    return {"type": "linux", "distro": LIBGUESTFS_DISTRO.get(distro, distro), "version": version,
+    return {"type": "linux", "distro": distro_of_os_release_id(distro) or distro,
+            "version": version,
             "product_name": product, "hostname": "h", "arch": "x86_64",
-            "package_format": fmt, "package_manager": "?", "root": "/dev/sda1",
+            "package_format": fmt, "package_management": "?", "root": "/dev/sda1",
             "mountpoints": {"/": "/dev/sda1"}, "method": "cheap"}
 
 
