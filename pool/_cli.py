@@ -18,6 +18,7 @@ from rich.table import Table
 from guestpool.inspectors._registry import parse_names
 
 from ._accel import ACCEL_CHOICES
+from ._cli_nats import nats_options
 from ._errors import GuestpoolError
 from ._paths import data_dir
 from ._round import DEFAULT_BATCH, RoundOptions
@@ -271,16 +272,27 @@ def _options_from(kw: dict[str, Any]) -> RoundOptions:
 
 
 @cli.command()
-@click.argument("fleet")
+@click.argument("fleet", required=False)
 @_with(scan_options)
 @click.option("--plan", "plan_only", is_flag=True, help="Print the capacity plan only.")
-def scan(fleet: str, **kw: Any) -> None:
+@_with(nats_options)
+def scan(fleet: str | None, **kw: Any) -> None:
     """Inspect a fleet within a time budget.
 
     FLEET is a manifest (.json/.toml), folder:PATH, nova:PATH (a Nova instances
-    folder) or libvirt:URI (libvirt: alone means qemu:///system).
+    folder) or libvirt:URI (libvirt: alone means qemu:///system). With --nats
+    and no FLEET: one round across every host whose `guestpool agent` runs.
     """
+    from ._cli_nats import scan_hosts, settings_from
+
     options = _options_from(kw)
+    settings = settings_from(kw, "coordinator")
+    if settings is not None:
+        if fleet is not None:
+            raise click.UsageError("with --nats the fleets are the agents': give no FLEET")
+        sys.exit(scan_hosts(settings, options, kw["as_json"], kw["store_path"]))
+    if fleet is None:
+        raise click.UsageError("give a FLEET (or --nats URL to scan every host)")
     sys.exit(_scan(fleet, options, **kw))
 
 
@@ -539,10 +551,13 @@ def _add_commands() -> None:
     """Commands defined in their own modules."""
     from guestpool.bench.cli import bench
 
+    from ._cli_nats import agent, nats_config
     from ._cli_vulns import vulns
 
     cli.add_command(bench)
     cli.add_command(vulns)
+    cli.add_command(agent)
+    cli.add_command(nats_config)
 
 
 _add_commands()

@@ -3,8 +3,9 @@ JetStream set-up the coordinator owns: streams, the hosts bucket, host consumers
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from ._subjects import (
     jobs_subject,
 )
 
+log = logging.getLogger("guestpool")
 #: results and jobs are de-duplicated by id over this window (longer than a round)
 DUPLICATE_WINDOW_S = 2 * 3600.0
 #: a delivered job not acknowledged this long goes to another agent of its host;
@@ -84,17 +86,24 @@ def read_secret(path: str | Path | None) -> str | None:
     return Path(path).read_text().strip() if path else None
 
 
+async def _log_error(e: Exception) -> None:
+    # permission violations do not fail the call that caused them: say so here
+    log.warning("NATS: %s", e)
+
+
 @asynccontextmanager
-async def connected(settings: NatsSettings, name: str, host: str | None = None
+async def connected(settings: NatsSettings, name: str, host: str | None = None,
+                    on_error: Callable[[Exception], Awaitable[None]] = _log_error
                     ) -> AsyncIterator[Client]:
     """A client that reconnects for ever (a restarted server is waited for), with
-    reply subjects under ``host``'s own inbox prefix; drained on the way out."""
+    reply subjects under ``host``'s own inbox prefix; closed on the way out.
+    Asynchronous errors (a permission violation) go to ``on_error``."""
     settings.check()
     try:
         nc = await nats.connect(
             servers=[u.strip() for u in settings.url.split(",")], name=name,
             inbox_prefix=inbox_prefix(host).encode(), max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5, connect_timeout=5, allow_reconnect=True,
+            reconnect_time_wait=0.5, connect_timeout=5, allow_reconnect=True, error_cb=on_error,
             **settings.connect_options())
     except Exception as e:
         raise SetupError(f"cannot connect to NATS at {settings.url}: "

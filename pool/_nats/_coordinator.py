@@ -114,6 +114,13 @@ class Coordinator:
         self.known_hosts = found
         return found
 
+    async def wait_for_hosts(self, timeout: float = 6.0) -> None:
+        """Give agents ``timeout`` seconds to announce themselves when none has
+        yet (a fresh server: the hosts bucket was just created)."""
+        with anyio.move_on_after(timeout):
+            while not any(i.alive(time.time()) for i in (await self.hosts()).values()):
+                await anyio.sleep(0.5)
+
     async def watch_hosts(self, every: float = 2.0) -> None:
         """Give every announced host its job consumer, so its agents can bind."""
         while True:
