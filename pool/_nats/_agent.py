@@ -26,7 +26,6 @@ import anyio
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
 from guestpool.inspectors._registry import resolve_specs
@@ -35,6 +34,7 @@ from .._errors import GuestpoolError
 from .._fleet import VM
 from .._paths import data_dir
 from .._pool import Pool
+from .._protocol import InspectorSpec
 from .._round import RoundOptions
 from .._sources import Source
 from ._connect import ACK_WAIT_S, NatsSettings, connected
@@ -208,13 +208,13 @@ class Agent:
                     await msg.nak()
             self.inflight.discard(msg.reply)
 
-    async def _inspect(self, name: str, inspectors: list[object], deadline: float,
+    async def _inspect(self, name: str, inspectors: list[InspectorSpec], deadline: float,
                        msg: Msg) -> dict[str, object] | None:
         vm = self.vms.get(name)
         if vm is None:
             return {"vm": name, "ok": False, "error": {
                 "kind": "image", "message": f"VM {name} is not in host {self.host}'s fleet"}}
-        specs = resolve_specs(inspectors, allow_paths=False)  # type: ignore[arg-type]
+        specs = resolve_specs(inspectors, allow_paths=False)  # registered names only
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_alive, msg)
             with anyio.move_on_after(deadline - time.time()):
@@ -230,10 +230,8 @@ class Agent:
         """In-progress acknowledgements while a job waits or runs."""
         while True:
             await anyio.sleep(ACK_WAIT_S / 4)
-            try:
+            with contextlib.suppress(*_NATS_ERRORS):
                 await msg.in_progress()
-            except _NATS_ERRORS:
-                pass
 
     async def _publish(self, result: JobResult, rid: str) -> None:
         """Into the results stream, retried until the server has it (the id makes
@@ -267,7 +265,7 @@ class Agent:
 
 
 async def run_agent(settings: NatsSettings, host: str, source: Source,
-                    options: RoundOptions = RoundOptions(), *, pool: Pool | None = None,
+                    options: RoundOptions | None = None, *, pool: Pool | None = None,
                     stop: anyio.Event | None = None, heartbeat: float = 2.0,
                     state_dir: Path | None = None) -> None:
     """Run ``host``'s agent until ``stop`` is set: ``source`` is its local fleet;
@@ -276,6 +274,7 @@ async def run_agent(settings: NatsSettings, host: str, source: Source,
     backend (nats-py is asyncio)."""
     check_host(host)
     if pool is None:
+        options = options or RoundOptions()
         await anyio.to_thread.run_sync(source.load)  # the safety policy needs it read
         pool = options.pool(options.safety(source))
     async with connected(settings, f"guestpool-agent-{host}-{os.getpid()}", host) as nc:

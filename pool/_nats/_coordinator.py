@@ -11,6 +11,7 @@ A result is acknowledged after it is committed; one delivered again finds its
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -150,10 +151,8 @@ class Coordinator:
             for msg in msgs:
                 self._store(msg)
             for msg in msgs:
-                try:
-                    await msg.ack()
-                except _NATS_ERRORS:
-                    pass  # delivered again later, and then only acknowledged
+                with contextlib.suppress(*_NATS_ERRORS):  # if lost: delivered again,
+                    await msg.ack()                        # then only acknowledged
 
     def _store(self, msg: Msg) -> None:
         try:
@@ -185,13 +184,14 @@ class Coordinator:
 
     # -- rounds ------------------------------------------------------------------------
 
-    async def round(self, options: RoundOptions = RoundOptions(), *,
+    async def round(self, options: RoundOptions | None = None, *,
                     stop: anyio.Event | None = None,
                     on_result: ResultHook | None = None) -> HostsRoundReport:
         """One round across every announced host, within ``options.budget``
         seconds; hosts without a recent heartbeat are reported missing and their
         VMs not reached. ``stop`` withdraws the jobs not yet started."""
         start, wall = anyio.current_time(), time.time()
+        options = options or RoundOptions()
         budget = options.budget
         specs = list(resolve_specs(options.inspectors))
         infos = await self.hosts()
