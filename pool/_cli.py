@@ -515,6 +515,7 @@ def _fleet_option(items: tuple[str, ...], positional: str | None) -> dict[str, s
 @_with(round_options)
 @store_option
 @remote_libvirt_option
+@_with(nats_options)
 def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file: Path | None,
           open_reads: bool, interval: float | None, paused: bool, store_path: Path | None,
           allow_remote_libvirt: bool, **kw: Any) -> None:
@@ -526,25 +527,30 @@ def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file
     """
     import os
 
+    from ._cli_nats import settings_from
     from ._service import serve as run_service
 
     options = _options_from(kw)
     fleets = _fleet_option(fleet_items, fleet)
+    nats = settings_from(kw, "coordinator")
+    if nats is not None and fleets:
+        raise click.UsageError("with --nats the fleets are the agents': give no FLEET")
     host, _, port_s = bind.rpartition(":")
     if not host or not port_s.isdigit():
         raise click.BadParameter(f"{bind!r}: use HOST:PORT", param_hint="--bind")
     token = (token_file.read_text().strip() if token_file else
              os.environ.get("GUESTPOOL_TOKEN")) or None
-    if interval is not None and not fleets:
+    if interval is not None and not fleets and nats is None:
         raise click.BadParameter("--interval needs a fleet to scan", param_hint="--interval")
     console.print(f"guestpool serve: http://{host}:{port_s}/ "
                   f"({'token required' if token else 'no token: loopback only'}; "
-                  f"fleets: {', '.join(fleets) or 'none'})", highlight=False)
+                  f"fleets: {'hosts at ' + nats.url if nats else ', '.join(fleets) or 'none'})",
+                  highlight=False)
     anyio.run(lambda: run_service(host=host.strip("[]"), port=int(port_s), store_path=store_path,
                                   fleets=fleets, token=token, open_reads=open_reads,
                                   paused=paused, options=options, interval=interval,
-                                  allow_remote_libvirt=allow_remote_libvirt),
-              backend="trio")
+                                  allow_remote_libvirt=allow_remote_libvirt, nats=nats),
+              backend="trio" if nats is None else "asyncio")
 
 
 def _add_commands() -> None:

@@ -115,12 +115,19 @@ class Coordinator:
         self.known_hosts = found
         return found
 
-    async def wait_for_hosts(self, timeout: float = 6.0) -> None:
-        """Give agents ``timeout`` seconds to announce themselves when none has
-        yet (a fresh server: the hosts bucket was just created)."""
+    async def wait_for_hosts(self, timeout: float = 10.0) -> None:
+        """When no agent is heard from yet (a fresh server: the hosts bucket was
+        just created), wait up to ``timeout`` seconds for one, then a heartbeat
+        and a half for the others."""
+        def alive(hosts: dict[str, HostInfo]) -> list[HostInfo]:
+            return [i for i in hosts.values() if i.alive(time.time())]
+
+        if alive(await self.hosts()):
+            return
         with anyio.move_on_after(timeout):
-            while not any(i.alive(time.time()) for i in (await self.hosts()).values()):
+            while not (heard := alive(await self.hosts())):
                 await anyio.sleep(0.5)
+            await anyio.sleep(1.5 * max(i.heartbeat for i in heard))
 
     async def watch_hosts(self, every: float = 2.0) -> None:
         """Give every announced host its job consumer, so its agents can bind."""

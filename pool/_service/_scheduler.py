@@ -48,6 +48,11 @@ class Service:
     hosts: frozenset[str] = frozenset()
     #: the OSV folder (``options.osv``) and its index, for /vulns
     vulns: OsvState = field(default_factory=OsvState)
+    #: with ``serve --nats``: the coordinator (``_nats.Coordinator``); scans then
+    #: run across the agents' hosts (``_hosts``)
+    coordinator: Any = None
+    #: each host's share of the last round across hosts
+    host_tallies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vulns.folder is None:
@@ -101,6 +106,10 @@ class Service:
             self.pool, self.running, self.cancel = None, None, None
 
     async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
+        if self.coordinator is not None:
+            from ._hosts import hosts_round
+
+            return await hosts_round(self, scan_id, req, cancel)
         name = req.get("fleet") or self.default_fleet()
         if name not in self.fleets:
             raise GuestpoolError(f"fleet {name!r} is not configured for this service")
