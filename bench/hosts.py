@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -111,9 +112,42 @@ async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: f
             "results_per_s": round(len(report.results) / report.elapsed, 1),
             "coordinator_cpu_s": round(cpu, 2),
             "coordinator_cpu_share": round(cpu / report.elapsed, 3),
+            "coordinator_cpu_ms_per_result": round(1000 * cpu / max(1, len(report.results)), 2),
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "coordinator_max_rss_mb": round(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "stored_after_round_end": late, "agents_warm_s": round(warm, 1)}
+
+
+async def _drain(url: str, passwords: Path, db: Path, count: int) -> dict[str, Any]:
+    """The coordinator's own ceiling: ``count`` results already waiting in the
+    stream (as after a coordinator restart), stored as fast as it can."""
+    from guestpool._nats._messages import JobResult, encode
+    from guestpool._nats._subjects import result_id, results_subject
+
+    store = Store(db)
+    round_id = store.start_round(60, "pooled", 0, None)
+    async with connected(settings(url, passwords, None), "bench-publisher") as nc:
+        js = nc.jetstream()
+        from guestpool._nats._connect import ensure_streams
+
+        await ensure_streams(js)
+        for i in range(count):
+            result = {"vm": f"drain-{i}", "ok": True, "results": {"hostname": {
+                "inspector": "hostname", "version": "1", "ok": True, "value": f"vm{i}",
+                "seconds": 0.01}}, "timings": {"attach": 0.1, "inspect": 1.2, "detach": 0.1}}
+            await js.publish(results_subject("h000"), encode(JobResult(round_id, "h000", result)),
+                             headers={"Nats-Msg-Id": result_id(round_id, f"drain-{i}")})
+    cpu0, t0 = time.process_time(), time.monotonic()
+    async with open_coordinator(settings(url, passwords, None), store) as coordinator:
+        while coordinator.stored < count:
+            await anyio.sleep(0.05)
+        seconds = time.monotonic() - t0
+    cpu = time.process_time() - cpu0
+    store.close()
+    return {"drain_results": count, "drain_s": round(seconds, 2),
+            "drain_results_per_s": round(count / seconds, 1),
+            "drain_cpu_ms_per_result": round(1000 * cpu / count, 2)}
 
 
 def main() -> None:
@@ -125,6 +159,8 @@ def main() -> None:
     p.add_argument("--job", type=float, default=DEFAULT_COSTS["job"],
                    help="mean seconds of one VM's inspection (attach+inspect+detach)")
     p.add_argument("--procs", type=int, default=4, help="processes the agents share")
+    p.add_argument("--drain", type=int, default=0, metavar="N",
+                   help="then time the coordinator storing N results waiting in the stream")
     p.add_argument("--agents", nargs=4, metavar=("URL", "PASSWORDS", "FIRST", "COUNT"),
                    help=argparse.SUPPRESS)  # internal: one agents process
     a = p.parse_args()
@@ -157,6 +193,11 @@ def main() -> None:
                         backend="asyncio")
         out.update(label=LABEL, pool_per_host=a.pool, vms_per_host=a.vms, job_s=a.job,
                    agent_processes=len(procs))
+        for proc in procs:
+            proc.kill()
+        if a.drain:
+            out.update(anyio.run(_drain, url, folder / "conf", folder / "drain.db", a.drain,
+                                 backend="asyncio"))
         print(json.dumps(out, indent=1))
     finally:
         for proc in procs:

@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import nats
 import pytest
 from helpers.nats_server import NatsServer
+from helpers.server import AUTH, Server
+from prometheus_client.parser import text_string_to_metric_families
 
 from guestpool import VM, Disk, RoundOptions, Store, write_manifest
 from guestpool._nats import HostsRoundReport, open_coordinator
@@ -236,3 +239,31 @@ def test_host_credentials_cannot_pull_another_hosts_jobs(server: NatsServer,
     assert any("permissions violation for publish to "
                "\"$js.api.consumer.msg.next.guestpool_jobs.host-b\"" in e for e in errors), errors
     assert any("publish to \"guestpool.results.b\"" in e for e in errors), errors
+
+
+def test_service_scans_across_hosts_and_shows_them(server: NatsServer, agents: Agents,
+                                                   tmp_path: Path) -> None:
+    agents.start("A,B")
+    srv = Server(tmp_path / "s.db", "--nats", server.url, "--password-file",
+                 str(server.password_file("coordinator")))
+    try:
+        c = httpx.Client(base_url=srv.url, headers=AUTH, timeout=10)
+        end = time.monotonic() + 20
+        while sum(h["alive"] and h["ready"] for h in c.get("/hosts").json()["hosts"]) < 2:
+            assert time.monotonic() < end, c.get("/hosts").json()
+            time.sleep(0.3)
+        r = c.post("/scans", json={"budget": 15, "inspectors": ["hostname"]})
+        assert r.status_code == 202, r.text
+        end = time.monotonic() + 30
+        while (s := c.get(f"/scans/{r.json()['id']}").json())["state"] not in ("done", "failed"):
+            assert time.monotonic() < end
+            time.sleep(0.3)
+        assert s["state"] == "done" and s["summary"]["covered"] == 12, s
+        hosts = {h["host"]: h for h in c.get("/hosts").json()["hosts"]}
+        assert {h: v["last_round"]["covered"] for h, v in hosts.items()} == {"A": 6, "B": 6}
+        metrics = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+        samples = {tuple(x.labels.values()): x.value for x in metrics["guestpool_host_vms"].samples}
+        assert samples[("A", "covered")] == samples[("B", "covered")] == 6
+        assert 'id="hosts"' in c.get("/").text
+    finally:
+        srv.stop()

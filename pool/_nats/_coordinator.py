@@ -129,7 +129,7 @@ class Coordinator:
                 await anyio.sleep(0.5)
             await anyio.sleep(1.5 * max(i.heartbeat for i in heard))
 
-    async def watch_hosts(self, every: float = 2.0) -> None:
+    async def watch_hosts(self, every: float = 5.0) -> None:
         """Give every announced host its job consumer, so its agents can bind."""
         while True:
             try:
@@ -279,11 +279,15 @@ class Coordinator:
     async def _withdraw(self, hosts: list[str]) -> None:
         """Remove the round's jobs no agent has started (agents would refuse
         them past the deadline anyway)."""
-        for host in hosts:
+        async def purge(host: str) -> None:
             try:
                 await self.js.purge_stream(JOBS_STREAM, subject=jobs_subject(host))
             except _NATS_ERRORS as e:
                 log.info("coordinator: jobs of %s not withdrawn (%s)", host, type(e).__name__)
+
+        async with anyio.create_task_group() as tg:
+            for host in hosts:
+                tg.start_soon(purge, host)
 
 
 async def _retrying(call: Callable[[], Any], pause: float = 0.5) -> Any:

@@ -4,16 +4,12 @@ show each host."""
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import time
 from typing import Any
 
 import anyio
 
-from guestpool.inspectors._registry import resolve_specs
-
-from .._results import InspectResult
 from ._scheduler import Service
 
 
@@ -61,26 +57,10 @@ async def hosts_round(svc: Service, scan_id: str, req: dict[str, Any],
                       cancel: anyio.Event) -> None:
     """One scan as a round across hosts (the request's budget and inspectors)."""
     assert svc.coordinator is not None
-    total = sum(len(i.vms) for i in svc.coordinator.known_hosts.values())
-    svc.progress = {"total": total, "done": 0, "covered": 0, "failed": 0}
-    errors: list[dict[str, Any]] = []
-
-    def on_result(r: InspectResult) -> None:
-        svc.progress["done"] += 1
-        svc.progress["covered" if r.ok else "failed"] += 1
-        if not r.ok:
-            errors.append({"vm": r.vm, **(r.error or {})})
-        svc.queue.update(scan_id, progress=svc.progress, errors=errors[-100:])
-
-    options = dataclasses.replace(
-        svc.options, budget=float(req.get("budget", svc.options.budget)),
-        inspectors=(resolve_specs(req["inspectors"], allow_paths=False)
-                    if req.get("inspectors") else svc.options.inspectors))
-    report = await svc.coordinator.round(options, stop=cancel, on_result=on_result)
+    on_result = svc.progress_hook(
+        scan_id, sum(len(i.vms) for i in svc.coordinator.known_hosts.values()))
+    report = await svc.coordinator.round(svc.scan_options(req), stop=cancel,
+                                         on_result=on_result)
     svc.host_tallies = {h: t.to_dict() for h, t in report.hosts.items()}
     svc.progress["total"] = len(report.results) + len(report.not_reached)
-    svc.queue.update(scan_id, state="cancelled" if cancel.is_set() else "done",
-                     finished=time.time(), summary=report.summary(), progress=svc.progress)
-    vms = svc.progress["total"]
-    svc.metrics.coverage.set(len(report.covered) / vms if vms else 1.0)
-    svc.metrics.overrun.set(report.overrun)
+    svc.finish(scan_id, cancel, report, svc.progress["total"])

@@ -11,12 +11,7 @@ from pathlib import Path
 
 from guestpool._nats import NatsSettings, write_config
 from guestpool._nats._config import COORDINATOR_USER, agent_user
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from helpers.server import free_port
 
 
 class NatsServer:
