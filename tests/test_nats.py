@@ -151,7 +151,7 @@ def test_nats_server_restart_mid_round_loses_nothing(server: NatsServer, agents:
 
 
 def scan_command(server: NatsServer, db: Path, budget: float) -> list[str]:
-    return [sys.executable, "-m", "guestpool", "scan", "--nats", server.url, "--password-file",
+    return [sys.executable, "-m", "guestpool", "scan", "--nats", server.url, "--nats-password-file",
             str(server.password_file("coordinator")), "--store", str(db), "--budget",
             str(budget), "--inspectors", "hostname", "--json"]
 
@@ -244,7 +244,7 @@ def test_host_credentials_cannot_pull_another_hosts_jobs(server: NatsServer,
 def test_service_scans_across_hosts_and_shows_them(server: NatsServer, agents: Agents,
                                                    tmp_path: Path) -> None:
     agents.start("A,B")
-    srv = Server(tmp_path / "s.db", "--nats", server.url, "--password-file",
+    srv = Server(tmp_path / "s.db", "--nats", server.url, "--nats-password-file",
                  str(server.password_file("coordinator")))
     try:
         c = httpx.Client(base_url=srv.url, headers=AUTH, timeout=10)

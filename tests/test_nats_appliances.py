@@ -50,7 +50,7 @@ def test_two_hosts_with_real_appliances(demo_fleet: DemoFleet, server: NatsServe
             write_manifest(manifest, own)
             agents[host] = subprocess.Popen(
                 [sys.executable, "-m", "guestpool", "agent", str(manifest), "--host", host,
-                 "--nats", server.url, "--password-file",
+                 "--nats", server.url, "--nats-password-file",
                  str(server.password_file(f"agent-{host}")), "--pool", "1",
                  "--allow-path", str(demo_fleet.manifest.parent)],
                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{host}.log", "w"))  # noqa: SIM115
@@ -58,7 +58,7 @@ def test_two_hosts_with_real_appliances(demo_fleet: DemoFleet, server: NatsServe
         budget = 240
         scan = subprocess.run(
             [sys.executable, "-m", "guestpool", "scan", "--nats", server.url,
-             "--password-file", str(server.password_file("coordinator")), "--store", str(db),
+             "--nats-password-file", str(server.password_file("coordinator")), "--store", str(db),
              "--budget", str(budget), "--inspectors", "hostname", "--json"],
             capture_output=True, text=True, timeout=budget + 30)
         summary = json.loads(scan.stdout)

@@ -63,8 +63,8 @@ class NatsSettings:
 
     def check(self) -> None:
         if not (self.user and self.password) and not self.token and not self.creds:
-            raise SetupError("NATS needs credentials: --user with --password-file, "
-                             "--token-file or --creds (see `guestpool nats-config`)")
+            raise SetupError("NATS needs credentials: --nats-password-file (with --nats-user), "
+                             "--nats-token-file or --nats-creds (see `guestpool nats-config`)")
 
     def connect_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {}
