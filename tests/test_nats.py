@@ -267,3 +267,26 @@ def test_service_scans_across_hosts_and_shows_them(server: NatsServer, agents: A
         assert 'id="hosts"' in c.get("/").text
     finally:
         srv.stop()
+
+
+def test_a_job_longer_than_the_ack_wait_is_kept_by_in_progress_acks(
+        server: NatsServer, agents: Agents) -> None:
+    async def main() -> int:
+        from guestpool._nats._connect import ensure_host, ensure_streams
+        from guestpool._nats._messages import Job, encode
+
+        async with connected(server.settings(), "admin") as nc:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            await ensure_host(js, "A", ack_wait=2.0)  # the agent reads it when it binds
+            await js.publish("guestpool.jobs.A", encode(Job(1, "A", "A-0", time.time() + 30, [])))
+            agents.start("A", job=6.0)
+            spy = await js.pull_subscribe_bind("host-A", JOBS_STREAM)
+            await anyio.sleep(6)  # boot 0.5 s, then the job holds its appliance for 6 s
+            with pytest.raises(nats.errors.TimeoutError):  # not given to anyone else
+                await spy.fetch(1, timeout=1.0)
+            results = await js.pull_subscribe("guestpool.results.A", stream="GUESTPOOL_RESULTS")
+            await results.fetch(1, timeout=10)  # the result came
+            return int((await js.consumer_info(JOBS_STREAM, "host-A")).num_redelivered)
+
+    assert anyio.run(main, backend="asyncio") == 0

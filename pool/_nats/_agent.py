@@ -100,6 +100,8 @@ class Agent:
         state.mkdir(parents=True, exist_ok=True)
         self.inflight = _InFlight(state / f"agent-{host}.inflight.json")
         self._slots = anyio.Semaphore(pool.size)
+        #: the consumer's acknowledgement deadline (read when bound)
+        self.ack_wait = ACK_WAIT_S
 
     # -- inventory and heartbeat ---------------------------------------------------
 
@@ -152,8 +154,13 @@ class Agent:
     async def take_jobs(self) -> None:
         """Pull one job whenever an appliance slot is free, until cancelled."""
         sub = await self.js.pull_subscribe_bind(host_consumer(self.host), JOBS_STREAM)
+        bound = False
         async with anyio.create_task_group() as tg:
             while True:
+                if not bound:
+                    with contextlib.suppress(*_NATS_ERRORS):
+                        self.ack_wait = (await sub.consumer_info()).config.ack_wait or ACK_WAIT_S
+                        bound = True
                 await self._slots.acquire()
                 try:
                     msgs = await sub.fetch(1, timeout=2.0)
@@ -229,7 +236,7 @@ class Agent:
     async def _keep_alive(self, msg: Msg) -> None:
         """In-progress acknowledgements while a job waits or runs."""
         while True:
-            await anyio.sleep(ACK_WAIT_S / 4)
+            await anyio.sleep(self.ack_wait / 4)
             with contextlib.suppress(*_NATS_ERRORS):
                 await msg.in_progress()
 
