@@ -25,6 +25,9 @@ nats_options = [
     click.option("--nats-token-file", "nats_token_file", default=None,
                  type=click.Path(path_type=Path, exists=True, dir_okay=False),
                  help="File holding a NATS token (instead of user and password)."),
+    click.option("--nats-nkey", "nats_nkey", default=None,
+                 type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                 help="NKey seed file of this user (`guestpool nats-config --nkeys`)."),
     click.option("--nats-creds", "nats_creds", default=None,
                  type=click.Path(path_type=Path, exists=True, dir_okay=False),
                  help="NATS credentials file (JWT and NKey seed)."),
@@ -53,6 +56,7 @@ def settings_from(kw: dict[str, Any], default_user: str) -> Any:
         values["nats_url"], user=values["nats_user"] or (default_user if password else None),
         password=password, token=token,
         creds=str(values["nats_creds"]) if values["nats_creds"] else None,
+        nkey=str(values["nats_nkey"]) if values["nats_nkey"] else None,
         **{k: str(values[f"nats_{k}"]) if values[f"nats_{k}"] else None
            for k in ("tls_ca", "tls_cert", "tls_key")})
     settings.check()
@@ -151,15 +155,21 @@ agent = _with(nats_options, agent)
 @click.option("--store-dir", default="/var/lib/guestpool-nats", show_default=True,
               help="JetStream's storage folder on the server.")
 @click.option("--tls", is_flag=True, help="Add a TLS block (edit its certificate paths).")
-def nats_config(hosts: str, folder: Path, port: int, store_dir: str, tls: bool) -> None:
+@click.option("--nkeys", is_flag=True,
+              help="Users by NKey (a seed file each; the server keeps public keys only) "
+                   "instead of passwords.")
+def nats_config(hosts: str, folder: Path, port: int, store_dir: str, tls: bool,
+                nkeys: bool) -> None:
     """Write a nats-server configuration with JetStream and one user per host,
     allowed only its own jobs and results, and a coordinator user."""
     from ._cli import console
     from ._nats import write_config
 
     names = [h.strip() for h in hosts.split(",") if h.strip()]
-    for path in write_config(folder, names, port=port, store_dir=store_dir, tls=tls):
+    for path in write_config(folder, names, port=port, store_dir=store_dir, tls=tls,
+                             nkeys=nkeys):
         console.print(f"wrote {path}", highlight=False)
+    kind = "nk" if nkeys else "password"
     console.print(f"start it: nats-server -c {folder / 'nats-server.conf'}; give host H "
-                  f"{folder}/agent-H.password and the coordinator {folder}/coordinator.password",
+                  f"{folder}/agent-H.{kind} and the coordinator {folder}/coordinator.{kind}",
                   highlight=False)

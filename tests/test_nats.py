@@ -203,8 +203,16 @@ def test_host_that_never_answers_is_not_reached_and_a_silent_one_missing(
     assert second.hosts["C"].not_reached == 6 and len(second.covered) == 12
 
 
-def test_host_credentials_cannot_pull_another_hosts_jobs(server: NatsServer,
-                                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize("nkeys", [False, True], ids=["passwords", "nkeys"])
+def test_host_credentials_cannot_pull_another_hosts_jobs(tmp_path: Path, nkeys: bool) -> None:
+    server = NatsServer(tmp_path / "nats", ["A", "B"], nkeys=nkeys)
+    try:
+        _cannot_pull_another_hosts_jobs(server)
+    finally:
+        server.stop()
+
+
+def _cannot_pull_another_hosts_jobs(server: NatsServer) -> None:
     async def main() -> tuple[list[str], bytes]:
         async with connected(server.settings(), "admin") as admin:
             js = admin.jetstream()

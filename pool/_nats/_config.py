@@ -46,14 +46,22 @@ def agent_permissions(host: str) -> dict[str, dict[str, list[str]]]:
     }
 
 
+def _identity(user: str, secret: str) -> dict[str, object]:
+    """A user by password, or by NKey (``secret`` is then its public key: the
+    server holds no secret at all)."""
+    return {"nkey": secret} if secret.startswith("U") and len(secret) == 56 else \
+        {"user": user, "password": secret}
+
+
 def server_config(hosts: Sequence[str], passwords: dict[str, str], *, port: int = 4222,
                   store_dir: str = "/var/lib/guestpool-nats", tls: bool = False) -> str:
-    """The text of a nats-server configuration (JSON is valid NATS config syntax)."""
+    """The text of a nats-server configuration (JSON is valid NATS config syntax);
+    ``passwords`` maps each user to its password or its NKey public key."""
     users: list[dict[str, object]] = [
-        {"user": COORDINATOR_USER, "password": passwords[COORDINATOR_USER]}]
+        _identity(COORDINATOR_USER, passwords[COORDINATOR_USER])]
     for host in hosts:
         user = agent_user(check_host(host))
-        users.append({"user": user, "password": passwords[user],
+        users.append({**_identity(user, passwords[user]),
                       "permissions": agent_permissions(host)})
     config: dict[str, object] = {
         "port": port,
@@ -68,19 +76,21 @@ def server_config(hosts: Sequence[str], passwords: dict[str, str], *, port: int 
 
 
 def write_config(folder: Path, hosts: Sequence[str], *, port: int = 4222,
-                 store_dir: str = "/var/lib/guestpool-nats", tls: bool = False) -> list[Path]:
-    """``nats-server.conf`` and one password file per user in ``folder`` (mode
-    0600; existing passwords are kept, so re-running adds hosts only)."""
+                 store_dir: str = "/var/lib/guestpool-nats", tls: bool = False,
+                 nkeys: bool = False) -> list[Path]:
+    """``nats-server.conf`` and one secret per user in ``folder`` (mode 0600):
+    ``USER.password``, or with ``nkeys`` an NKey seed ``USER.nk`` (the server
+    config then holds only public keys). Existing secrets are kept, so
+    re-running adds hosts only."""
     folder.mkdir(parents=True, exist_ok=True)
     passwords = {}
     written = []
     for user in [COORDINATOR_USER, *(agent_user(check_host(h)) for h in hosts)]:
-        path = folder / f"{user}.password"
+        path = folder / f"{user}.{'nk' if nkeys else 'password'}"
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(24) + "\n")
-        passwords[user] = path.read_text().strip()
+            _write_private(path, (_new_seed() if nkeys else secrets.token_urlsafe(24)) + "\n",
+                           exclusive=True)
+        passwords[user] = _public_key(path) if nkeys else path.read_text().strip()
         written.append(path)
     conf = folder / "nats-server.conf"
     _write_private(conf, server_config(hosts, passwords, port=port, store_dir=store_dir,
@@ -93,7 +103,20 @@ def write_config(folder: Path, hosts: Sequence[str], *, port: int = 4222,
     return [conf, auth, *written]
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC),
+                 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def _new_seed() -> str:
+    import nkeys
+
+    return bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)).decode()
+
+
+def _public_key(seed_file: Path) -> str:
+    import nkeys
+
+    return str(nkeys.from_seed(bytearray(seed_file.read_bytes().strip())).public_key.decode())

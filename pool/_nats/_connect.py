@@ -57,14 +57,17 @@ class NatsSettings:
     password: str | None = None
     token: str | None = None
     creds: str | None = None
+    #: an NKey seed file (``guestpool nats-config --nkeys``)
+    nkey: str | None = None
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
 
     def check(self) -> None:
-        if not (self.user and self.password) and not self.token and not self.creds:
+        if not (self.user and self.password) and not (self.token or self.creds or self.nkey):
             raise SetupError("NATS needs credentials: --nats-password-file (with --nats-user), "
-                             "--nats-token-file or --nats-creds (see `guestpool nats-config`)")
+                             "--nats-nkey, --nats-token-file or --nats-creds "
+                             "(see `guestpool nats-config`)")
 
     def connect_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {}
@@ -74,6 +77,8 @@ class NatsSettings:
             opts["token"] = self.token
         if self.creds:
             opts["user_credentials"] = self.creds
+        if self.nkey:
+            opts["nkeys_seed"] = self.nkey
         if self.tls_ca or self.tls_cert:
             ctx = ssl.create_default_context(cafile=self.tls_ca)
             if self.tls_cert:

@@ -15,11 +15,13 @@ from helpers.server import free_port
 
 
 class NatsServer:
-    def __init__(self, folder: Path, hosts: list[str]) -> None:
+    def __init__(self, folder: Path, hosts: list[str], nkeys: bool = False) -> None:
         if shutil.which("nats-server") is None:
             raise RuntimeError("nats-server is not installed: run pool/bootstrap.sh")
         self.folder, self.port = folder, free_port()
-        write_config(folder / "conf", hosts, port=self.port, store_dir=str(folder / "js"))
+        self.nkeys = nkeys
+        write_config(folder / "conf", hosts, port=self.port, store_dir=str(folder / "js"),
+                     nkeys=nkeys)
         self.url = f"nats://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -30,6 +32,8 @@ class NatsServer:
     def settings(self, host: str | None = None) -> NatsSettings:
         """The coordinator's credentials, or ``host``'s agent's."""
         user = agent_user(host) if host else COORDINATOR_USER
+        if self.nkeys:
+            return NatsSettings(self.url, nkey=str(self.folder / "conf" / f"{user}.nk"))
         return NatsSettings(self.url, user=user,
                             password=self.password_file(user).read_text().strip())
 
