@@ -60,6 +60,10 @@ class _InFlight:
         except (OSError, ValueError):
             return []
 
+    def clear(self) -> None:
+        self.subjects.clear()
+        self._save()
+
     def add(self, subject: str) -> None:
         self.subjects.add(subject)
         self._save()
@@ -148,8 +152,7 @@ class Agent:
         """NAK the jobs a killed run of this agent held: delivered again now."""
         for subject in self.inflight.left_by_last_run():
             await self.nc.publish(subject, b"-NAK")
-        self.inflight.subjects.clear()
-        self.inflight._save()
+        self.inflight.clear()
 
     async def take_jobs(self) -> None:
         """Pull one job whenever an appliance slot is free, until cancelled."""
