@@ -18,6 +18,7 @@ from rich.table import Table
 from guestpool.inspectors._registry import parse_names
 
 from ._accel import ACCEL_CHOICES
+from ._cli_nats import nats_options
 from ._errors import GuestpoolError
 from ._paths import data_dir
 from ._round import DEFAULT_BATCH, RoundOptions
@@ -271,16 +272,27 @@ def _options_from(kw: dict[str, Any]) -> RoundOptions:
 
 
 @cli.command()
-@click.argument("fleet")
+@click.argument("fleet", required=False)
 @_with(scan_options)
 @click.option("--plan", "plan_only", is_flag=True, help="Print the capacity plan only.")
-def scan(fleet: str, **kw: Any) -> None:
+@_with(nats_options)
+def scan(fleet: str | None, **kw: Any) -> None:
     """Inspect a fleet within a time budget.
 
     FLEET is a manifest (.json/.toml), folder:PATH, nova:PATH (a Nova instances
-    folder) or libvirt:URI (libvirt: alone means qemu:///system).
+    folder) or libvirt:URI (libvirt: alone means qemu:///system). With --nats
+    and no FLEET: one round across every host whose `guestpool agent` runs.
     """
+    from ._cli_nats import scan_hosts, settings_from
+
     options = _options_from(kw)
+    settings = settings_from(kw, "coordinator")
+    if settings is not None:
+        if fleet is not None:
+            raise click.UsageError("with --nats the fleets are the agents': give no FLEET")
+        sys.exit(scan_hosts(settings, options, kw["as_json"], kw["store_path"]))
+    if fleet is None:
+        raise click.UsageError("give a FLEET (or --nats URL to scan every host)")
     sys.exit(_scan(fleet, options, **kw))
 
 
@@ -503,6 +515,7 @@ def _fleet_option(items: tuple[str, ...], positional: str | None) -> dict[str, s
 @_with(round_options)
 @store_option
 @remote_libvirt_option
+@_with(nats_options)
 def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file: Path | None,
           open_reads: bool, interval: float | None, paused: bool, store_path: Path | None,
           allow_remote_libvirt: bool, **kw: Any) -> None:
@@ -514,35 +527,43 @@ def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file
     """
     import os
 
+    from ._cli_nats import settings_from
     from ._service import serve as run_service
 
     options = _options_from(kw)
     fleets = _fleet_option(fleet_items, fleet)
+    nats = settings_from(kw, "coordinator")
+    if nats is not None and fleets:
+        raise click.UsageError("with --nats the fleets are the agents': give no FLEET")
     host, _, port_s = bind.rpartition(":")
     if not host or not port_s.isdigit():
         raise click.BadParameter(f"{bind!r}: use HOST:PORT", param_hint="--bind")
     token = (token_file.read_text().strip() if token_file else
              os.environ.get("GUESTPOOL_TOKEN")) or None
-    if interval is not None and not fleets:
+    if interval is not None and not fleets and nats is None:
         raise click.BadParameter("--interval needs a fleet to scan", param_hint="--interval")
     console.print(f"guestpool serve: http://{host}:{port_s}/ "
                   f"({'token required' if token else 'no token: loopback only'}; "
-                  f"fleets: {', '.join(fleets) or 'none'})", highlight=False)
+                  f"fleets: {'hosts at ' + nats.url if nats else ', '.join(fleets) or 'none'})",
+                  highlight=False)
     anyio.run(lambda: run_service(host=host.strip("[]"), port=int(port_s), store_path=store_path,
                                   fleets=fleets, token=token, open_reads=open_reads,
                                   paused=paused, options=options, interval=interval,
-                                  allow_remote_libvirt=allow_remote_libvirt),
-              backend="trio")
+                                  allow_remote_libvirt=allow_remote_libvirt, nats=nats),
+              backend="trio" if nats is None else "asyncio")
 
 
 def _add_commands() -> None:
     """Commands defined in their own modules."""
     from guestpool.bench.cli import bench
 
+    from ._cli_nats import agent, nats_config
     from ._cli_vulns import vulns
 
     cli.add_command(bench)
     cli.add_command(vulns)
+    cli.add_command(agent)
+    cli.add_command(nats_config)
 
 
 _add_commands()

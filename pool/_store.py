@@ -153,6 +153,12 @@ class Store:
             raise
         return changes
 
+    def has_result(self, round_id: int, vm: str) -> bool:
+        """Whether round ``round_id`` already stored a result of ``vm``: a result
+        delivered twice (at-least-once messaging) is then stored once."""
+        return self._db.execute("SELECT 1 FROM results WHERE vm=? AND round_id=? LIMIT 1",
+                                (vm, round_id)).fetchone() is not None
+
     def record_findings(self, round_id: int | None, reports: Iterable[Mapping[str, Any]],
                         changes: Mapping[str, list[Change]] | None = None) -> None:
         """Store one round's vulnerability matches (``_vulns.VmFindings``) and the

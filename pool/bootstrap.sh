@@ -18,7 +18,8 @@ die() { echo "guestpool bootstrap: $*" >&2; exit 1; }
 python=/usr/bin/python3
 system_packages=(libguestfs-tools python3-guestfs qemu-utils python3-venv e2fsprogs
                  fdisk lvm2 xfsprogs btrfs-progs dosfstools procps
-                 libvirt-daemon-system python3-libvirt)
+                 libvirt-daemon-system python3-libvirt
+                 nats-server)
 
 # the status page test drives a real headless browser
 [[ -n $extras ]] && system_packages+=(chromium)

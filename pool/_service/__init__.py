@@ -7,9 +7,12 @@ rounds), ``_metrics`` (Prometheus), ``_app`` (routes and auth), ``_status_page``
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -44,15 +47,24 @@ def allowed_hosts(host: str, port: int) -> frozenset[str]:
 
 async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[str, str],
                 token: str | None, open_reads: bool, paused: bool, options: RoundOptions,
-                interval: float | None, allow_remote_libvirt: bool = False) -> None:
+                interval: float | None, allow_remote_libvirt: bool = False,
+                nats: Any = None) -> None:
     """Run the API and the scheduler until SIGINT/SIGTERM; with ``interval``, also
-    queue a scan of every configured fleet every ``interval`` seconds."""
+    queue a scan of every configured fleet every ``interval`` seconds. With
+    ``nats`` (``_nats.NatsSettings``; run on anyio's asyncio backend) scans run
+    across the hosts whose agents announce themselves, as the fleet "hosts"."""
     from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
+
+    if nats is None:
+        from hypercorn.trio import serve as hypercorn_serve
+    else:
+        from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[assignment]
 
     check_bind(host, token)
     for spec in fleets.values():
         open_source(spec, allow_remote_libvirt=allow_remote_libvirt)  # refuse bad specs now
+    if nats is not None:
+        fleets = {"hosts": f"nats:{nats.url}"}
     store = Store(store_path)
     svc = Service(store, ScanQueue(store.path), fleets, token, open_reads, paused, options,
                   allow_remote_libvirt=allow_remote_libvirt, hosts=allowed_hosts(host, port))
@@ -70,7 +82,7 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[s
                              f"monitor:{name}:{slot}")
         svc.kick()
 
-    async with anyio.create_task_group() as tg:
+    async with _coordinating(svc, nats, store), anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signals, shutdown)
         tg.start_soon(svc.scheduler)
         tg.start_soon(svc.vulns.keep_loaded)
@@ -83,3 +95,16 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[s
         tg.cancel_scope.cancel()
     svc.queue.close()
     store.close()
+
+
+@contextlib.asynccontextmanager
+async def _coordinating(svc: Service, nats: Any, store: Store) -> AsyncIterator[None]:
+    """With ``nats``: the coordinator (storing results, watching hosts) for the service."""
+    if nats is None:
+        yield
+        return
+    from .._nats import open_coordinator
+
+    async with open_coordinator(nats, store) as coordinator:
+        svc.coordinator = coordinator
+        yield

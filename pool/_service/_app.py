@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from .._errors import GuestpoolError
 from .._vulns import SEVERITIES
+from ._hosts import hosts_state, update_metrics
 from ._openapi import OPENAPI
 from ._queue import FINAL, MAX_BUDGET
 from ._scheduler import Service
@@ -220,7 +221,11 @@ def build_app(svc: Service) -> Starlette:
     async def pool_view(request: Request) -> Response:
         return _json(pool_state(svc))
 
+    async def hosts_view(request: Request) -> Response:
+        return _json(hosts_state(svc))
+
     async def metrics(request: Request) -> Response:
+        update_metrics(svc)
         counts = Counter(a["state"] for a in pool_state(svc)["appliances"])
         for state in ("starting", "booting", "idle", "busy"):
             svc.metrics.appliances.labels(state).set(counts.get(state, 0))
@@ -250,6 +255,7 @@ def build_app(svc: Service) -> Starlette:
         Route("/vms/{name}/drift", guarded(vm_drift), methods=["GET"]),
         *(Route(path, guarded(handler), methods=["GET"]) for path, handler in vulns.items()),
         Route("/pool", guarded(pool_view), methods=["GET"]),
+        Route("/hosts", guarded(hosts_view), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -33,6 +33,11 @@ class Metrics:
             "guestpool_vuln_findings", "Open vulnerability findings by severity (each VM's "
             "latest match recorded by a round with --osv)", ["severity"], registry=r)
 
+        self.hosts = Gauge("guestpool_hosts", "Hosts whose agents announced themselves, "
+                           "alive or missing (serve --nats)", ["state"], registry=r)
+        self.host_vms = Gauge("guestpool_host_vms", "Each host's VMs in the last round "
+                              "across hosts, by outcome", ["host", "state"], registry=r)
+
     def on_event(self, name: str, data: dict[str, Any]) -> None:
         if name == "boot_done":
             self.boots.inc()

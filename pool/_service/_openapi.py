@@ -122,6 +122,8 @@ OPENAPI: dict[str, Any] = {
                           "503": _NO_OSV, **_AUTH}}},
         "/pool": {"get": {"summary": "Appliances and their states",
                           "responses": {**_ok({"type": "object"}), **_AUTH}}},
+        "/hosts": {"get": {"summary": "Hosts whose agents announced themselves (serve --nats)",
+                           "responses": {**_ok({"type": "object"}), **_AUTH}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "text exposition format"}, **_AUTH}}},
         "/healthz": {"get": {"summary": "Liveness", "security": [],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,11 @@ class Service:
     hosts: frozenset[str] = frozenset()
     #: the OSV folder (``options.osv``) and its index, for /vulns
     vulns: OsvState = field(default_factory=OsvState)
+    #: with ``serve --nats``: the coordinator (``_nats.Coordinator``); scans then
+    #: run across the agents' hosts (``_hosts``)
+    coordinator: Any = None
+    #: each host's share of the last round across hosts
+    host_tallies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vulns.folder is None:
@@ -101,6 +107,10 @@ class Service:
             self.pool, self.running, self.cancel = None, None, None
 
     async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
+        if self.coordinator is not None:
+            from ._hosts import hosts_round
+
+            return await hosts_round(self, scan_id, req, cancel)
         name = req.get("fleet") or self.default_fleet()
         if name not in self.fleets:
             raise GuestpoolError(f"fleet {name!r} is not configured for this service")
@@ -109,7 +119,21 @@ class Service:
         if req.get("vms"):
             wanted = set(req["vms"])
             vms = [v for v in vms if v.name in wanted]
-        self.progress = {"total": len(vms), "done": 0, "covered": 0, "failed": 0}
+        on_result = self.progress_hook(scan_id, len(vms))
+        options = self.scan_options(req)
+        safety = options.safety(source)
+        self.pool = options.pool(safety, on_event=self.metrics.on_event)
+        self.metrics.pool_size.set(self.pool.size)
+        report: RoundReport = await run_round(vms, options, store=self.store, pool=self.pool,
+                                              safety=safety, stop=cancel, on_result=on_result,
+                                              whole_fleet=not req.get("vms"))
+        self.finish(scan_id, cancel, report, len(vms))
+
+    # -- shared by one-host rounds and rounds across hosts (``_hosts``) ----------------
+
+    def progress_hook(self, scan_id: str, total: int) -> Callable[[InspectResult], None]:
+        """Start the scan's progress at ``total`` VMs; the hook counts each result."""
+        self.progress = {"total": total, "done": 0, "covered": 0, "failed": 0}
         self.queue.update(scan_id, progress=self.progress)
         errors: list[dict[str, Any]] = []
 
@@ -120,18 +144,18 @@ class Service:
                 errors.append({"vm": r.vm, **(r.error or {})})
             self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
 
-        options = dataclasses.replace(
+        return on_result
+
+    def scan_options(self, req: dict[str, Any]) -> RoundOptions:
+        """The service's round options with the request's budget and inspectors."""
+        return dataclasses.replace(
             self.options, budget=float(req.get("budget", self.options.budget)),
             inspectors=(resolve_specs(req["inspectors"], allow_paths=False)
                         if req.get("inspectors") else self.options.inspectors))
-        safety = options.safety(source)
-        self.pool = options.pool(safety, on_event=self.metrics.on_event)
-        self.metrics.pool_size.set(self.pool.size)
-        report: RoundReport = await run_round(vms, options, store=self.store, pool=self.pool,
-                                              safety=safety, stop=cancel, on_result=on_result,
-                                              whole_fleet=not req.get("vms"))
+
+    def finish(self, scan_id: str, cancel: anyio.Event, report: RoundReport, vms: int) -> None:
         self.queue.update(scan_id, state="cancelled" if cancel.is_set() else "done",
                           finished=time.time(), summary=report.summary(),
                           progress=self.progress)
-        self.metrics.coverage.set(len(report.covered) / len(vms) if vms else 1.0)
+        self.metrics.coverage.set(len(report.covered) / vms if vms else 1.0)
         self.metrics.overrun.set(report.overrun)

@@ -6,6 +6,7 @@ import html
 import time
 from typing import Any
 
+from ._hosts import render_hosts
 from ._scheduler import Service
 
 
@@ -54,6 +55,7 @@ background:#3a7}}.busy{{color:#a60}}.idle{{color:#070}}.booting{{color:#06a}}</s
 <h2 id="round">Current round</h2><p>{current}</p>
 <h2 id="pool">Appliances</h2><table><tr><th>id</th><th>state</th><th>trust group</th>
 <th>jobs</th></tr>{rows}</table>
+{render_hosts(svc)}
 <h2 id="rounds">Last rounds</h2><table><tr><th>round</th><th>covered</th><th>failed</th>
 <th>not reached</th><th>seconds</th></tr>{rounds}</table>
 <h2 id="drift">Recent drift</h2><table><tr><th>VM</th><th>change</th><th>what</th></tr>
