@@ -35,12 +35,7 @@ def _table(title: str, columns: Iterable[str]) -> Table:
     return table
 
 
-def os_label(row: dict[str, Any]) -> str:
-    """"debian 12" from a fleet row or an os value; "" when unknown."""
-    return " ".join(str(row[k]) for k in ("distro", "version") if row.get(k))
-
-
-class AgeParam(click.ParamType):
+class AgeParam(click.ParamType):  # type: ignore[type-arg]
     name = "AGE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -88,7 +83,7 @@ def vms_cmd(distro: str, version: str, search: str, state: str | None, stale: fl
     table = _table(f"VMs ({len(rows)} of {total} matching)",
                    ("VM", "trust group", "OS", "packages", "last inspected", "state"))
     for r in rows:
-        table.add_row(_t(r["vm"]), _t(r["trust_group"]), _t(os_label(r)),
+        table.add_row(_t(r["vm"]), _t(r["trust_group"]), _t(fv.os_label(r)),
                       _t(r["packages"]), _t(f"{fv.ago(r['ok_at'], now)}  {fv.iso(r['ok_at'])}"
                                             if r["ok_at"] else "never"),
                       Text(r["state"], style=STATE_STYLE.get(r["state"], "")))
@@ -109,7 +104,7 @@ def print_fleet_report(store: Store, report: dict[str, Any]) -> None:
     out.print(table)
     table = _table("VMs by distro and version", ("OS", "VMs"))
     for d in report["by_distro"]:
-        table.add_row(_t(os_label(d) or "(not inspected)"), str(d["vms"]))
+        table.add_row(_t(fv.os_label(d) or "(not inspected)"), str(d["vms"]))
     out.print(table)
     if report["failures"]:
         table = _table("failures by reason (latest attempt)", ("reason", "VMs", "e.g.",
@@ -144,7 +139,7 @@ def show_vm(store: Store, name: str, as_json: bool) -> None:
     for label, value in (
             ("VM", detail["vm"]), ("trust group", detail["trust_group"]),
             ("state", detail["state"]),
-            ("OS", os_.get("product_name") or os_label(os_) or "not inspected"),
+            ("OS", os_.get("product_name") or fv.os_label(os_) or "not inspected"),
             ("hostname", os_.get("hostname")), ("arch", os_.get("arch")),
             ("packages", f"{pkgs['count']} ({pkgs['format']})" if pkgs else "not inspected"),
             ("last inspected", f"{fv.ago(detail['inspected_at'], now)}  "
@@ -165,7 +160,7 @@ def show_vm(store: Store, name: str, as_json: bool) -> None:
         table = _table("filesystems", ("device", "type", "label", "size", "used"))
         for fs in detail["filesystems"]:
             table.add_row(_t(fs.get("device")), _t(fs.get("type")), _t(fs.get("label")),
-                          _t(_bytes(fs.get("size"))), _t(_bytes(fs.get("used"))))
+                          _t(fv.human_bytes(fs.get("size"))), _t(fv.human_bytes(fs.get("used"))))
         out.print(table)
     if detail["users_with_findings"]:
         table = _table("users with findings", ("user", "findings"))
@@ -181,14 +176,4 @@ def show_vm(store: Store, name: str, as_json: bool) -> None:
     if detail["timings"]:
         out.print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in detail["timings"].items()
                                           if isinstance(v, int | float)), highlight=False)
-
-
-def _bytes(n: Any) -> str | None:
-    if not isinstance(n, int | float):
-        return None
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return None
 

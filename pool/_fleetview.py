@@ -398,3 +398,19 @@ def parse_age(value: str) -> float:
     if value[-1:] in units and number.replace(".", "", 1).isdigit():
         return float(number) * units[value[-1]]
     raise ValueError(f"{value!r}: use an age like 90s, 30m, 1h or 2d")
+
+
+def human_bytes(n: Any) -> str:
+    """1536 -> "1.5 KiB"; "" for what is not a number."""
+    if not isinstance(n, int | float) or isinstance(n, bool):
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def os_label(row: Any) -> str:
+    """"debian 12" from a fleet row or an os value; "" when unknown."""
+    return " ".join(str(row[k]) for k in ("distro", "version") if row.get(k))

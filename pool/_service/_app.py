@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from .._errors import GuestpoolError
 from .._vulns import SEVERITIES
+from ._console import routes as console_routes
 from ._openapi import OPENAPI
 from ._queue import FINAL, MAX_BUDGET
 from ._scheduler import Service
@@ -253,4 +254,5 @@ def build_app(svc: Service) -> Starlette:
         Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *console_routes(svc, guarded),
     ])
