@@ -230,6 +230,33 @@ def distros(store: Store) -> list[dict[str, Any]]:
 
 # -- the fleet report ----------------------------------------------------------------------
 
+def freshness(store: Store, now: float | None = None, refreshed: bool = False
+              ) -> dict[str, Any]:
+    """Live VMs by freshness of their last good inspection (inspected in the
+    last round, in the hour before, longer ago, never) and by state."""
+    now = time.time() if now is None else now
+    if not refreshed:
+        refresh(store)
+    db = store.db
+    last = db.execute("SELECT started FROM rounds ORDER BY id DESC LIMIT 1").fetchone()
+    since_round = last["started"] if last else now
+    fresh = db.execute(
+        "SELECT COUNT(*) AS total,"
+        " SUM(f.ok_at >= ?) AS last_round,"
+        " SUM(f.ok_at < ? AND f.ok_at >= ?) AS last_hour,"
+        " SUM(f.ok_at < ? AND f.ok_at < ?) AS older,"
+        " SUM(f.ok_at IS NULL) AS never"
+        " FROM vms v LEFT JOIN fleet_index f ON f.vm = v.name WHERE v.removed IS NULL",
+        (since_round, since_round, now - FRESH_S, since_round, now - FRESH_S)).fetchone()
+    states = {r["state"]: r["n"] for r in db.execute(
+        "SELECT COALESCE(f.state, 'never') AS state, COUNT(*) AS n FROM vms v LEFT JOIN"
+        " fleet_index f ON f.vm = v.name WHERE v.removed IS NULL GROUP BY 1")}
+    return {"vms": fresh["total"],
+            "freshness": {k: fresh[k] or 0 for k in ("last_round", "last_hour", "older",
+                                                     "never")},
+            "states": {s: states.get(s, 0) for s in STATES}}
+
+
 def fleet_report(store: Store, now: float | None = None, drift_rounds: int = 10
                  ) -> dict[str, Any]:
     """VMs by distro/version, freshness buckets, failures by reason and the VMs
@@ -238,19 +265,7 @@ def fleet_report(store: Store, now: float | None = None, drift_rounds: int = 10
     refresh(store)
     db = store.db
     last = db.execute("SELECT id, started FROM rounds ORDER BY id DESC LIMIT 1").fetchone()
-    since_round = last["started"] if last else now
-    fresh = db.execute(
-        "SELECT COUNT(*) AS total,"
-        " SUM(f.ok_at >= ?) AS last_round,"
-        " SUM(f.ok_at < ? AND f.ok_at >= ?) AS last_hour,"
-        " SUM(f.ok_at < ? AND f.ok_at < ?) AS older,"
-        " SUM(f.ok_at IS NULL) AS never,"
-        " SUM(COALESCE(f.state, 'never') = 'failed') AS failed"
-        " FROM vms v LEFT JOIN fleet_index f ON f.vm = v.name WHERE v.removed IS NULL",
-        (since_round, since_round, now - FRESH_S, since_round, now - FRESH_S)).fetchone()
-    states = {r["state"]: r["n"] for r in db.execute(
-        "SELECT COALESCE(f.state, 'never') AS state, COUNT(*) AS n FROM vms v LEFT JOIN"
-        " fleet_index f ON f.vm = v.name WHERE v.removed IS NULL GROUP BY 1")}
+    fresh = freshness(store, now, refreshed=True)
     failures = [dict(r) for r in db.execute(
         "SELECT COALESCE(f.error_kind, 'unknown') AS reason, COUNT(*) AS vms,"
         " MIN(f.vm) AS example, MAX(f.error) AS message FROM fleet_index f JOIN vms v"
@@ -261,12 +276,10 @@ def fleet_report(store: Store, now: float | None = None, drift_rounds: int = 10
         "SELECT vm, COUNT(*) AS changes, MAX(at) AS last_at FROM changes WHERE round_id >= ?"
         " GROUP BY vm ORDER BY changes DESC, vm LIMIT 10", (first,))]
     return {
-        "vms": fresh["total"],
-        "states": {s: states.get(s, 0) for s in STATES},
+        "vms": fresh["vms"],
+        "states": fresh["states"],
         "by_distro": distros(store),
-        "freshness": {"last_round": fresh["last_round"] or 0,
-                      "last_hour": fresh["last_hour"] or 0,
-                      "older": fresh["older"] or 0, "never": fresh["never"] or 0},
+        "freshness": fresh["freshness"],
         "failures": failures,
         "most_drift": {"rounds": drift_rounds, "vms": drift},
         "at": now,
