@@ -45,7 +45,7 @@ def fill_store(path: Path, vms: int = 10_000, rounds: int = 10, packages: int = 
     store = Store(path)
     db = store.db
     if not store.has_vm(vm_name(0)):
-        store.sync_fleet([VM(vm_name(i), [Disk(f"/srv/images/{vm_name(i)}.qcow2", "qcow2")],
+        store.sync_fleet([VM(vm_name(i), (Disk(f"/srv/images/{vm_name(i)}.qcow2", "qcow2"),),
                              trust_group=f"tenant-{i % 20}") for i in range(vms)])
     base = (db.execute("SELECT MAX(id) FROM rounds").fetchone()[0] or 0)
     for r in range(rounds):

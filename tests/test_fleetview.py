@@ -45,7 +45,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     round 2), one never inspected; web drifts between the rounds."""
     path = tmp_path_factory.mktemp("fleetview") / "r.db"
     store = Store(path)
-    store.sync_fleet([VM(n, [Disk(f"/img/{n}.qcow2", "qcow2")], trust_group=g)
+    store.sync_fleet([VM(n, (Disk(f"/img/{n}.qcow2", "qcow2"),), trust_group=g)
                       for n, g in (("web", "dmz"), ("db", "core"), ("old", "core"),
                                    ("fed", "lab"), ("new", "lab"))])
     for rnd in (1, 2):

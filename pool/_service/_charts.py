@@ -24,26 +24,28 @@ class Series:
 
 
 def _nice_max(top: float) -> float:
+    """The smallest 4 × (1, 2, 2.5 or 5 × 10^k) at or above ``top``: round ticks."""
     if top <= 0:
         return 1.0
-    exp = 10 ** math.floor(math.log10(top))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * exp >= top:
-            return float(step * exp)
-    return float(10 * exp)
+    step = top / 4
+    exp = 10.0 ** math.floor(math.log10(step))
+    for nice in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if nice * exp >= step:
+            return 4 * nice * exp
+    return 40 * exp
 
 
 def _fmt(v: float, unit: str) -> str:
     if unit == "%":
         return f"{v:.0f}%"
-    return f"{v:.1f} {unit}".strip() if v < 10 else f"{v:.0f} {unit}".strip()
+    return f"{v:.3g} {unit}".strip()
 
 
 def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series], unit: str = "",
               ymax: float | None = None, empty: str = "no finished round yet") -> str:
     """Stacked bars, one per label; ``None`` values are drawn as gaps."""
     e = html.escape
-    if not labels:
+    if not labels or all(v is None for s in series for v in s.values):
         return f"<figure class='chart'><figcaption>{e(title)}</figcaption><p>{e(empty)}</p>" \
                "</figure>"
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(labels))]

@@ -93,7 +93,8 @@ def render_status(svc: Service) -> str:
             Series("longer ago", pct("older"), "#c98a00"),
             Series("never", pct("never"), "#a4161a")], "%", ymax=100),
         bar_chart("Mean appliance boot per round", labels,
-                  [Series("boot", [r["boot_mean_s"] for r in series], "#0b5563")], "s"),
+                  [Series("boot", [r["boot_mean_s"] for r in series], "#0b5563")], "s",
+                  empty="no boot measured in these rounds"),
         bar_chart("Mean per-VM job per round", labels,
                   [Series("job", [r["job_mean_s"] for r in series], "#16324f")], "s"),
     ])
