@@ -157,6 +157,7 @@ def browser() -> Iterator[Any]:
                  "--disable-sync", "--no-first-run"):
         options.add_argument(flag)
     d = webdriver.Chrome(options=options, service=DriverService(executable_path=driver))
+    d.implicitly_wait(5)  # an element of the next page may come after a click returns
     yield d
     d.quit()
 
@@ -173,9 +174,10 @@ def _shot(browser: Any, name: str) -> Path:
 
 def test_console_in_a_real_browser(scanned_store: tuple[Path, dict[str, str]],
                                    browser: Any) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     path, by_kind = scanned_store
     srv = Server(path, "--paused", "--open-reads")  # reads without a token, writes with one
@@ -183,6 +185,14 @@ def test_console_in_a_real_browser(scanned_store: tuple[Path, dict[str, str]],
         def rows() -> list[str]:
             return [a.text for a in browser.find_elements(By.CSS_SELECTOR,
                                                           "#fleet tbody td:first-child a")]
+
+        def shows(expected: list[str]) -> None:
+            """Wait for the page a form submitted (a click returns as it starts loading)."""
+            wait = WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException])
+            try:
+                wait.until(lambda _: rows() == expected)
+            except TimeoutException:
+                raise AssertionError(f"{browser.current_url}: not {expected}") from None
 
         browser.get(srv.url + "/fleet")
         assert sorted(rows()) == sorted(by_kind.values())
@@ -194,13 +204,13 @@ def test_console_in_a_real_browser(scanned_store: tuple[Path, dict[str, str]],
         # a filter narrows it: the distro select, then the Apply button
         Select(browser.find_element(By.ID, "f-distro")).select_by_value("debian")
         browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-        assert rows() == [by_kind["debian"]]
+        shows([by_kind["debian"]])
         # the keyboard alone: search box, type, Enter
         box = browser.find_element(By.ID, "f-q")
         box.clear()
         Select(browser.find_element(By.ID, "f-distro")).select_by_value("")
         box.send_keys("alpine", Keys.ENTER)
-        assert rows() == [by_kind["alpine"]]
+        shows([by_kind["alpine"]])
         browser.find_element(By.LINK_TEXT, by_kind["alpine"]).click()
         summary = browser.find_element(By.ID, "summary").text
         assert "Alpine Linux" in summary and "apk" in summary

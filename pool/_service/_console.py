@@ -161,11 +161,13 @@ def render_fleet(svc: Service, params: Mapping[str, str]) -> str:
         f"<label for='f-q'>Search<input id='f-q' name='q' type='search' size='24' "
         f"value='{e(q.search)}' placeholder='VM, hostname or OS'></label>"
         + _select("distro", "Distro", distro_opts, q.distro)
+        + f"<label for='f-version'>Version<input id='f-version' name='version' size='6' "
+          f"value='{e(q.version)}'></label>"
         + _select("state", "State", {"": "all"} | {s: s for s in fv.STATES}, q.state)
         + _select("stale", "Not inspected for", STALE_CHOICES, params.get("stale", ""))
         + _select("sort", "Sort by", SORT_LABELS, q.sort)
         + _select("size", "Per page", {str(n): str(n) for n in PAGE_SIZES}, str(q.limit))
-        + (f"<input type='hidden' name='version' value='{e(q.version)}'>" if q.version else "")
+        + ("<input type='hidden' name='desc' value='1'>" if q.desc else "")
         + "<button type='submit'>Apply</button>"
         + (" <a href='/fleet'>Clear filters</a>" if keep.keys() - {"size", "sort"} else "")
         + "</form>")
