@@ -1,4 +1,5 @@
-"""`guestpool bench …`: boot analysis, A/B comparison, throughput, simulation, plots."""
+"""`guestpool bench …`: boot analysis, A/B comparison, throughput, simulation, plots,
+console pages."""
 
 from __future__ import annotations
 
@@ -240,6 +241,42 @@ def bench_service_load(load: int, count: int, results: Path | None) -> None:
     for stale in folder.glob("service-load.db*"):
         stale.unlink()
     console.print(f"wrote {folder / 'service-load.json'}")
+
+
+@bench.command("console")
+@click.option("--vms", type=click.IntRange(min=10), default=10_000, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="Reuse (or keep) this synthetic store; default: a fresh one, deleted after.")
+@results_option
+def bench_console(vms: int, rounds: int, repeat: int, store_path: Path | None,
+                  results: Path | None) -> None:
+    """SYNTHETIC: console page render times over a store of VMS × ROUNDS rows."""
+    import tempfile
+
+    from .console import LABEL, fill_store, measure
+
+    folder = results_dir(results)
+    with tempfile.TemporaryDirectory(prefix="gp-console-") as tmp:
+        path = store_path or Path(tmp) / "console.db"
+        if not path.exists():
+            start = time.monotonic()
+            fill_store(path, vms, rounds)
+            console.print(f"{LABEL}: filled {path} with {vms} VMs × {rounds} rounds in "
+                          f"{time.monotonic() - start:.0f} s")
+        res = {"vms": vms, "rounds": rounds, **measure(path, repeat, vms=vms)}
+    table = Table(title=f"{LABEL}: console pages, {vms:,} VMs × {rounds} rounds "
+                        f"({repeat} GETs each, loopback)")
+    for col in ("page", "path", "median", "p95"):
+        table.add_column(col)
+    for label, p in res["pages"].items():
+        table.add_row(label, p["path"], f"{p['median_ms']:.1f} ms", f"{p['p95_ms']:.1f} ms")
+    out.print(table)
+    out.print(f"first read (builds the read models): {res['first_read_ms']:.0f} ms; "
+              f"first read after one more round: {res['after_new_round_ms']:.0f} ms")
+    (folder / "console.json").write_text(json.dumps(res, indent=1))
+    console.print(f"wrote {folder / 'console.json'}")
 
 
 @bench.command("simulate")

@@ -4,6 +4,7 @@ of status requests (count and time are capped; loopback only)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,34 +72,44 @@ async def _scan(c: httpx.AsyncClient, vms: Sequence[str], inspectors: Sequence[s
             "max_ms": 1000 * max(latencies) if latencies else None}
 
 
+@contextlib.contextmanager
+def running_server(store: Path, *args: str) -> Iterator[str]:
+    """A real `guestpool serve` on a free loopback port (token TOKEN) until the
+    block ends; yields its base URL once /healthz answers."""
+    port = _port()
+    env = dict(os.environ, GUESTPOOL_TOKEN=TOKEN)
+    proc = subprocess.Popen([sys.executable, "-m", "guestpool", "serve", *args,
+                             "--bind", f"127.0.0.1:{port}", "--store", str(store)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("guestpool serve did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 def run_load_bench(manifest: Path, vms: Sequence[str], store: Path, load: int = 1000,
                    concurrency: int = 4, inspectors: Sequence[str] = ("os",)
                    ) -> dict[str, Any]:
-    port = _port()
-    env = dict(os.environ, GUESTPOOL_TOKEN=TOKEN)
-    proc = subprocess.Popen([sys.executable, "-m", "guestpool", "serve", str(manifest),
-                             "--bind", f"127.0.0.1:{port}", "--store", str(store),
-                             "--pool", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
+    with running_server(store, str(manifest), "--pool", "1") as url:
         async def main() -> dict[str, Any]:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+            async with httpx.AsyncClient(base_url=url, timeout=30,
                                          headers={"Authorization": f"Bearer {TOKEN}"}) as c:
-                with anyio.fail_after(30):
-                    while True:
-                        try:
-                            await c.get("/healthz")
-                            break
-                        except httpx.TransportError:
-                            await anyio.sleep(0.2)
                 quiet = await _scan(c, vms, inspectors, 0, concurrency)
                 loaded = await _scan(c, vms, inspectors, load, concurrency)
                 return {"quiet": quiet, "loaded": loaded}
 
         result: dict[str, Any] = anyio.run(main, backend="trio")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
     q, ld = result["quiet"]["job_mean_s"], result["loaded"]["job_mean_s"]
     result["slowdown"] = (ld - q) / q if q and ld else None
     return result

@@ -116,14 +116,22 @@ def _full_inspection(guest: Guest) -> dict[str, Any]:
 
 
 def _filesystem_facts(value: Any) -> dict[str, Any]:
-    """Drift facts of the filesystems inspector: used and free move all the time."""
-    return {f["device"]: {k: f.get(k) for k in ("type", "uuid", "label", "size")}
-            for f in value or []}
+    """Drift facts of the filesystems inspector, keyed by stable identity: the
+    filesystem UUID (when the VM has it once), else the VM's own device name.
+    Used and free move all the time and are left out."""
+    fss = [f for f in value or [] if isinstance(f, dict)]
+    uuids = [f.get("uuid") for f in fss]
+    out = {}
+    for f in fss:
+        uuid = f.get("uuid")
+        key = f"UUID={uuid}" if uuid and uuids.count(uuid) == 1 else str(f.get("device"))
+        out[key] = {k: f.get(k) for k in ("device", "type", "uuid", "label", "size")}
+    return out
 
 
 class FilesystemsInspector(Inspector):
     name = "filesystems"
-    version = "1"
+    version = "2"
     description = "Filesystems on the VM's disks: device, type, UUID, label, size, used, free"
     drift_noun = "filesystem"
     drift_keys = staticmethod(_filesystem_facts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -365,15 +366,20 @@ def _open_store(path: Path | None) -> Any:
 @store_option
 @click.option("--json", "as_json", is_flag=True)
 def report(store_path: Path | None, as_json: bool) -> None:
-    """Summary of the last round, and the fleet's exposure over time (rounds
-    matched with --osv)."""
+    """Summary of the last round, the fleet (distros, freshness, failures by
+    reason, most drift) and its exposure over time (rounds matched with --osv)."""
+    from ._fleetview import fleet_report
+
     store = _open_store(store_path)
     last = store.last_round()
     if last is None:
         raise click.ClickException("no round recorded yet: run `guestpool scan` first")
+    fleet_view = fleet_report(store)
     if as_json:
-        out.print_json(json.dumps({**last, "exposure": store.exposure()}, default=str))
+        out.print_json(json.dumps({**last, "exposure": store.exposure(), "fleet": fleet_view},
+                                  default=str))
         return
+    from ._cli_fleet import print_fleet_report
     from ._cli_vulns import print_exposure
 
     table = Table(title=f"round {last['id']}")
@@ -382,18 +388,21 @@ def report(store_path: Path | None, as_json: bool) -> None:
     for k, v in (last["summary"] or {"state": "unfinished (interrupted?)"}).items():
         table.add_row(k, str(v))
     out.print(table)
+    print_fleet_report(store, fleet_view)
     print_exposure(store)
 
 
 @cli.command()
 @click.argument("vm")
 @store_option
-def show(vm: str, store_path: Path | None) -> None:
-    """The latest results of one VM (JSON)."""
-    latest = _open_store(store_path).latest(vm)
-    if latest is None:
-        raise click.ClickException(f"no successful result for VM {vm!r}")
-    out.print_json(json.dumps(latest, default=str))
+@click.option("--json", "as_json", is_flag=True,
+              help="Everything as JSON (the stored results under \"results\").")
+def show(vm: str, store_path: Path | None, as_json: bool) -> None:
+    """One VM: OS, disks and filesystems, packages, users with findings, last
+    drift, timings."""
+    from ._cli_fleet import show_vm
+
+    show_vm(_open_store(store_path), vm, as_json)
 
 
 def _since(value: str | None) -> float | None:
@@ -402,9 +411,10 @@ def _since(value: str | None) -> float | None:
     import datetime as dt
     import time as _time
 
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
-        return _time.time() - float(value[:-1]) * units[value[-1]]
+    from ._fleetview import parse_age
+
+    with contextlib.suppress(ValueError):
+        return _time.time() - parse_age(value)
     try:
         return dt.datetime.fromisoformat(value).timestamp()
     except ValueError:
@@ -557,6 +567,7 @@ def _add_commands() -> None:
     """Commands defined in their own modules."""
     from guestpool.bench.cli import bench
 
+    from ._cli_fleet import vms_cmd
     from ._cli_nats import agent, nats_config
     from ._cli_vulns import vulns
 
@@ -564,6 +575,7 @@ def _add_commands() -> None:
     cli.add_command(vulns)
     cli.add_command(agent)
     cli.add_command(nats_config)
+    cli.add_command(vms_cmd)
 
 
 _add_commands()

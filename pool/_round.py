@@ -105,6 +105,8 @@ class RoundReport:
             "round": self.round_id, "budget_s": self.budget, "elapsed_s": round(self.elapsed, 2),
             "overrun_s": round(self.overrun, 2), "pool": self.pool_size,
             "strategy": self.strategy, "accel": self.accel, "boots": self.boots,
+            "boot_mean_s": round(sum(self.boot_seconds) / len(self.boot_seconds), 2)
+            if self.boot_seconds else None,
             "predicted": self.plan.predicted if self.plan else None,
             "covered": len(self.covered), "failed": len(self.failed),
             "not_reached": len(self.not_reached), "drift_changes": len(self.drift),

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS findings (
 CREATE INDEX IF NOT EXISTS vuln_matches_vm ON vuln_matches (vm, at);
 CREATE INDEX IF NOT EXISTS findings_vm ON findings (vm, at);
 CREATE INDEX IF NOT EXISTS findings_round ON findings (round_id);
+CREATE INDEX IF NOT EXISTS inspector_results_id ON inspector_results (result_id, inspector);
+CREATE INDEX IF NOT EXISTS results_round ON results (round_id, ok);
+CREATE INDEX IF NOT EXISTS results_at ON results (at, ok, vm);
+CREATE INDEX IF NOT EXISTS changes_round ON changes (round_id, vm);
 """
 
 
@@ -76,6 +80,11 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for read models kept beside these tables (``_fleetview``)."""
+        return self._db
 
     # -- writing -----------------------------------------------------------------
 

@@ -166,6 +166,11 @@ class Worker:
             g.close()
             raise OpError(ErrorKind.APPLIANCE, f"appliance failed to boot: {e}") from e
         self.g = g
+        with contextlib.suppress(RuntimeError):
+            # an empty MBR on the scratch disk: libguestfs's own inspect_os (the os
+            # inspector's `full` option) reads every disk's partition table and
+            # fails on one without ("unrecognised disk label"), Windows guests most
+            g.part_init("/dev/sda", "mbr")
         try:
             self.qmp = QMP(sock)
         except (QMPError, OSError) as e:

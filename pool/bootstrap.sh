@@ -22,7 +22,7 @@ system_packages=(libguestfs-tools python3-guestfs qemu-utils python3-venv e2fspr
                  nats-server)
 
 # the status page test drives a real headless browser
-[[ -n $extras ]] && system_packages+=(chromium)
+[[ -n $extras ]] && system_packages+=(chromium chromium-driver)
 
 missing=()
 for p in "${system_packages[@]}"; do

@@ -36,6 +36,16 @@ def shared_pool() -> Iterator[PoolThread]:
     pt.close()
 
 
+@pytest.fixture(scope="session")
+def scanned_store(tmp_path_factory: pytest.TempPathFactory, demo_fleet: DemoFleet,
+                  shared_pool: PoolThread) -> tuple[Path, dict[str, str]]:
+    """A store holding one small real scan (see helpers/real_scan.py) and its VMs by kind."""
+    from helpers.real_scan import scan_into
+
+    path = tmp_path_factory.mktemp("scanned") / "scan.db"
+    return path, scan_into(path, demo_fleet, shared_pool)
+
+
 # -- markers that tell the truth ---------------------------------------------------------
 #
 # The demo fleet builds its LVM header with an appliance when the cache is empty, so

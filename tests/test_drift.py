@@ -40,8 +40,20 @@ def test_filesystem_drift_ignores_free_space() -> None:
     after = [fs("/dev/sda1", "u1", 90), fs("/dev/sda2", "u2", 10, size=200),
              fs("/dev/sdb1", "u3", 1)]
     assert _kinds("filesystems", before, after) == {
-        "/dev/sda2": "filesystem-changed", "/dev/sdb1": "filesystem-added"}
-    assert _kinds("filesystems", after, before)["/dev/sdb1"] == "filesystem-removed"
+        "UUID=u2": "filesystem-changed", "UUID=u3": "filesystem-added"}
+    assert _kinds("filesystems", after, before)["UUID=u3"] == "filesystem-removed"
+
+
+def test_filesystem_drift_follows_the_uuid_not_the_device_name() -> None:
+    """A disk that moved (or an older scan that named it differently) is no drift;
+    two filesystems sharing a UUID (a cloned disk attached twice) keep their names."""
+    def fs(device: str, uuid: str) -> dict[str, Any]:
+        return {"device": device, "type": "ext4", "uuid": uuid, "label": "", "size": 1}
+
+    assert _kinds("filesystems", [fs("/dev/sdc1", "u1")], [fs("/dev/sda1", "u1")]) == {
+        "UUID=u1": "filesystem-changed"}  # the device field itself changed, once
+    twins = [fs("/dev/sda1", "same"), fs("/dev/sdb1", "same")]
+    assert _kinds("filesystems", twins, twins) == {}
 
 
 def test_package_and_file_drift() -> None:

@@ -79,14 +79,18 @@ def agents(server: NatsServer, manifest: Path, tmp_path: Path) -> Iterator[Agent
 
 
 def coordinated_round(server: NatsServer, db: Path, options: RoundOptions = OPTIONS,
-                      hosts: int = 2) -> HostsRoundReport:
-    """Wait until ``hosts`` agents announce themselves ready, then run one round."""
+                      hosts: int = 2, announced: int = 0) -> HostsRoundReport:
+    """Wait until ``hosts`` agents announce themselves ready (and ``announced``
+    announce themselves at all), then run one round."""
     async def main() -> HostsRoundReport:
         store = Store(db)
         async with open_coordinator(server.settings(), store) as coordinator:
             with anyio.fail_after(30):
-                while sum(i.ready and i.alive(time.time())
-                          for i in (await coordinator.hosts()).values()) < hosts:
+                while True:
+                    known = (await coordinator.hosts()).values()
+                    if sum(i.ready and i.alive(time.time()) for i in known) >= hosts \
+                            and len(known) >= announced:
+                        break
                     await anyio.sleep(0.2)
             return await coordinator.round(options)
 
@@ -185,12 +189,11 @@ def test_coordinator_sigkilled_mid_round_results_stored_on_restart(
 
 def test_host_that_never_answers_is_not_reached_and_a_silent_one_missing(
         server: NatsServer, agents: Agents, tmp_path: Path) -> None:
-    agents.start("A,B")
+    agents.start("A,B", job=0.3)  # 6 VMs each fit the budget even on a busy machine
     silent = agents.start("C", boot=1000)  # announces itself, never gets an appliance
     db = tmp_path / "r.db"
     options = RoundOptions(budget=10, inspectors=["hostname"])
-    time.sleep(2)
-    report = coordinated_round(server, db, options)
+    report = coordinated_round(server, db, options, announced=3)
     assert report.elapsed <= 10 + 3
     assert report.hosts["C"].not_reached == 6 and report.hosts["C"].queued == 6
     assert report.hosts["A"].covered == report.hosts["B"].covered == 6

@@ -22,7 +22,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .._errors import GuestpoolError
+from .._fleetview import freshness
 from .._vulns import SEVERITIES
+from ._console import routes as console_routes
 from ._hosts import hosts_state, update_metrics
 from ._openapi import OPENAPI
 from ._queue import FINAL, MAX_BUDGET
@@ -232,6 +234,7 @@ def build_app(svc: Service) -> Starlette:
         findings = svc.store.open_findings()
         for severity in SEVERITIES:
             svc.metrics.vuln_findings.labels(severity).set(findings.get(severity, 0))
+        svc.metrics.set_fleet(freshness(svc.store))
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
@@ -259,4 +262,5 @@ def build_app(svc: Service) -> Starlette:
         Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *console_routes(svc, guarded),
     ])

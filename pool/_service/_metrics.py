@@ -38,6 +38,19 @@ class Metrics:
         self.host_vms = Gauge("guestpool_host_vms", "Each host's VMs in the last round "
                               "across hosts, by outcome", ["host", "state"], registry=r)
 
+        self.fleet_freshness = Gauge(
+            "guestpool_fleet_vms", "Live VMs by freshness of their last good inspection "
+            "(last_round, last_hour, older, never)", ["freshness"], registry=r)
+        self.fleet_state = Gauge("guestpool_fleet_vms_by_state", "Live VMs by the state their "
+                                 "latest attempt left them in", ["state"], registry=r)
+
+    def set_fleet(self, view: dict[str, Any]) -> None:
+        """The fleet gauges from ``_fleetview.freshness`` (set at each scrape)."""
+        for bucket, n in view["freshness"].items():
+            self.fleet_freshness.labels(bucket).set(n)
+        for state, n in view["states"].items():
+            self.fleet_state.labels(state).set(n)
+
     def on_event(self, name: str, data: dict[str, Any]) -> None:
         if name == "boot_done":
             self.boots.inc()

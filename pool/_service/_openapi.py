@@ -126,6 +126,27 @@ OPENAPI: dict[str, Any] = {
                            "responses": {**_ok({"type": "object"}), **_AUTH}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "text exposition format"}, **_AUTH}}},
+        "/fleet": {"get": {
+            "summary": "The console's fleet table (HTML), or its rows with format=json",
+            "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": schema}
+                for n, schema in (
+                    ("format", {"type": "string", "enum": ["html", "json"]}),
+                    ("q", {"type": "string"}), ("distro", {"type": "string"}),
+                    ("version", {"type": "string"}), ("state", {"type": "string"}),
+                    ("stale", {"type": "string", "description": "an age: 90s, 30m, 1h, 2d"}),
+                    ("sort", {"type": "string"}), ("desc", {"type": "string"}),
+                    ("size", {"type": "integer"}), ("page", {"type": "integer"}))],
+            "responses": {"200": {"description": "the page, or {total, vms} as JSON",
+                                  "content": {"text/html": {"schema": {"type": "string"}},
+                                              "application/json": {"schema": {
+                                                  "type": "object"}}}},
+                          "422": {"description": "a parameter out of range"}, **_AUTH}}},
+        "/fleet/{name}": {
+            "parameters": [_NAME],
+            "get": {"summary": "The console's page of one VM (HTML)", "responses": {
+                "200": {"description": "the page"}, "404": {"description": "unknown VM"},
+                **_AUTH}}},
         "/healthz": {"get": {"summary": "Liveness", "security": [],
                              "responses": _ok({"type": "object"})}},
     },
