@@ -7,12 +7,13 @@ inspector's deadline, because all guest data is hostile.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,17 @@ class Guest:
         #: per root: fstab mountpoints refused, with the reason
         self._refused: dict[str, dict[str, str]] = {}
         self._findings: list[Finding] = []
+        #: seconds spent per step of the facade itself (discover, probe, mount,
+        #: release); what inspectors spend beyond that is their own reading
+        self.steps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.steps[name] = self.steps.get(name, 0.0) + time.monotonic() - start
 
     # -- expert escape hatch -------------------------------------------------
 
@@ -122,7 +134,8 @@ class Guest:
     def _discovered(self) -> Layout:
         if self._layout is None:
             self.check_deadline()
-            self._layout = find_filesystems(self._g, self.devices, self._shell, self._keys)
+            with self._step("discover"):
+                self._layout = find_filesystems(self._g, self.devices, self._shell, self._keys)
         return self._layout
 
     def findings(self) -> list[Finding]:
@@ -168,6 +181,11 @@ class Guest:
         """
         if self._roots is not None:
             return self._roots
+        self._discovered()
+        with self._step("probe"):
+            return self._find_roots()
+
+    def _find_roots(self) -> list[Root]:
         order = {fs.path: i for i, fs in enumerate(self.filesystems())}
         candidates = sorted((fs for fs in self.filesystems()
                              if fs.type in LINUX_FS or fs.type in WINDOWS_FS),
@@ -258,6 +276,10 @@ class Guest:
             root = roots[0]
         if self._mounted is root:
             return root
+        with self._step("mount"):
+            return self._mount_root(root)
+
+    def _mount_root(self, root: Root) -> Root:
         assert root.fs is not None
         if self._bare != root.device or root.fs.subvol:
             self.unmount()
@@ -398,10 +420,11 @@ class Guest:
     def release(self) -> None:
         """Unmount and close what was opened on this VM's disks (volume groups, LUKS
         devices, md arrays) so they can detach."""
-        self._g.umount_all()
-        self._mounted = self._bare = None
-        if self._layout is not None:
-            deactivate(self._g, self._layout)
+        with self._step("release"):
+            self._g.umount_all()
+            self._mounted = self._bare = None
+            if self._layout is not None:
+                deactivate(self._g, self._layout)
 
     # -- bounded reads -------------------------------------------------------
 

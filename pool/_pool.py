@@ -343,8 +343,8 @@ class Pool:
             return [await self.inspect(vm, inspectors) for vm in vms]
         results = []
         for vm, out, w in zip(vms, outs, inspect_times, strict=True):
-            r = InspectResult(vm.name, True, out, appliance=app.id, qemu_pid=app.qemu_pid,
-                              attempts=1, timings={
+            r = InspectResult(vm.name, True, out.results, appliance=app.id,
+                              qemu_pid=app.qemu_pid, attempts=1, steps=dict(out.steps), timings={
                                   "wait": waited, "attach": attach / len(vms), "inspect": w,
                                   "detach": detach / len(vms)})
             r.timings["total"] = sum(r.timings.values())
@@ -380,7 +380,7 @@ class Pool:
                     await self._retire(app, reason)
 
     async def _run_on(self, app: Appliance, vms: Sequence[VM], specs: Sequence[InspectorSpec]
-                      ) -> tuple[list[dict[str, Any]], list[float], float, float]:
+                      ) -> tuple[list[Inspected], list[float], float, float]:
         """Attach every disk of ``vms`` at once, inspect each VM on its own devices,
         detach all: (results per VM, inspect seconds per VM, attach s, detach s).
         An image qemu refuses is unplugged again by the worker before ImageError."""
@@ -399,7 +399,7 @@ class Pool:
                 own = [next(labels) for _ in vm.disks]
                 reply = await app.call(Inspect(vm.name, own, list(specs), vm_keys), deadline,
                                        Inspected)
-                outs.append(reply.results)
+                outs.append(reply)
                 inspect_times.append(anyio.current_time() - t)
         except ImageError:  # the VM's results were refused; the appliance is clean
             await app.call(Detach(attached), self.op_timeout, Detached)
@@ -423,7 +423,7 @@ class Pool:
         result.timings["wait"] = anyio.current_time() - t0
         async with self._holding(app):
             (out,), (inspect,), attach, detach = await self._run_on(app, [vm], specs)
-        result.results = out
+        result.results, result.steps = out.results, dict(out.steps)
         result.timings.update(attach=attach, inspect=inspect, detach=detach)
 
     async def _inspect_cold(self, vm: VM, specs: Sequence[InspectorSpec],

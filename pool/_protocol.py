@@ -156,6 +156,9 @@ class Attached(msgspec.Struct, frozen=True, tag="attached"):
 class Inspected(msgspec.Struct, frozen=True, tag="inspected"):
     #: inspector name -> {"inspector", "version", "ok", "value" | "error", "seconds"}
     results: dict[str, Any]
+    #: seconds the VM's job spent finding its filesystems (discover), its OS roots
+    #: (probe), mounting (mount) and closing what was opened (release)
+    steps: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class Detached(msgspec.Struct, frozen=True, tag="detached"):

@@ -36,6 +36,9 @@ class InspectResult:
     strategy: str = "pooled"
     attempts: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    #: inside ``inspect``: seconds spent finding filesystems (discover), OS roots
+    #: (probe), mounting (mount) and closing what was opened (release)
+    steps: dict[str, float] = field(default_factory=dict)
     #: "possibly inconsistent" when the VM was running and read without its lock
     live: str | None = None
 

@@ -138,7 +138,7 @@ class Worker:
                               keys=request.keys)
                 results = self._inspect(guest, request.inspectors)
                 self._check_integrity(request.vm)
-                return Inspected(results)
+                return Inspected(results, {k: round(v, 4) for k, v in guest.steps.items()})
             case Detach():
                 return Detached(self._plugged().detach(request.labels))
             case Ping():

@@ -121,3 +121,67 @@ def test_lvm_without_devices_option_falls_back_to_the_stable_api() -> None:
     assert layout.filesystems == [Filesystem("/dev/vg0/root", "xfs", "u", "my root")]
     assert layout.volume_groups == ["vg0"] and "lvm_scan" in g.asked
     assert layout.lvm_devices == []  # deactivated through the stable API too: no --devices
+
+
+class LuksHandle(ScriptedHandle):
+    """Opens a LUKS device only with the right passphrase, as cryptsetup does."""
+
+    def __init__(self, answers: dict[str, str], secret: str) -> None:
+        super().__init__(answers)
+        self.secret, self.opened = secret, []
+
+    def cryptsetup_open(self, dev: str, key: str, mapname: str, readonly: bool) -> None:
+        assert readonly
+        if key != self.secret:
+            raise RuntimeError("No key available with this passphrase.")
+        self.opened.append((dev, mapname))
+
+
+UDEV_LUKS = ("DEV=/dev/sdc\nPART=/dev/sdc1\nDEV=/dev/sdc1\nID_FS_TYPE=ext4\nPART=/dev/sdc2\n"
+             "DEV=/dev/sdc2\nID_FS_TYPE=crypto_LUKS\nID_FS_UUID_ENC=c0de-0303\n")
+
+
+def test_luks_opens_with_the_vms_keys_and_says_when_it_cannot() -> None:
+    from guestpool._protocol import LuksKey
+    from guestpool.inspectors._devices import Finding, find_filesystems
+
+    inner = "DEVNAME=/dev/mapper/luks-c0de-0303\nTYPE=ext4\nUUID=inner\n"
+    answers = {"records show": UDEV_LUKS, "blkid -c /dev/null -p -o export": inner}
+    g = LuksHandle(answers, "right")
+    wrong, right = LuksKey("wrong"), LuksKey("right", "/dev/sda2")
+    layout = find_filesystems(g, ["/dev/sdc"], keys=[wrong, right])
+    assert g.opened == [("/dev/sdc2", "luks-c0de-0303")]  # the device's own key first
+    assert [f.device for f in layout.filesystems] == ["/dev/sda1", "/dev/mapper/luks-c0de-0303"]
+    assert layout.opened == [("luks", "luks-c0de-0303")] and not layout.findings
+    none = find_filesystems(LuksHandle(answers, "right"), ["/dev/sdc"])
+    assert none.findings == [Finding("/dev/sda2", "encrypted", "encrypted: key needed (add "
+                                     "one to the VM's keys in the manifest)")]
+    bad = find_filesystems(LuksHandle(answers, "right"), ["/dev/sdc"], keys=[wrong])
+    assert [f.kind for f in bad.findings] == ["encrypted"]
+    assert "none of the VM's keys" in bad.findings[0].detail
+
+
+def test_md_members_of_one_array_are_assembled_together_and_degraded_is_said() -> None:
+    from guestpool.inspectors._devices import find_filesystems
+
+    udev = ("DEV=/dev/sdc\nPART=/dev/sdc1\nDEV=/dev/sdc1\nID_FS_TYPE=linux_raid_member\n"
+            "ID_FS_UUID_ENC=aaaa\nID_FS_LABEL_ENC=host:boot\n")
+    answers = {"records show": udev, "mdadm --assemble": "MD=gp0x0 /dev/md127 2 1\n",
+               "blkid -c /dev/null -p -o export /dev/md127": "DEVNAME=/dev/md127\nTYPE=ext4\n"}
+    g = ScriptedHandle(answers)
+    layout = find_filesystems(g, ["/dev/sdc"])
+    assert [(f.device, f.path) for f in layout.filesystems] == [("/dev/md/boot", "/dev/md127")]
+    assert [f.kind for f in layout.findings] == ["md-degraded"]
+    assert layout.opened == [("md", "/dev/md127")]
+
+
+def test_hostile_array_and_group_names_stay_out_of_names_and_shells() -> None:
+    from guestpool.inspectors._devices import find_filesystems
+
+    udev = ("DEV=/dev/sdc\nPART=/dev/sdc1\nDEV=/dev/sdc1\nID_FS_TYPE=linux_raid_member\n"
+            "ID_FS_UUID_ENC=aaaa\nID_FS_LABEL_ENC=h:..\\x2f..\\x2fetc\n")
+    answers = {"records show": udev,
+               # a kernel device name that is not md's: ignored
+               "mdadm --assemble": "MD=gp0x0 /dev/sda;reboot 2 0\n"}
+    layout = find_filesystems(ScriptedHandle(answers), ["/dev/sdc"])
+    assert layout.filesystems == [] and layout.opened == []
