@@ -188,30 +188,29 @@ exit 0
 _BLKID_SCRIPT = "blkid -c /dev/null -p -o export {devices} 2>/dev/null; exit 0\n"
 
 
-# Assembles each md array of the VM read-only from the members named, unless
-# the kernel has it assembled already (a cold appliance assembles at boot), and
-# prints: MD=<node> <kernel device> <raid disks> <degraded>.
+# Per md array of the VM: the md device the kernel assembled already (a cold
+# appliance assembles at boot) as HELD=<node> <device>, else the superblock of its
+# first member as EXAMINE=<node> and X=<line>s. (mdadm cannot assemble members of
+# read-only disks: it opens them for writing.)
 _MD_SCRIPT = """\
-set -f
 md() {{
   node=$1; shift
   for m in "$@"; do
     for h in /sys/class/block/${{m##*/}}/holders/md*; do
-      [ -e "$h" ] && {{ dev=/dev/${{h##*/}}; report "$node" "$dev"; return; }}
+      [ -e "$h" ] && {{ echo "HELD=$node /dev/${{h##*/}}"; return; }}
     done
   done
-  mdadm --assemble --readonly --run "/dev/md/$node" "$@" >/dev/null 2>&1 \\
-    || {{ echo "MDFAIL=$node"; return; }}
-  udevadm settle --timeout=10 2>/dev/null
-  report "$node" "$(readlink -f "/dev/md/$node")"
-}}
-report() {{
-  n=${{2##*/}}; raid=?; degraded=0
-  [ -r /sys/block/$n/md/raid_disks ] && read -r raid < /sys/block/$n/md/raid_disks
-  [ -r /sys/block/$n/md/degraded ] && read -r degraded < /sys/block/$n/md/degraded
-  echo "MD=$1 $2 $raid $degraded"
+  echo "EXAMINE=$node"
+  mdadm --examine "$1" 2>/dev/null | while IFS= read -r l; do echo "X=$l"; done
 }}
 {calls}
+exit 0
+"""
+
+# A RAID1 member holds the whole array: mapped read-only past its superblock.
+_DM_SCRIPT = """\
+{creates}
+udevadm settle --timeout=10 2>/dev/null
 exit 0
 """
 
@@ -232,6 +231,8 @@ def deactivate(g: Any, layout: Layout) -> None:
             lines.append(f"cryptsetup close {shlex.quote(step[1])} >/dev/null 2>&1")
         elif step[0] == "md":
             lines.append(f"mdadm --stop {shlex.quote(step[1])} >/dev/null 2>&1")
+        elif step[0] == "dm":
+            lines.append(f"dmsetup remove {shlex.quote(step[1])} >/dev/null 2>&1")
     if lines:
         g.debug("sh", ["\n".join(lines) + "\nexit 0\n"])
 
@@ -314,6 +315,9 @@ class _Discovery:
 
     def _assemble(self, arrays: dict[str, list[str]], info: dict[str, dict[str, str]]
                   ) -> list[tuple[str, dict[str, str]]]:
+        """Each md array of the VM, read-only: the kernel's when it assembled it
+        already; else a RAID1 array as its first member's data, mapped read-only
+        with device-mapper (the disks are read-only, and mdadm writes)."""
         calls: list[str] = []
         wanted: dict[str, tuple[str, list[str]]] = {}
         for members in arrays.values():
@@ -323,27 +327,48 @@ class _Discovery:
             wanted[node] = (name, members)
             calls.append(f"md {node} " + " ".join(shlex.quote(m) for m in members))
         out = str(self.g.debug("sh", [_MD_SCRIPT.format(calls="\n".join(calls))]))
-        made = []
+        made: list[str] = []
+        superblocks: dict[str, list[str]] = {}
+        current: list[str] | None = None
         for line in out.splitlines():
             key, _, value = line.partition("=")
-            if key == "MDFAIL" and value in wanted:
-                name, members = wanted[value]
+            if key == "HELD":
+                node, _, dev = value.partition(" ")
+                if node in wanted and re.fullmatch(r"/dev/md\d+", dev):
+                    self.names[dev] = f"/dev/md/{wanted[node][0]}"
+                    self.layout.opened.append(("md", dev))
+                    made.append(dev)
+                current = None
+            elif key == "EXAMINE" and value in wanted:
+                current = superblocks.setdefault(value, [])
+            elif key == "X" and current is not None:
+                current.append(value)
+        creates: list[str] = []
+        for node, lines in superblocks.items():
+            name, members = wanted[node]
+            sb = _superblock(lines)
+            if sb is None:
                 self._finding(members[0], "md-unassembled",
-                              f"md array {name}: its members could not be assembled")
-            elif key == "MD":
-                fields = value.split()
-                if len(fields) != 4 or fields[0] not in wanted \
-                        or not re.fullmatch(r"/dev/md\d+", fields[1]):
-                    continue
-                node, dev, raid, degraded = fields
-                name, members = wanted[node]
-                self.names[dev] = f"/dev/md/{name}"
-                self.layout.opened.append(("md", dev))
-                made.append(dev)
-                if degraded not in ("0", ""):
-                    self._finding(dev, "md-degraded",
-                                  f"md array {name} runs without its partner: {len(members)} "
-                                  f"of {raid} members given")
+                              f"md array {name}: its superblock cannot be read")
+                continue
+            level, devices, offset, size = sb
+            if level != "raid1":
+                self._finding(members[0], "unsupported", f"md array {name} is {level[:20]}: "
+                              "only RAID1 is read from read-only disks")
+                continue
+            if len(members) < devices:
+                self._finding(members[0], "md-degraded",
+                              f"md array {name} runs without its partner: {len(members)} of "
+                              f"{devices} members given")
+            dm = f"gp-md-{len(self.layout.opened)}-{len(creates)}"
+            creates.append(f"dmsetup create {dm} --readonly --table "
+                           f"{shlex.quote(f'0 {size} linear {members[0]} {offset}')}")
+            path = f"/dev/mapper/{dm}"
+            self.names[path] = f"/dev/md/{name}"
+            self.layout.opened.append(("dm", dm))
+            made.append(path)
+        if creates:
+            self.g.debug("sh", [_DM_SCRIPT.format(creates="\n".join(creates))])
         return self._probe(made)
 
     # -- LUKS ----------------------------------------------------------------------
@@ -420,6 +445,24 @@ class _Discovery:
         quoted = " ".join(shlex.quote(d) for d in devices)
         tags = _records(str(self.g.debug("sh", [_BLKID_SCRIPT.format(devices=quoted)])))
         return [(dev, tags.get(dev, {})) for dev in devices]
+
+
+def _superblock(lines: list[str]) -> tuple[str, int, int, int] | None:
+    """(level, raid devices, data offset, array size) in 512-byte sectors, from
+    ``mdadm --examine`` (metadata 0.90 and 1.x: 0.90 and 1.0 keep data at 0)."""
+    fields = {}
+    for line in lines:
+        key, sep, value = line.partition(" : ")
+        if sep:
+            fields[key.strip()] = value.strip()
+    level = fields.get("Raid Level", "")
+    devices = re.match(r"[0-9]{1,3}\b", fields.get("Raid Devices", ""))
+    array = re.match(r"([0-9]{1,15})\b", fields.get("Array Size", ""))  # KiB
+    offset = re.match(r"([0-9]{1,15}) sectors", fields.get("Data Offset", "0 sectors"))
+    if not (level and devices and array and offset):
+        return None
+    size = int(array.group(1)) * 2  # a RAID1's size is its members' data size
+    return level, int(devices.group(0)), int(offset.group(1)), size
 
 
 def _split_dm_name(name: str) -> tuple[str, str] | None:

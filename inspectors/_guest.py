@@ -209,7 +209,8 @@ class Guest:
             for root in found:
                 if root.kind != "windows" and root.fs is not None:
                     linux = {f.device for f in self.filesystems() if f.type in LINUX_FS}
-                    not_roots |= {f.device for mountpoint, f in self._fstab_devices(root)
+                    prefix = f"/{root.fs.subvol}" if root.fs.subvol else ""
+                    not_roots |= {f.device for mountpoint, f in self._fstab_devices(root, prefix)
                                   if mountpoint != "/" and f.device in linux}
         self._roots = sorted(roots, key=lambda r: (order.get(r.fs.path if r.fs else "", 0),
                                                    r.device))
@@ -353,9 +354,9 @@ class Guest:
         """(spec, mountpoint, fstype) of the mounted root's /etc/fstab, bounded."""
         return [entry[:3] for entry in self._fstab_entries()]
 
-    def _fstab_entries(self) -> list[tuple[str, str, str, str]]:
+    def _fstab_entries(self, prefix: str = "") -> list[tuple[str, str, str, str]]:
         try:
-            lines = self.read_lines("/etc/fstab", max_bytes=_FSTAB_MAX, max_lines=256)
+            lines = self.read_lines(f"{prefix}/etc/fstab", max_bytes=_FSTAB_MAX, max_lines=256)
         except GuestReadError:
             return []
         out = []
@@ -367,11 +368,12 @@ class Guest:
                             fields[3] if len(fields) > 3 else ""))
         return out[:64]
 
-    def _fstab_devices(self, root: Root) -> list[tuple[str, Filesystem]]:
+    def _fstab_devices(self, root: Root, prefix: str = "") -> list[tuple[str, Filesystem]]:
         """(mountpoint, filesystem) of a root's fstab entries that name one of this
-        VM's filesystems; read once per root, while that root is mounted at /."""
+        VM's filesystems; read once per root, while that root is mounted at /
+        (a btrfs subvolume root: while its filesystem's top level is, at ``prefix``)."""
         if root.device not in self._fstabs:
-            self._fstabs[root.device] = self._fstab_entries()
+            self._fstabs[root.device] = self._fstab_entries(prefix)
         out = []
         for spec, raw, fstype, options in self._fstabs[root.device]:
             if fstype in _NOT_DISKS:

@@ -166,13 +166,24 @@ def test_md_members_of_one_array_are_assembled_together_and_degraded_is_said() -
 
     udev = ("DEV=/dev/sdc\nPART=/dev/sdc1\nDEV=/dev/sdc1\nID_FS_TYPE=linux_raid_member\n"
             "ID_FS_UUID_ENC=aaaa\nID_FS_LABEL_ENC=host:boot\n")
-    answers = {"records show": udev, "mdadm --assemble": "MD=gp0x0 /dev/md127 2 1\n",
-               "blkid -c /dev/null -p -o export /dev/md127": "DEVNAME=/dev/md127\nTYPE=ext4\n"}
+    examine = ("EXAMINE=gp0x0\nX=          Version : 1.2\nX=       Raid Level : raid1\n"
+               "X=     Raid Devices : 2\nX=       Array Size : 40896 KiB (39.94 MiB 41.88 MB)\n"
+               "X=      Data Offset : 2048 sectors\n")
+    answers = {"records show": udev, "mdadm --examine": examine,
+               "dmsetup create gp-md-0-0 --readonly --table '0 81792 linear /dev/sdc1 2048'": "",
+               "blkid -c /dev/null -p -o export /dev/mapper/gp-md-0-0":
+                   "DEVNAME=/dev/mapper/gp-md-0-0\nTYPE=ext4\n"}
     g = ScriptedHandle(answers)
     layout = find_filesystems(g, ["/dev/sdc"])
-    assert [(f.device, f.path) for f in layout.filesystems] == [("/dev/md/boot", "/dev/md127")]
+    assert [(f.device, f.path) for f in layout.filesystems] == [
+        ("/dev/md/boot", "/dev/mapper/gp-md-0-0")]
     assert [f.kind for f in layout.findings] == ["md-degraded"]
-    assert layout.opened == [("md", "/dev/md127")]
+    assert layout.opened == [("dm", "gp-md-0-0")]
+    held = ScriptedHandle({"records show": udev, "mdadm --examine": "HELD=gp0x0 /dev/md127\n",
+                           "blkid -c /dev/null -p -o export /dev/md127":
+                               "DEVNAME=/dev/md127\nTYPE=ext4\n"})
+    assert [f.device for f in find_filesystems(held, ["/dev/sdc"]).filesystems] == [
+        "/dev/md/boot"]  # assembled by the kernel already (a cold appliance at boot)
 
 
 def test_hostile_array_and_group_names_stay_out_of_names_and_shells() -> None:
@@ -181,7 +192,8 @@ def test_hostile_array_and_group_names_stay_out_of_names_and_shells() -> None:
     udev = ("DEV=/dev/sdc\nPART=/dev/sdc1\nDEV=/dev/sdc1\nID_FS_TYPE=linux_raid_member\n"
             "ID_FS_UUID_ENC=aaaa\nID_FS_LABEL_ENC=h:..\\x2f..\\x2fetc\n")
     answers = {"records show": udev,
-               # a kernel device name that is not md's: ignored
-               "mdadm --assemble": "MD=gp0x0 /dev/sda;reboot 2 0\n"}
+               # a kernel device name that is not md's, a superblock of nonsense: ignored
+               "mdadm --examine": "HELD=gp0x0 /dev/sda;reboot\nEXAMINE=gp0x0\nX=junk\n"}
     layout = find_filesystems(ScriptedHandle(answers), ["/dev/sdc"])
     assert layout.filesystems == [] and layout.opened == []
+    assert [f.kind for f in layout.findings] == ["md-unassembled"]
