@@ -50,6 +50,21 @@ CREATE INDEX IF NOT EXISTS findings_round ON findings (round_id);
 """
 
 
+# Change-aware rounds (``_unchanged``): each result row says how it came to be, and
+# a VM's disk fingerprint is kept from its last good inspection.
+#   results.state: "inspected", "failed" or "unchanged" (verified unchanged:
+#     its inspector entries are those of result ``carried_from``, inspected at
+#     ``inspected_at``; ``at`` is when it was verified). Rows written before
+#     these columns existed have NULL: read as inspected (ok) or failed.
+#   results.kind: the VM's kind for the capacity plan (``_plan.vm_kind``).
+ADDED_COLUMNS = {"results": (("state", "TEXT"), ("inspected_at", "REAL"),
+                             ("carried_from", "INTEGER"), ("kind", "TEXT"))}
+FINGERPRINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fingerprints (
+    vm TEXT PRIMARY KEY, result_id INTEGER NOT NULL, context TEXT NOT NULL, files TEXT NOT NULL);
+"""
+
+
 def default_path() -> Path:
     return data_dir() / "guestpool.db"
 
@@ -69,13 +84,27 @@ class Store:
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + FINGERPRINT_SCHEMA)
+            self._add_columns()
         except (OSError, sqlite3.Error) as e:
             raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
         self._db.close()
+
+    def _add_columns(self) -> None:
+        """Columns added after a store may have been created (``ADDED_COLUMNS``)."""
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name in have:
+                    continue
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as e:
+                    if "duplicate column" not in str(e):  # another process added it first
+                        raise
 
     # -- writing -----------------------------------------------------------------
 
@@ -119,8 +148,15 @@ class Store:
         self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=?",
                          (time.time(), to_json(summary), round_id))
 
-    def record(self, round_id: int | None, result: Any) -> list[Change]:
-        """Store one VM's result and its drift against the previous good result."""
+    def record(self, round_id: int | None, result: Any, context: str | None = None,
+               kind: str | None = None) -> list[Change]:
+        """Store one VM's result and its drift against the previous good result.
+
+        With ``context`` (``_unchanged.context``: the inspectors and the safety
+        policy), a good result whose inspectors all succeeded keeps its disk
+        fingerprint, against which later rounds verify the VM unchanged; any
+        other result drops the VM's fingerprint (it is inspected next time).
+        """
         now = time.time()
         previous = self.latest(result.vm) if result.ok else None
         changes = diff_results(previous["results"], result.results) if previous else []
@@ -129,10 +165,18 @@ class Store:
         try:
             cur = db.execute(
                 "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy, attempts,"
-                " timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timings, state, inspected_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (round_id, result.vm, now, int(result.ok), to_json(result.error), result.appliance,
-                 result.strategy, result.attempts, to_json(result.timings)))
+                 result.strategy, result.attempts, to_json(result.timings),
+                 "inspected" if result.ok else "failed", now if result.ok else None, kind))
             rid = cur.lastrowid
+            fingerprint = getattr(result, "fingerprint", None)
+            if (context is not None and result.ok and fingerprint
+                    and all(e.get("ok") for e in result.results.values())):
+                db.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
+                           (result.vm, rid, context, to_json(fingerprint)))
+            else:
+                db.execute("DELETE FROM fingerprints WHERE vm=?", (result.vm,))
             for name, e in result.results.items():
                 db.execute(
                     "INSERT INTO inspector_results VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -152,6 +196,28 @@ class Store:
             db.execute("ROLLBACK")
             raise
         return changes
+
+    def record_unchanged(self, round_id: int | None, carried: Iterable[tuple[int, Any]]
+                         ) -> None:
+        """Store VMs verified unchanged, as (id of the result carried forward,
+        ``InspectResult`` with ``inspected_at``), all in one transaction: a row each
+        pointing at the result it carries. ``last_scanned`` (the staleness order)
+        stays the time of the real inspection."""
+        now, db = time.time(), self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for carried_from, r in carried:
+                db.execute(
+                    "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy,"
+                    " attempts, timings, state, inspected_at, carried_from, kind)"
+                    " SELECT ?, vm, ?, 1, 'null', NULL, strategy, 0, ?, 'unchanged', ?, ?, kind"
+                    " FROM results WHERE id=?",
+                    (round_id, now, to_json(r.timings), r.inspected_at, carried_from,
+                     carried_from))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def record_findings(self, round_id: int | None, reports: Iterable[Mapping[str, Any]],
                         changes: Mapping[str, list[Change]] | None = None) -> None:
@@ -191,6 +257,42 @@ class Store:
 
     # -- reading -------------------------------------------------------------------
 
+    def fingerprints(self) -> dict[str, dict[str, Any]]:
+        """Each VM's fingerprint from its last good inspection, with that result's
+        id, time and kind: ``{vm: {"result_id", "inspected_at", "kind", "context",
+        "files"}}`` (what ``_unchanged`` verifies a round's VMs against)."""
+        return {r["vm"]: {"result_id": r["result_id"], "inspected_at": r["at"], "kind": r["kind"],
+                          "context": r["context"], "files": json.loads(r["files"])}
+                for r in self._db.execute(
+                    "SELECT f.vm, f.result_id, f.context, f.files, r.at, r.kind"
+                    " FROM fingerprints f JOIN results r ON r.id = f.result_id")}
+
+    def entries(self, result_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The inspector entries of several results at once, by result id."""
+        out: dict[int, dict[str, Any]] = {}
+        ids = list(result_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in self._db.execute(
+                    "SELECT * FROM inspector_results WHERE result_id IN"
+                    f" ({','.join('?' * len(chunk))})", chunk):
+                out.setdefault(r["result_id"], {})[r["inspector"]] = self._entry(r)
+        return out
+
+    def vm_states(self) -> dict[str, dict[str, Any]]:
+        """Every known VM's latest result state: ``{vm: {"state", "at",
+        "inspected_at", "kind"}}`` with state ``inspected``, ``unchanged`` (verified
+        at ``at``, results from ``inspected_at``), ``failed`` or ``never`` (no result)."""
+        out = {r["name"]: {"state": "never", "at": None, "inspected_at": None, "kind": None}
+               for r in self._db.execute("SELECT name FROM vms WHERE removed IS NULL")}
+        for r in self._db.execute(
+                "SELECT vm, ok, at, state, inspected_at, kind FROM results"
+                " WHERE id IN (SELECT MAX(id) FROM results GROUP BY vm)"):
+            out[r["vm"]] = {"state": _state(r), "at": r["at"],
+                            "inspected_at": r["inspected_at"] if r["state"] else
+                            (r["at"] if r["ok"] else None), "kind": r["kind"]}
+        return out
+
     def costs(self) -> dict[str, float]:
         return {r["name"]: r["value"] for r in self._db.execute("SELECT * FROM costs")}
 
@@ -206,14 +308,21 @@ class Store:
             return None
         return self._result(row)
 
+    @staticmethod
+    def _entry(r: sqlite3.Row) -> dict[str, Any]:
+        return {"inspector": r["inspector"], "version": r["version"], "ok": bool(r["ok"]),
+                "value": json.loads(r["value"]), "error": json.loads(r["error"]),
+                "seconds": r["seconds"]}
+
     def _result(self, row: sqlite3.Row) -> dict[str, Any]:
-        entries = {}
-        for r in self._db.execute("SELECT * FROM inspector_results WHERE result_id=?",
-                                  (row["id"],)):
-            entries[r["inspector"]] = {"inspector": r["inspector"], "version": r["version"],
-                                       "ok": bool(r["ok"]), "value": json.loads(r["value"]),
-                                       "error": json.loads(r["error"]), "seconds": r["seconds"]}
+        """One result row; a VM verified unchanged shows the entries it carries
+        forward, ``inspected_at`` (when they were inspected) and ``at`` (verified)."""
+        entries = {r["inspector"]: self._entry(r) for r in self._db.execute(
+            "SELECT * FROM inspector_results WHERE result_id=?",
+            (row["carried_from"] or row["id"],))}
         return {"vm": row["vm"], "at": row["at"], "round": row["round_id"], "ok": bool(row["ok"]),
+                "state": _state(row),
+                "inspected_at": row["inspected_at"] or (row["at"] if row["ok"] else None),
                 "error": json.loads(row["error"]), "appliance": row["appliance"],
                 "strategy": row["strategy"], "timings": json.loads(row["timings"]),
                 "results": entries}
@@ -321,3 +430,8 @@ class Store:
         return [{**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"])}
                 for r in self._db.execute(sql + " ORDER BY id", args)]
 
+
+
+def _state(row: sqlite3.Row) -> str:
+    """A result row's state; rows from before the column: inspected or failed."""
+    return str(row["state"]) if row["state"] else ("inspected" if row["ok"] else "failed")
