@@ -215,18 +215,17 @@ async def run_round(
         pool.safety = policy
     before = (pool.stats.boots, len(pool.stats.boot_seconds), Counter(pool.stats.retirements))
     ctx = context(specs, pool.safety)
-    recorded = store.fingerprints() if store is not None else {}
     verified = Verified(todo=vms)
     if store is not None and options.skip_unchanged and pool.safety is not None:
-        verified = await anyio.to_thread.run_sync(verify, vms, recorded, ctx, options.max_age)
+        verified = await anyio.to_thread.run_sync(verify, vms, store.fingerprints(), ctx,
+                                                  options.max_age)
         report.reinspect = verified.counts()
         report.changed_disks = verified.changed()
     todo = order_fleet(verified.todo, store.last_scanned() if store else None)
     strategy = pool.strategy
     report.strategy = strategy
     report.pool_size = pool.size
-    report.plan = _plan(todo, verified, recorded, store, options.budget, pool.size, strategy,
-                        warm)
+    report.plan = _plan(todo, verified, store, options.budget, pool.size, strategy, warm)
     if store is not None:
         report.fleet_changes = store.sync_fleet(vms, complete=whole_fleet)
         report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)
@@ -292,21 +291,19 @@ def preview(vms: Sequence[VM], options: RoundOptions, store: Store | None,
             safety: SafetyPolicy | None, pool_size: int) -> Plan:
     """The plan a round of ``vms`` would make now (``scan --plan``): VMs verified
     unchanged at their measured cost, the others priced by kind."""
-    recorded = store.fingerprints() if store is not None else {}
     verified = Verified(todo=list(vms))
     if store is not None and options.skip_unchanged and safety is not None:
-        verified = verify(vms, recorded, context(resolve_specs(options.inspectors), safety),
-                          options.max_age)
+        verified = verify(vms, store.fingerprints(),
+                          context(resolve_specs(options.inspectors), safety), options.max_age)
     todo = order_fleet(verified.todo, store.last_scanned() if store else None)
-    return _plan(todo, verified, recorded, store, options.budget, pool_size, options.strategy)
+    return _plan(todo, verified, store, options.budget, pool_size, options.strategy)
 
 
-def _plan(todo: Sequence[VM], verified: Verified, recorded: Mapping[str, dict[str, Any]],
-          store: Store | None, budget: float, pool_size: int, strategy: Strategy,
-          warm: bool = False) -> Plan:
+def _plan(todo: Sequence[VM], verified: Verified, store: Store | None, budget: float,
+          pool_size: int, strategy: Strategy, warm: bool = False) -> Plan:
+    kinds = store.kinds() if store is not None else {}
     return plan_round(len(todo), budget, pool_size, store.costs() if store else {}, strategy,
-                      [vm.trust_group for vm in todo],
-                      kinds=[recorded.get(vm.name, {}).get("kind") for vm in todo],
+                      [vm.trust_group for vm in todo], kinds=[kinds.get(vm.name) for vm in todo],
                       unchanged=len(verified.unchanged), warm=warm)
 
 

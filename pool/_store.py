@@ -259,12 +259,12 @@ class Store:
 
     def fingerprints(self) -> dict[str, dict[str, Any]]:
         """Each VM's fingerprint from its last good inspection, with that result's
-        id, time and kind: ``{vm: {"result_id", "inspected_at", "kind", "context",
-        "files"}}`` (what ``_unchanged`` verifies a round's VMs against)."""
-        return {r["vm"]: {"result_id": r["result_id"], "inspected_at": r["at"], "kind": r["kind"],
+        id and time: ``{vm: {"result_id", "inspected_at", "context", "files"}}``
+        (what ``_unchanged`` verifies a round's VMs against)."""
+        return {r["vm"]: {"result_id": r["result_id"], "inspected_at": r["at"],
                           "context": r["context"], "files": json.loads(r["files"])}
                 for r in self._db.execute(
-                    "SELECT f.vm, f.result_id, f.context, f.files, r.at, r.kind"
+                    "SELECT f.vm, f.result_id, f.context, f.files, r.at"
                     " FROM fingerprints f JOIN results r ON r.id = f.result_id")}
 
     def entries(self, result_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -278,6 +278,12 @@ class Store:
                     f" ({','.join('?' * len(chunk))})", chunk):
                 out.setdefault(r["result_id"], {})[r["inspector"]] = self._entry(r)
         return out
+
+    def kinds(self) -> dict[str, str]:
+        """Each VM's kind (``_plan.vm_kind``) from its latest good result."""
+        return {r["vm"]: r["kind"] for r in self._db.execute(
+            "SELECT vm, kind FROM results WHERE id IN"
+            " (SELECT MAX(id) FROM results WHERE ok=1 GROUP BY vm) AND kind IS NOT NULL")}
 
     def vm_states(self) -> dict[str, dict[str, Any]]:
         """Every known VM's latest result state: ``{vm: {"state", "at",

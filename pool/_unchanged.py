@@ -55,8 +55,8 @@ def context(specs: Sequence[InspectorSpec], policy: SafetyPolicy | None) -> str:
 class Verified:
     """Which VMs of a round were verified unchanged and which must be inspected."""
 
-    #: VM name -> (the result carried forward: its store id, its inspection time,
-    #: kind) and the seconds the verification took
+    #: VM name -> (its fingerprint record: the result carried forward, its store
+    #: id and inspection time; the seconds the verification took)
     unchanged: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
     #: VMs to inspect, in fleet order
     todo: list[VM] = field(default_factory=list)

@@ -1,4 +1,9 @@
-"""The service's scheduler: runs queued scans one after another, each a round."""
+"""The service's scheduler: runs queued scans one after another, each a round.
+
+The pool stays booted between the rounds of one fleet (a keeper task holds it
+warm); a scan of another fleet, another trust domain, closes it first and
+starts a new one, so an appliance never serves two fleets and only one pool's
+appliances use memory at a time."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
 from guestpool.inspectors._registry import resolve_specs
 
@@ -48,6 +54,10 @@ class Service:
     hosts: frozenset[str] = frozenset()
     #: the OSV folder (``options.osv``) and its index, for /vulns
     vulns: OsvState = field(default_factory=OsvState)
+    #: the fleet ``pool`` is kept warm for, and the event that lets its keeper close it
+    warm_fleet: str | None = None
+    _release: anyio.Event | None = None
+    _keepers: TaskGroup | None = None
 
     def __post_init__(self) -> None:
         if self.vulns.folder is None:
@@ -71,14 +81,45 @@ class Service:
         return wait
 
     async def scheduler(self) -> None:
-        while True:
-            scan = None if self.paused else self.queue.next_queued()
-            if scan is None:
-                with anyio.move_on_after(1.0):
-                    await self.wake.wait()
-                self.wake = anyio.Event()
-                continue
-            await self._run(scan)
+        async with anyio.create_task_group() as keepers:
+            self._keepers = keepers
+            while True:
+                scan = None if self.paused else self.queue.next_queued()
+                if scan is None:
+                    with anyio.move_on_after(1.0):
+                        await self.wake.wait()
+                    self.wake = anyio.Event()
+                    continue
+                await self._run(scan)
+
+    async def _warm_pool(self, fleet: str, options: RoundOptions, safety: Any) -> Pool:
+        """The pool kept booted for ``fleet``'s rounds: the one already warm, or a
+        new one once the pool of another fleet is closed."""
+        if self.pool is not None and self.pool.running and self.warm_fleet == fleet:
+            return self.pool
+        if self._release is not None:
+            closed = self._release
+            closed.set()
+            while self.pool is not None and self.pool.running:  # its qemus exit first
+                await anyio.sleep(0.05)
+        assert self._keepers is not None, "the scheduler is not running"
+        pool = options.pool(safety, on_event=self.metrics.on_event)
+        self._release = anyio.Event()
+        self.pool, self.warm_fleet = pool, fleet
+        await self._keepers.start(self._keep_warm, pool, self._release)
+        return pool
+
+    @staticmethod
+    async def _keep_warm(pool: Pool, release: anyio.Event,
+                         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold ``pool`` booted until ``release``; a pool that fails is logged and
+        the next round starts another."""
+        try:
+            async with pool.warm():
+                task_status.started()
+                await release.wait()
+        except Exception:
+            log.exception("the warm pool failed; the next scan starts a new one")
 
     def kick(self) -> None:
         self.wake.set()
@@ -98,7 +139,7 @@ class Service:
                               errors=[{"kind": "internal",
                                        "message": f"{type(e).__name__}: {e}"[:500]}])
         finally:
-            self.pool, self.running, self.cancel = None, None, None
+            self.running, self.cancel = None, None
 
     async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
         name = req.get("fleet") or self.default_fleet()
@@ -109,13 +150,15 @@ class Service:
         if req.get("vms"):
             wanted = set(req["vms"])
             vms = [v for v in vms if v.name in wanted]
-        self.progress = {"total": len(vms), "done": 0, "covered": 0, "failed": 0}
+        self.progress = {"total": len(vms), "done": 0, "covered": 0, "failed": 0,
+                         "unchanged": 0}
         self.queue.update(scan_id, progress=self.progress)
         errors: list[dict[str, Any]] = []
 
         def on_result(r: InspectResult) -> None:
             self.progress["done"] += 1
             self.progress["covered" if r.ok else "failed"] += 1
+            self.progress["unchanged"] += r.state == "unchanged"
             if not r.ok:
                 errors.append({"vm": r.vm, **(r.error or {})})
             self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
@@ -125,9 +168,9 @@ class Service:
             inspectors=(resolve_specs(req["inspectors"], allow_paths=False)
                         if req.get("inspectors") else self.options.inspectors))
         safety = options.safety(source)
-        self.pool = options.pool(safety, on_event=self.metrics.on_event)
-        self.metrics.pool_size.set(self.pool.size)
-        report: RoundReport = await run_round(vms, options, store=self.store, pool=self.pool,
+        pool = await self._warm_pool(name, options, safety)
+        self.metrics.pool_size.set(pool.size)
+        report: RoundReport = await run_round(vms, options, store=self.store, pool=pool,
                                               safety=safety, stop=cancel, on_result=on_result,
                                               whole_fleet=not req.get("vms"))
         self.queue.update(scan_id, state="cancelled" if cancel.is_set() else "done",
@@ -135,3 +178,4 @@ class Service:
                           progress=self.progress)
         self.metrics.coverage.set(len(report.covered) / len(vms) if vms else 1.0)
         self.metrics.overrun.set(report.overrun)
+        self.metrics.round_vms(report)
