@@ -229,3 +229,30 @@ def test_a_store_from_before_keeps_its_rows_readable(tmp_path: Path) -> None:
     latest = store.latest("old")
     assert latest is not None and (latest["state"], latest["inspected_at"]) == ("inspected", 100)
     assert store.vm_states()["bad"]["state"] == "failed"
+
+
+async def test_the_command_line_plans_unchanged_vms_and_checks_max_age(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    from guestpool import write_manifest
+    from guestpool._sources import open_source
+
+    fleet, store = small_fleet(tmp_path), Store(tmp_path / "r.db")
+    write_manifest(tmp_path / "fleet.json", fleet)
+    source = open_source(str(tmp_path / "fleet.json"))
+    source.load()
+    # the round the command line would run: the manifest's folder rules
+    await run_round(source, HOSTNAME, store=store,
+                    pool=fake_pool(CountingSpawn(), safety=HOSTNAME.safety(source)))
+    gp = [sys.executable, "-m", "guestpool", "scan", str(tmp_path / "fleet.json"), "--plan",
+          "--json", "--inspectors", "hostname", "--pool", "1", "--store", str(tmp_path / "r.db")]
+    plan = json.loads(subprocess.run(gp, capture_output=True, text=True, check=True).stdout)
+    assert (plan["unchanged"], plan["predicted"]) == (3, 3)
+    for args, unchanged in ((["--max-age", "0s"], 0), (["--no-skip-unchanged"], 0),
+                            (["--max-age", "1d"], 3)):
+        out = subprocess.run([*gp, *args], capture_output=True, text=True, check=True).stdout
+        assert json.loads(out)["unchanged"] == unchanged, args
+    bad = subprocess.run([*gp, "--max-age", "soon"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "use an age like" in bad.stderr
+    assert "Traceback" not in bad.stderr
