@@ -57,8 +57,13 @@ CREATE INDEX IF NOT EXISTS findings_round ON findings (round_id);
 #     ``inspected_at``; ``at`` is when it was verified). Rows written before
 #     these columns existed have NULL: read as inspected (ok) or failed.
 #   results.kind: the VM's kind for the capacity plan (``_plan.vm_kind``).
+#   vms.state, state_at, inspected_at, kind: the same of the VM's latest result,
+#     kept on its one row so a listing of every VM reads one row each (NULL
+#     state: no result since these columns exist).
 ADDED_COLUMNS = {"results": (("state", "TEXT"), ("inspected_at", "REAL"),
-                             ("carried_from", "INTEGER"), ("kind", "TEXT"))}
+                             ("carried_from", "INTEGER"), ("kind", "TEXT")),
+                 "vms": (("state", "TEXT"), ("state_at", "REAL"), ("inspected_at", "REAL"),
+                         ("kind", "TEXT"))}
 FINGERPRINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS fingerprints (
     vm TEXT PRIMARY KEY, result_id INTEGER NOT NULL, context TEXT NOT NULL, files TEXT NOT NULL);
@@ -191,6 +196,10 @@ class Store:
             db.execute("INSERT INTO vms (name, first_seen, last_seen, last_scanned) VALUES"
                        " (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET last_scanned=?",
                        (result.vm, now, now, now, now))
+            db.execute("UPDATE vms SET state=?, state_at=?, inspected_at=CASE WHEN ? THEN ?"
+                       " ELSE inspected_at END, kind=COALESCE(?, kind) WHERE name=?",
+                       ("inspected" if result.ok else "failed", now, result.ok, now,
+                        kind if result.ok else None, result.vm))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -214,6 +223,8 @@ class Store:
                     " FROM results WHERE id=?",
                     (round_id, now, to_json(r.timings), r.inspected_at, carried_from,
                      carried_from))
+                db.execute("UPDATE vms SET state='unchanged', state_at=?, inspected_at=?"
+                           " WHERE name=?", (now, r.inspected_at, r.vm))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -281,23 +292,30 @@ class Store:
 
     def kinds(self) -> dict[str, str]:
         """Each VM's kind (``_plan.vm_kind``) from its latest good result."""
-        return {r["vm"]: r["kind"] for r in self._db.execute(
-            "SELECT vm, kind FROM results WHERE id IN"
-            " (SELECT MAX(id) FROM results WHERE ok=1 GROUP BY vm) AND kind IS NOT NULL")}
+        return {r["name"]: r["kind"] for r in self._db.execute(
+            "SELECT name, kind FROM vms WHERE kind IS NOT NULL")}
 
     def vm_states(self) -> dict[str, dict[str, Any]]:
-        """Every known VM's latest result state: ``{vm: {"state", "at",
-        "inspected_at", "kind"}}`` with state ``inspected``, ``unchanged`` (verified
-        at ``at``, results from ``inspected_at``), ``failed`` or ``never`` (no result)."""
-        out = {r["name"]: {"state": "never", "at": None, "inspected_at": None, "kind": None}
-               for r in self._db.execute("SELECT name FROM vms WHERE removed IS NULL")}
-        for r in self._db.execute(
-                "SELECT vm, ok, at, state, inspected_at, kind FROM results"
-                " WHERE id IN (SELECT MAX(id) FROM results GROUP BY vm)"):
-            out[r["vm"]] = {"state": _state(r), "at": r["at"],
-                            "inspected_at": r["inspected_at"] if r["state"] else
-                            (r["at"] if r["ok"] else None), "kind": r["kind"]}
+        """Every VM of the fleet with its latest result's state: ``{vm: {"state", "at",
+        "inspected_at", "kind"}}``, state ``inspected``, ``unchanged`` (verified at
+        ``at``, its results from ``inspected_at``), ``failed`` (``inspected_at``: its
+        last good inspection) or ``never`` (no result)."""
+        out = {}
+        for r in self._db.execute("SELECT name, state, state_at, inspected_at, kind, last_scanned"
+                                  " FROM vms WHERE removed IS NULL"):
+            if r["state"] is None and r["last_scanned"] is not None:  # a store from before
+                out[r["name"]] = self._state_from_results(r["name"])
+            else:
+                out[r["name"]] = {"state": r["state"] or "never", "at": r["state_at"],
+                                  "inspected_at": r["inspected_at"], "kind": r["kind"]}
         return out
+
+    def _state_from_results(self, vm: str) -> dict[str, Any]:
+        last = self._db.execute("SELECT * FROM results WHERE vm=? ORDER BY at DESC, id DESC"
+                                " LIMIT 1", (vm,)).fetchone()
+        good = self.latest(vm)
+        return {"state": _state(last), "at": last["at"],
+                "inspected_at": good["inspected_at"] if good else None, "kind": last["kind"]}
 
     def costs(self) -> dict[str, float]:
         return {r["name"]: r["value"] for r in self._db.execute("SELECT * FROM costs")}

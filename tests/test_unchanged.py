@@ -223,12 +223,19 @@ def test_a_store_from_before_keeps_its_rows_readable(tmp_path: Path) -> None:
         " at REAL NOT NULL, ok INTEGER NOT NULL, error TEXT, appliance INTEGER, strategy TEXT,"
         " attempts INTEGER, timings TEXT);"
         "INSERT INTO results VALUES (1, 1, 'old', 100.0, 1, 'null', 1, 'pooled', 1, '{}');"
-        "INSERT INTO results VALUES (2, 1, 'bad', 100.0, 0, 'null', 1, 'pooled', 1, '{}');")
+        "INSERT INTO results VALUES (2, 1, 'bad', 100.0, 0, 'null', 1, 'pooled', 1, '{}');"
+        "CREATE TABLE vms (name TEXT PRIMARY KEY, first_seen REAL, last_seen REAL, disks TEXT,"
+        " trust_group TEXT, tags TEXT, priority INTEGER, last_scanned REAL, removed REAL);"
+        "INSERT INTO vms (name, last_scanned)"
+        " VALUES ('old', 100.0), ('bad', 100.0), ('new', NULL);")
     db.close()
     store = Store(tmp_path / "old.db")
     latest = store.latest("old")
     assert latest is not None and (latest["state"], latest["inspected_at"]) == ("inspected", 100)
-    assert store.vm_states()["bad"]["state"] == "failed"
+    states = store.vm_states()
+    assert {vm: s["state"] for vm, s in states.items()} == {
+        "old": "inspected", "bad": "failed", "new": "never"}
+    assert states["old"]["inspected_at"] == 100 and states["bad"]["inspected_at"] is None
 
 
 async def test_the_command_line_plans_unchanged_vms_and_checks_max_age(tmp_path: Path) -> None:
