@@ -22,6 +22,7 @@ from .._errors import GuestpoolError
 from .._pool import Pool
 from .._results import InspectResult
 from .._round import RoundOptions, RoundReport, run_round
+from .._safety import SafetyPolicy
 from .._sources import open_source
 from .._store import Store
 from ._metrics import Metrics
@@ -54,9 +55,10 @@ class Service:
     hosts: frozenset[str] = frozenset()
     #: the OSV folder (``options.osv``) and its index, for /vulns
     vulns: OsvState = field(default_factory=OsvState)
-    #: the fleet ``pool`` is kept warm for, and the event that lets its keeper close it
+    #: the fleet ``pool`` is kept warm for
     warm_fleet: str | None = None
-    _release: anyio.Event | None = None
+    #: (set to let the warm pool's keeper close it, set by the keeper once closed)
+    _keeper_events: tuple[anyio.Event, anyio.Event] | None = None
     _keepers: TaskGroup | None = None
 
     def __post_init__(self) -> None:
@@ -92,25 +94,25 @@ class Service:
                     continue
                 await self._run(scan)
 
-    async def _warm_pool(self, fleet: str, options: RoundOptions, safety: Any) -> Pool:
+    async def _warm_pool(self, fleet: str, options: RoundOptions, safety: SafetyPolicy
+                         ) -> Pool:
         """The pool kept booted for ``fleet``'s rounds: the one already warm, or a
-        new one once the pool of another fleet is closed."""
+        new one once the pool of another fleet is closed (its qemus gone first)."""
         if self.pool is not None and self.pool.running and self.warm_fleet == fleet:
             return self.pool
-        if self._release is not None:
-            closed = self._release
-            closed.set()
-            while self.pool is not None and self.pool.running:  # its qemus exit first
-                await anyio.sleep(0.05)
+        if self._keeper_events is not None:
+            release, closed = self._keeper_events
+            release.set()
+            await closed.wait()
         assert self._keepers is not None, "the scheduler is not running"
         pool = options.pool(safety, on_event=self.metrics.on_event)
-        self._release = anyio.Event()
+        self._keeper_events = (anyio.Event(), anyio.Event())
         self.pool, self.warm_fleet = pool, fleet
-        await self._keepers.start(self._keep_warm, pool, self._release)
+        await self._keepers.start(self._keep_warm, pool, *self._keeper_events)
         return pool
 
     @staticmethod
-    async def _keep_warm(pool: Pool, release: anyio.Event,
+    async def _keep_warm(pool: Pool, release: anyio.Event, closed: anyio.Event,
                          task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold ``pool`` booted until ``release``; a pool that fails is logged and
         the next round starts another."""
@@ -120,6 +122,8 @@ class Service:
                 await release.wait()
         except Exception:
             log.exception("the warm pool failed; the next scan starts a new one")
+        finally:
+            closed.set()
 
     def kick(self) -> None:
         self.wake.set()
