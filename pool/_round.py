@@ -88,7 +88,11 @@ class RoundReport:
     results: list[InspectResult] = field(default_factory=list)
     not_reached: list[str] = field(default_factory=list)
     boot_seconds: list[float] = field(default_factory=list)
+    #: boots that finished during this round
     boots: int = 0
+    #: boots over the pool's life so far: a warm pool's replacements that
+    #: finished between rounds show here, not in any round's ``boots``
+    pool_boots: int = 0
     #: appliances retired during the round, by reason (trust-group-switch, error, ...)
     retirements: dict[str, int] = field(default_factory=dict)
     drift: list[dict[str, Any]] = field(default_factory=list)
@@ -131,6 +135,7 @@ class RoundReport:
             "round": self.round_id, "budget_s": self.budget, "elapsed_s": round(self.elapsed, 2),
             "overrun_s": round(self.overrun, 2), "pool": self.pool_size,
             "strategy": self.strategy, "accel": self.accel, "boots": self.boots,
+            "pool_boots": self.pool_boots,
             "predicted": self.plan.predicted if self.plan else None,
             "covered": len(self.covered), "inspected": len(self.inspected),
             "unchanged": len(self.unchanged), "failed": len(self.failed),
@@ -277,6 +282,7 @@ async def run_round(
     report.elapsed = anyio.current_time() - start
     report.accel = pool.accel if todo or warm else ""
     report.boots = pool.stats.boots - before[0]
+    report.pool_boots = pool.stats.boots
     report.retirements = dict(Counter(pool.stats.retirements) - before[2])
     report.boot_seconds = list(pool.stats.boot_seconds[before[1]:])
     if store is not None:
