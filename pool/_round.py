@@ -254,12 +254,17 @@ async def run_round(
                 return (strategy == "pooled" and not pool.has_appliance_for(queue[0].trust_group)
                         and left < plan.boot + plan.job)
 
+            def too_late_for_a_warm_pool() -> bool:
+                """A warm pool outlives the round: a job that cannot finish in the
+                budget left would be cancelled, its appliance killed and rebooted."""
+                return warm and budget_scope.deadline - anyio.current_time() < plan.job
+
             async def runner() -> None:
                 while queue:
                     if stop is not None and stop.is_set():
                         report.stopped = True
                         return
-                    if switch_too_late():
+                    if switch_too_late() or too_late_for_a_warm_pool():
                         return
                     chunk = take_batch(queue, batch)
                     if len(chunk) == 1:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers.fake_pool import CountingSpawn, fake_pool
+from helpers.fake_pool import FAST, CountingSpawn, fake_pool
 
 from guestpool import VM, Disk, RoundOptions, RoundReport, Store, run_round
 from guestpool._periodic import run_periodic
@@ -56,6 +56,23 @@ async def test_a_later_round_pays_only_for_replacements(autojump_clock: object) 
     for r in reports[1:]:
         assert r.boots == r.retirements.get("max-jobs", 0)
     assert spawn.spawned == 2 + sum(r.retirements.get("max-jobs", 0) for r in reports)
+
+
+async def test_a_warm_pool_starts_no_job_it_would_have_to_kill(autojump_clock: object) -> None:
+    """Jobs of 1 s in a 10 s budget: a pool that lives on starts none in the last
+    job's worth of time, so no appliance is cancelled and rebooted; a pool of one
+    round (it dies anyway) uses the budget to the end."""
+    slow = dataclasses.replace(FAST, inspect=(1.0, 0.0))
+    fleet, options = sim_fleet(40), dataclasses.replace(OPTIONS, budget=10)
+    spawn = CountingSpawn(slow)
+    pool = fake_pool(spawn, size=2, safety=None)
+    async with pool.warm():
+        warm = [await run_round(fleet, options, pool=pool) for _ in range(2)]
+    assert [r.retirements for r in warm] == [{}, {}] and spawn.spawned == 2
+    assert warm[1].boots == 0 and warm[1].covered
+    once = await run_round(fleet, options, pool=fake_pool(CountingSpawn(slow), size=2,
+                                                          safety=None))
+    assert once.retirements == {"cancelled": 2}
 
 
 async def test_a_trust_group_switch_between_rounds_pays_its_boots(
