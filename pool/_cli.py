@@ -111,7 +111,8 @@ def inspectors_list() -> None:
 def _round_options(budget: float, inspector_names: str | None, pool: int | None,
                    strategy: str, accel: str | None, batch: int,
                    allow_format_mismatch: bool, allow_paths: tuple[Path, ...],
-                   osv: Path | None = None) -> RoundOptions:
+                   osv: Path | None = None, skip_unchanged: bool = True,
+                   max_age: float = RoundOptions.max_age) -> RoundOptions:
     """The scan options of the command line as one checked value (names resolved here)."""
     from guestpool.inspectors._registry import resolve_specs
 
@@ -121,15 +122,15 @@ def _round_options(budget: float, inspector_names: str | None, pool: int | None,
                         pool_size=pool, strategy=strategy,  # type: ignore[arg-type]
                         accel=accel, batch=batch, allow_format_mismatch=allow_format_mismatch,
                         allow_paths=tuple(str(p) for p in allow_paths),
-                        osv=check_folder(osv) if osv is not None else None)
+                        osv=check_folder(osv) if osv is not None else None,
+                        skip_unchanged=skip_unchanged, max_age=max_age)
 
 
 def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | None,
           plan_only: bool = False, allow_remote_libvirt: bool = False) -> int:
     from ._host import default_pool_size
-    from ._plan import plan_round
     from ._progress import ScanProgress
-    from ._round import order_fleet, run_round
+    from ._round import preview, run_round
     from ._sources import open_source
     from ._store import Store
 
@@ -137,9 +138,8 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
     vms = source.load()
     store = Store(store_path)
     if plan_only:
-        order = [vm.trust_group for vm in order_fleet(vms, store.last_scanned())]
-        plan = plan_round(len(vms), options.budget, options.pool_size or default_pool_size(),
-                          store.costs(), options.strategy, order)
+        plan = preview(vms, options, store, options.safety(source),
+                       options.pool_size or default_pool_size())
         if as_json:
             out.print_json(json.dumps(plan.to_dict()))
         else:
@@ -173,6 +173,8 @@ def _print_plan(plan: Any) -> None:
     source = "measured mean" if plan.measured else "default: no round measured yet"
     table.add_row(f"boot ({source})", f"{plan.boot:.1f} s")
     table.add_row(f"per-VM job ({source})", f"{plan.job:.1f} s")
+    table.add_row("VMs priced by their kind's cost", str(plan.by_kind))
+    table.add_row("VMs verified unchanged (no appliance)", str(plan.unchanged))
     table.add_row("trust-group switches", str(plan.group_switches))
     table.add_row("predicted VMs this round", str(plan.predicted))
     table.add_row("appliances for full coverage", str(plan.needed_pool))
@@ -241,6 +243,13 @@ round_options = [
     click.option("--osv", type=click.Path(path_type=Path), default=None, metavar="DIR",
                  help="OSV advisory folder: match covered VMs' packages at each round's end "
                       "and keep the findings as history (see `guestpool vulns`)."),
+    click.option("--skip-unchanged/--no-skip-unchanged", default=True, show_default=True,
+                 help="Verify VMs whose disk files did not change since their last good "
+                      "inspection (no appliance, ~1 ms) and carry their results forward."),
+    click.option("--max-age", default="24h", show_default=True, metavar="AGE",
+                 callback=lambda ctx, param, value: _age(value, "--max-age"),
+                 help="Inspect a VM again after AGE (s, m, h, d) even if its disks did "
+                      "not change."),
 ]
 store_option = click.option("--store", "store_path", type=click.Path(path_type=Path),
                             default=None, help="Results store (SQLite; default: the data "
@@ -269,7 +278,7 @@ def _options_from(kw: dict[str, Any]) -> RoundOptions:
     """Pop the round options out of a command's keyword arguments (not the source's)."""
     return _round_options(*(kw.pop(k) for k in (
         "budget", "inspector_names", "pool", "strategy", "accel", "batch",
-        "allow_format_mismatch", "allow_paths", "osv")))
+        "allow_format_mismatch", "allow_paths", "osv", "skip_unchanged", "max_age")))
 
 
 @cli.command()
@@ -314,6 +323,7 @@ def monitor(fleet: str, interval: float, rounds: int | None, as_json: bool,
 
     from ._periodic import run_periodic, stop_on_signals
     from ._round import run_round
+    from ._safety import SafetyPolicy
     from ._sources import open_source
     from ._store import Store
 
@@ -327,13 +337,16 @@ def monitor(fleet: str, interval: float, rounds: int | None, as_json: bool,
 
     async def main() -> None:
         stop = anyio.Event()
+        # one pool for every round, kept booted in between: rounds pay boots only for
+        # replacements (each round gives it the source's safety policy of the moment)
+        pool = options.pool(SafetyPolicy())
 
         async def one_round(n: int) -> None:
             # the source is read again every round: the fleet changes
-            report = await run_round(source, options, store=store, stop=stop)
+            report = await run_round(source, options, store=store, stop=stop, pool=pool)
             _print_round(n, report, as_json)
 
-        async with anyio.create_task_group() as tg:
+        async with pool.warm(), anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signals, stop, stopping)
             await run_periodic(interval, one_round, rounds=rounds, stop=stop)
             tg.cancel_scope.cancel()
@@ -350,8 +363,10 @@ def _print_round(n: int, report: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary), flush=True)
         return
-    console.print(f"round {n}: covered {summary['covered']}, failed {summary['failed']}, "
-                  f"not reached {summary['not_reached']} in {summary['elapsed_s']} s; drift: "
+    console.print(f"round {n}: covered {summary['covered']} (inspected {summary['inspected']}, "
+                  f"unchanged {summary['unchanged']}), failed {summary['failed']}, "
+                  f"not reached {summary['not_reached']} in {summary['elapsed_s']} s, "
+                  f"{summary['boots']} boots; drift: "
                   + (", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"),
                   highlight=False)
 
@@ -403,6 +418,18 @@ def show(vm: str, store_path: Path | None, as_json: bool) -> None:
     from ._cli_fleet import show_vm
 
     show_vm(_open_store(store_path), vm, as_json)
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(value: str, param: str) -> float:
+    """Seconds in an age such as 90, 30m, 24h or 1d."""
+    number, unit = (value[:-1], value[-1]) if value[-1:] in AGE_UNITS else (value, "s")
+    if not number.replace(".", "", 1).isdigit():
+        raise click.BadParameter(f"{value!r}: use an age like 3600, 30m, 24h or 1d",
+                                 param_hint=param)
+    return float(number) * AGE_UNITS[unit]
 
 
 def _since(value: str | None) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +16,9 @@ Strategy = Literal["pooled", "cold"]
 SHUTDOWN_RESERVE_S = 2.0
 # Costs assumed by a store with no history: TCG, 2 cores, os+filesystems, measured
 # 2026-11-22 (bench/README.md). Every round then replaces them with its own.
-DEFAULT_COSTS = {"boot": 18.0, "job": 1.6}
+DEFAULT_COSTS = {"boot": 18.0, "job": 1.6, "unchanged": 0.002}
+#: A logical volume as the VM names it (``/dev/VG/LV``, ``/dev/mapper/VG-LV``).
+_LV = re.compile(r"/dev/(?!disk/)[^/]+/[^/]+")
 
 
 @dataclass
@@ -33,6 +36,12 @@ class Plan:
     measured: bool = False
     #: changes of trust group along the dispatch order (each costs appliance boots)
     group_switches: int = 0
+    #: VMs verified unchanged before dispatch (in ``vms`` and ``predicted``)
+    unchanged: int = 0
+    #: how many of the VMs to inspect had a measured cost for their kind
+    by_kind: int = 0
+    #: the pool was already booted (kept warm from an earlier round)
+    warm: bool = False
 
     @property
     def fits(self) -> bool:
@@ -42,51 +51,85 @@ class Plan:
         return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"fits": self.fits}
 
 
+def vm_kind(results: Mapping[str, Any], disks: int) -> str:
+    """A VM's kind for the plan, from its inspector entries: distro, LVM or not,
+    disk count (``debian/plain/1d``); ``?`` where the inspectors did not say."""
+    os_value = (results.get("os") or {}).get("value") or {}
+    distro = os_value.get("distro") or os_value.get("type") or "?"
+    filesystems = (results.get("filesystems") or {}).get("value")
+    if isinstance(filesystems, list):
+        devices = [str(f.get("device", "")) for f in filesystems if isinstance(f, dict)]
+        lvm = "lvm" if any(_LV.fullmatch(d) for d in devices) else "plain"
+    else:
+        lvm = "?"
+    return f"{distro}/{lvm}/{disks}d"
+
+
 def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, float],
-               strategy: Strategy = "pooled", groups: Sequence[str] | None = None) -> Plan:
+               strategy: Strategy = "pooled", groups: Sequence[str] | None = None, *,
+               kinds: Sequence[str | None] | None = None, unchanged: int = 0,
+               warm: bool = False) -> Plan:
     """VMs(T) ≈ P·(T − B)/J pooled, P·T/(B + J) cold (J: per-VM job time of one appliance).
 
-    ``groups`` are the VMs' trust groups in dispatch order: pooled, each change
-    of group retires and reboots the appliances that move over, min(P, group
-    size) boots of appliance time that no VM gets.
+    ``vms`` are the VMs to inspect. ``groups`` are their trust groups in dispatch
+    order: pooled, each change of group retires and reboots the appliances that
+    move over, min(P, group size) boots of appliance time that no VM gets.
+    ``kinds`` (same order; ``vm_kind`` of each VM's last result, None if
+    unknown) price each VM at its kind's measured job time (``job-pooled:KIND``)
+    where there is one, else at the mean. ``unchanged`` VMs were verified on the
+    host before dispatch at the measured ``unchanged`` cost each; they count as
+    covered. A ``warm`` pool is booted already: no boot at the round's start.
     """
     boot = costs.get("boot", DEFAULT_COSTS["boot"])
     job_key = f"job-{strategy}" if f"job-{strategy}" in costs else "job"
-    job = costs.get(job_key, DEFAULT_COSTS["job"])
-    usable = max(0.0, budget - SHUTDOWN_RESERVE_S)
+    mean_job = costs.get(job_key, DEFAULT_COSTS["job"])
+    priced = [costs.get(f"job-{strategy}:{k}") if k else None for k in (kinds or [None] * vms)]
+    jobs = [mean_job if c is None else c for c in priced]
+    job = sum(jobs) / len(jobs) if jobs else mean_job
+    usable = max(0.0, budget - SHUTDOWN_RESERVE_S
+                 - unchanged * costs.get("unchanged", DEFAULT_COSTS["unchanged"]))
     runs = _runs(groups) if groups and strategy == "pooled" else [vms]
     if strategy == "cold":
         predicted = min(vms, pool_size * math.floor(usable / (boot + job)))  # whole VMs
         needed = math.ceil(vms * (boot + job) / usable) if usable else 1
     else:
-        predicted, needed = _pooled_fit(runs, usable, pool_size, boot, job)
-    return Plan(vms, budget, pool_size, boot, job, predicted, max(1, needed),
-                measured="boot" in costs and job_key in costs, group_switches=len(runs) - 1)
+        predicted, needed = _pooled_fit(runs, jobs, usable, pool_size, boot, warm)
+    return Plan(vms + unchanged, budget, pool_size, boot, job, predicted + unchanged,
+                max(1, needed), measured="boot" in costs and job_key in costs,
+                group_switches=len(runs) - 1, unchanged=unchanged,
+                by_kind=sum(c is not None for c in priced), warm=warm)
 
 
-def _pooled_fit(runs: list[int], usable: float, pool_size: int, boot: float, job: float
-                ) -> tuple[int, int]:
-    """(VMs this pool covers, appliances full coverage needs) when every change of
-    trust group after the first run costs min(P, run length) boots."""
+def _pooled_fit(runs: list[int], jobs: list[float], usable: float, pool_size: int,
+                boot: float, warm: bool = False) -> tuple[int, int]:
+    """(VMs this pool covers, appliances full coverage needs) when VM i costs
+    ``jobs[i]`` and every change of trust group after the first run costs
+    min(P, run length) boots; a warm pool pays no boot at the start."""
     def switches(p: int) -> float:
         return sum(min(p, size) for size in runs[1:]) * boot
 
-    predicted, spent, capacity = 0, 0.0, pool_size * max(0.0, usable - boot)
+    start = 0.0 if warm else boot
+    predicted, spent, capacity = 0, 0.0, pool_size * max(0.0, usable - start)
+    costs = iter(jobs)
     for i, size in enumerate(runs):
         spent += min(pool_size, size) * boot if i else 0.0
-        take = min(size, max(0, int((capacity - spent) // job)))
-        predicted, spent = predicted + take, spent + take * job
+        take = 0
+        for cost in itertools.islice(costs, size):
+            if spent + cost > capacity:
+                break
+            take, spent = take + 1, spent + cost
+        predicted += take
         if take < size:
             break
-    if usable <= boot:
+    if usable <= start:
         return predicted, 1
     # switches(p) grows with p up to the longest run, then stays: search that far
-    vms = sum(runs)
-    least = max(1, math.ceil(vms * job / (usable - boot)))
+    work = sum(jobs)
+    least = max(1, math.ceil(work / (usable - start)))
     longest = max(runs, default=1)
     needed = next((p for p in range(least, max(least, longest) + 1)
-                   if p * (usable - boot) >= vms * job + switches(p)),
-                  math.ceil((vms * job + switches(longest)) / (usable - boot)))
+                   if p * (usable - start) >= work + switches(p)),
+                  math.ceil((work + switches(longest)) / (usable - start)))
     return predicted, needed
 
 

@@ -31,6 +31,7 @@ from ._errors import (
     LateBindingUnavailable,
     SetupError,
 )
+from ._fingerprint import Fingerprint, take_fingerprint
 from ._fleet import VM
 from ._host import DEFAULT_MEMSIZE_MB, default_pool_size
 from ._plan import Strategy
@@ -51,7 +52,7 @@ from ._protocol import (
     Pong,
 )
 from ._results import InspectResult, Stats
-from ._safety import SafetyPolicy, check_vm, luks_keys
+from ._safety import ChainFiles, SafetyPolicy, check_vm, luks_keys
 
 log = logging.getLogger("guestpool")
 
@@ -133,8 +134,26 @@ class Pool:
     async def __aexit__(self, *exc: Any) -> bool | None:
         return await self._stack.__aexit__(*exc)
 
+    @property
+    def running(self) -> bool:
+        """Whether the pool is started (entered, or kept warm by :meth:`warm`)."""
+        return self._tg is not None
+
     @asynccontextmanager
-    async def _running(self) -> AsyncIterator[None]:
+    async def warm(self) -> AsyncIterator[Pool]:
+        """Keep this pool's appliances booted across rounds (``monitor``, ``serve``):
+        the boots start now, in the background, and a round given this pool waits
+        for the first one within its own budget (:meth:`ready`). Appliances keep
+        their trust group and are retired and replaced as usual between rounds."""
+        async with self._running(wait=False):
+            yield self
+
+    async def ready(self) -> None:
+        """Wait until an appliance is idle; SetupError if none could boot."""
+        await self._wait_first_ready()
+
+    @asynccontextmanager
+    async def _running(self, wait: bool = True) -> AsyncIterator[None]:
         if self._accel_request in ("kvm", "tcg"):
             verdict = resolve_accel(self._accel_request)  # an override: nothing to probe
         else:
@@ -147,7 +166,8 @@ class Pool:
                 if self.strategy == "pooled":
                     for _ in range(self.size):
                         tg.start_soon(self._boot_one)
-                    await self._wait_first_ready()
+                    if wait:
+                        await self._wait_first_ready()
                 yield
                 tg.cancel_scope.cancel()
         finally:
@@ -278,7 +298,7 @@ class Pool:
         tried: set[int] = set()
         start = anyio.current_time()
         try:
-            vm = await self._checked(vm)
+            vm, result.fingerprint = await self._checked(vm)
         except ImageError as e:
             result.error = {"kind": "image", "message": str(e)}
             self.stats.failures["image"] += 1
@@ -329,9 +349,10 @@ class Pool:
                                  "or clones of one template")
         specs = resolve_specs(inspectors)
         try:
-            vms = [await self._checked(vm) for vm in vms]
+            checked = [await self._checked(vm) for vm in vms]
         except ImageError:
             return [await self.inspect(vm, inspectors) for vm in vms]
+        vms = [vm for vm, _ in checked]
         start = anyio.current_time()
         app = await self._acquire(vms[0].trust_group, set())
         waited = anyio.current_time() - start
@@ -342,9 +363,10 @@ class Pool:
             log.info("batch of %d VMs fell back to one at a time: %s", len(vms), e)
             return [await self.inspect(vm, inspectors) for vm in vms]
         results = []
-        for vm, out, w in zip(vms, outs, inspect_times, strict=True):
+        for (vm, prints), out, w in zip(checked, outs, inspect_times, strict=True):
             r = InspectResult(vm.name, True, out.results, appliance=app.id,
-                              qemu_pid=app.qemu_pid, attempts=1, steps=dict(out.steps), timings={
+                              qemu_pid=app.qemu_pid, attempts=1, steps=dict(out.steps),
+                              fingerprint=prints, timings={
                                   "wait": waited, "attach": attach / len(vms), "inspect": w,
                                   "detach": detach / len(vms)})
             r.timings["total"] = sum(r.timings.values())
@@ -409,10 +431,19 @@ class Pool:
         self.stats.detaches += len(disks)
         return outs, inspect_times, attach, anyio.current_time() - t
 
-    async def _checked(self, vm: VM) -> VM:
+    async def _checked(self, vm: VM) -> tuple[VM, Fingerprint | None]:
+        """The VM checked (paths resolved) and its disk files' fingerprint, taken from
+        the stats the checks made before reading each file; no checks, no fingerprint."""
         if self.safety is None:
-            return vm
-        return await anyio.to_thread.run_sync(check_vm, vm, self.safety)
+            return vm, None
+        safety = self.safety
+
+        def check() -> tuple[VM, Fingerprint | None]:
+            files: ChainFiles = []
+            checked = check_vm(vm, safety, files)
+            return checked, take_fingerprint(files)
+
+        return await anyio.to_thread.run_sync(check)
 
     async def _inspect_pooled(self, vm: VM, specs: Sequence[InspectorSpec], result: InspectResult,
                               tried: set[int]) -> None:

@@ -35,7 +35,8 @@ class ScanProgress:
             self.errors.append(f"{r.vm}: {r.error['kind']}: {r.error['message'][:100]}")
         if self.quiet or self.live:
             return
-        status = "ok" if r.ok else f"FAILED ({r.error['kind'] if r.error else '?'})"
+        status = {"inspected": "ok", "unchanged": "unchanged"}.get(
+            r.state, f"FAILED ({r.error['kind'] if r.error else '?'})")
         self.console.print(f"[{self.done.total()}/{self.total}] {r.vm}: {status} "
                            f"in {r.timings.get('total', 0):.1f} s", highlight=False)
 

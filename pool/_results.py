@@ -41,6 +41,19 @@ class InspectResult:
     steps: dict[str, float] = field(default_factory=dict)
     #: "possibly inconsistent" when the VM was running and read without its lock
     live: str | None = None
+    #: the VM's disk files as they were before this inspection read them
+    #: (``_fingerprint``); None when the safety checks were off
+    fingerprint: list[dict[str, Any]] | None = None
+    #: for a VM verified unchanged: when ``results`` were really inspected
+    #: (they are carried forward from then); None: inspected now
+    inspected_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        """``inspected``, ``unchanged`` (results carried forward) or ``failed``."""
+        if not self.ok:
+            return "failed"
+        return "unchanged" if self.inspected_at is not None else "inspected"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"state": self.state}

@@ -3,14 +3,20 @@
 The budget covers everything, pool start included. When it runs out,
 in-flight jobs are cancelled (their appliances are killed, never reused in an
 unknown state) and the round reports what it covered and what it did not reach.
+With a store, VMs whose disks did not change since their last good inspection
+are verified unchanged first, without an appliance (``_unchanged``), and the
+budget goes to the others. A pool the caller keeps warm across rounds
+(:meth:`Pool.warm`) is used as it is: the round pays boots only for replacements.
 """
 
 from __future__ import annotations
 
 import itertools
 import statistics
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +25,13 @@ import anyio
 from guestpool.inspectors._registry import resolve_specs
 
 from ._fleet import VM
-from ._plan import SHUTDOWN_RESERVE_S, Plan, Strategy, plan_round
+from ._plan import SHUTDOWN_RESERVE_S, Plan, Strategy, plan_round, vm_kind
 from ._pool import EventHook, InspectorChoice, Pool, batchable
 from ._results import InspectResult
 from ._safety import SafetyPolicy
 from ._sources import Source, safety_policy
 from ._store import Store
+from ._unchanged import DEFAULT_MAX_AGE_S, Verified, carried_results, context, verify
 
 ResultHook = Callable[[InspectResult], None]
 STALENESS_BUCKET_S = 300.0
@@ -54,6 +61,11 @@ class RoundOptions:
     #: OSV folder: with a store, the covered VMs are matched at the round's end
     #: and their findings kept as history (``_findings``)
     osv: str | None = None
+    #: with a store, verify VMs unchanged since their last good inspection and
+    #: carry their results forward instead of inspecting them (``_unchanged``)
+    skip_unchanged: bool = True
+    #: seconds after which a VM is inspected again even if its disks did not change
+    max_age: float = DEFAULT_MAX_AGE_S
 
     def safety(self, source: Source) -> SafetyPolicy:
         """The safety policy for ``source`` (after ``source.load()``) with these options."""
@@ -77,7 +89,11 @@ class RoundReport:
     results: list[InspectResult] = field(default_factory=list)
     not_reached: list[str] = field(default_factory=list)
     boot_seconds: list[float] = field(default_factory=list)
+    #: boots that finished during this round
     boots: int = 0
+    #: boots over the pool's life so far: a warm pool's replacements that
+    #: finished between rounds show here, not in any round's ``boots``
+    pool_boots: int = 0
     #: appliances retired during the round, by reason (trust-group-switch, error, ...)
     retirements: dict[str, int] = field(default_factory=dict)
     drift: list[dict[str, Any]] = field(default_factory=list)
@@ -88,10 +104,24 @@ class RoundReport:
     findings: dict[str, int] | None = None
     #: why the covered VMs could not be matched (an OSV folder that went bad)
     findings_error: str | None = None
+    #: why VMs were inspected rather than verified unchanged: never (no good
+    #: inspection on record), inspectors (other inspectors or policy), max-age, changed
+    reinspect: dict[str, int] = field(default_factory=dict)
+    #: VMs whose disk files changed since their last good inspection, and how
+    changed_disks: dict[str, str] = field(default_factory=dict)
 
     @property
     def covered(self) -> list[InspectResult]:
+        """Inspected this round or verified unchanged."""
         return [r for r in self.results if r.ok]
+
+    @property
+    def inspected(self) -> list[InspectResult]:
+        return [r for r in self.results if r.state == "inspected"]
+
+    @property
+    def unchanged(self) -> list[InspectResult]:
+        return [r for r in self.results if r.state == "unchanged"]
 
     @property
     def failed(self) -> list[InspectResult]:
@@ -108,14 +138,19 @@ class RoundReport:
             "strategy": self.strategy, "accel": self.accel, "boots": self.boots,
             "boot_mean_s": round(sum(self.boot_seconds) / len(self.boot_seconds), 2)
             if self.boot_seconds else None,
+            "pool_boots": self.pool_boots,
             "predicted": self.plan.predicted if self.plan else None,
-            "covered": len(self.covered), "failed": len(self.failed),
+            "covered": len(self.covered), "inspected": len(self.inspected),
+            "unchanged": len(self.unchanged), "failed": len(self.failed),
             "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
             "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
             **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
             "job_steps_median_s": job_steps(self.covered),
             **({"findings": self.findings} if self.findings is not None else {}),
             **({"findings_error": self.findings_error} if self.findings_error else {}),
+            **({"reinspect": dict(sorted(self.reinspect.items()))} if self.reinspect else {}),
+            **({"oldest_carried_s": round(time.time() - min(
+                r.inspected_at or 0.0 for r in self.unchanged), 1)} if self.unchanged else {}),
         }
 
 
@@ -180,9 +215,13 @@ async def run_round(
     ``fleet`` is a source (read now, and its folders bound the images' backing
     files) or a list of VMs (checked with the default safety policy). ``pool``
     (not yet entered) replaces the one ``options`` describe, ``safety`` the
-    source's policy. With a ``store``, VMs are ordered by staleness, every
-    result is committed as it arrives (with its drift), and measured costs are
-    kept for the next plan. Setting ``stop`` lets in-flight jobs finish and
+    source's policy; a pool already running (kept warm by the caller with
+    :meth:`Pool.warm`) is used as it is and takes this round's policy (unless
+    its checks are off). With a ``store``, VMs are ordered by staleness, every
+    result is committed as it arrives (with its drift), measured costs are kept
+    for the next plan and, with ``options.skip_unchanged``, VMs whose disk files
+    did not change since their last good inspection are verified unchanged
+    first (``_unchanged``). Setting ``stop`` lets in-flight jobs finish and
     starts no new ones. ``whole_fleet=False`` says ``fleet`` is a chosen subset:
     VMs left out are then not recorded as gone from the fleet.
     """
@@ -196,21 +235,38 @@ async def run_round(
     specs = resolve_specs(options.inspectors)
     budget, batch = options.budget, options.batch
     report = RoundReport(budget=budget, strategy=options.strategy)
-    todo = order_fleet(vms, store.last_scanned() if store else None)
     if pool is None:
         pool = options.pool(policy, on_event)
+    warm = pool.running
+    if warm and pool.safety is not None:
+        pool.safety = policy
+    before = (pool.stats.boots, len(pool.stats.boot_seconds), Counter(pool.stats.retirements))
+    ctx = context(specs, pool.safety)
+    verified = Verified(todo=vms)
+    if store is not None and options.skip_unchanged and pool.safety is not None:
+        verified = await anyio.to_thread.run_sync(verify, vms, store.fingerprints(), ctx,
+                                                  options.max_age)
+        report.reinspect = verified.counts()
+        report.changed_disks = verified.changed()
+    todo = order_fleet(verified.todo, store.last_scanned() if store else None)
     strategy = pool.strategy
     report.strategy = strategy
     report.pool_size = pool.size
-    report.plan = plan_round(len(todo), budget, pool.size, store.costs() if store else {},
-                             strategy, [vm.trust_group for vm in todo])
+    report.plan = _plan(todo, verified, store, options.budget, pool.size, strategy, warm)
     if store is not None:
         report.fleet_changes = store.sync_fleet(vms, complete=whole_fleet)
         report.round_id = store.start_round(budget, strategy, pool.size, report.plan.predicted)
+        carried = carried_results(store, verified, strategy)
+        store.record_unchanged(report.round_id, carried)
+        for _, result in carried:
+            report.results.append(result)
+            if on_result is not None:
+                on_result(result)
     plan = report.plan
-    with anyio.move_on_after(max(1.0, budget - SHUTDOWN_RESERVE_S)) as budget_scope:
-        async with pool:
-            report.accel = pool.accel
+    disks = {vm.name: len(vm.disks) for vm in vms}
+    deadline = start + max(1.0, budget - SHUTDOWN_RESERVE_S)
+    with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as budget_scope:
+        async with _entered(pool, warm) if todo else _nothing():
             queue = deque(todo)
 
             def switch_too_late() -> bool:
@@ -220,12 +276,17 @@ async def run_round(
                 return (strategy == "pooled" and not pool.has_appliance_for(queue[0].trust_group)
                         and left < plan.boot + plan.job)
 
+            def too_late_for_a_warm_pool() -> bool:
+                """A warm pool outlives the round: a job that cannot finish in the
+                budget left would be cancelled, its appliance killed and rebooted."""
+                return warm and budget_scope.deadline - anyio.current_time() < plan.job
+
             async def runner() -> None:
                 while queue:
                     if stop is not None and stop.is_set():
                         report.stopped = True
                         return
-                    if switch_too_late():
+                    if switch_too_late() or too_late_for_a_warm_pool():
                         return
                     chunk = take_batch(queue, batch)
                     if len(chunk) == 1:
@@ -235,25 +296,67 @@ async def run_round(
                     for result in results:
                         report.results.append(result)
                         if store is not None:
-                            report.drift += store.record(report.round_id, result)
+                            kind = vm_kind(result.results, disks.get(result.vm, 1))
+                            report.drift += store.record(report.round_id, result, ctx, kind)
                         if on_result is not None:
                             on_result(result)
 
             async with anyio.create_task_group() as tg:
-                for _ in range(pool.size):
+                for _ in range(pool.size if todo else 0):
                     tg.start_soon(runner)
     done = {r.vm for r in report.results}
     report.not_reached = [vm.name for vm in todo if vm.name not in done]
     report.elapsed = anyio.current_time() - start
-    report.boots = pool.stats.boots
-    report.retirements = dict(pool.stats.retirements)
-    report.boot_seconds = list(pool.stats.boot_seconds)
+    report.accel = pool.accel if todo or warm else ""
+    report.boots = pool.stats.boots - before[0]
+    report.pool_boots = pool.stats.boots
+    report.retirements = dict(Counter(pool.stats.retirements) - before[2])
+    report.boot_seconds = list(pool.stats.boot_seconds[before[1]:])
     if store is not None:
-        _keep_costs(store, report, strategy)
+        _keep_costs(store, report, strategy, disks)
         if options.osv and report.covered:
             await _match_findings(store, report, options.osv)
         store.end_round(report.round_id or 0, report.summary())
     return report
+
+
+def preview(vms: Sequence[VM], options: RoundOptions, store: Store | None,
+            safety: SafetyPolicy | None, pool_size: int) -> Plan:
+    """The plan a round of ``vms`` would make now (``scan --plan``): VMs verified
+    unchanged at their measured cost, the others priced by kind."""
+    verified = Verified(todo=list(vms))
+    if store is not None and options.skip_unchanged and safety is not None:
+        verified = verify(vms, store.fingerprints(),
+                          context(resolve_specs(options.inspectors), safety), options.max_age)
+    todo = order_fleet(verified.todo, store.last_scanned() if store else None)
+    return _plan(todo, verified, store, options.budget, pool_size, options.strategy)
+
+
+def _plan(todo: Sequence[VM], verified: Verified, store: Store | None, budget: float,
+          pool_size: int, strategy: Strategy, warm: bool = False) -> Plan:
+    kinds = store.kinds() if store is not None else {}
+    return plan_round(len(todo), budget, pool_size, store.costs() if store else {}, strategy,
+                      [vm.trust_group for vm in todo], kinds=[kinds.get(vm.name) for vm in todo],
+                      unchanged=len(verified.unchanged), warm=warm)
+
+
+@asynccontextmanager
+async def _entered(pool: Pool, warm: bool) -> AsyncIterator[Pool]:
+    """The pool for one round: a warm pool as it is (waiting for its first
+    appliance within the round's budget), any other entered for this round only."""
+    if warm:
+        if pool.strategy == "pooled":
+            await pool.ready()
+        yield pool
+    else:
+        async with pool:
+            yield pool
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    """No VM to inspect: no pool to start."""
+    yield
 
 
 async def _match_findings(store: Store, report: RoundReport, folder: str) -> None:
@@ -280,12 +383,23 @@ async def _match_findings(store: Store, report: RoundReport, folder: str) -> Non
     report.drift += changes
 
 
-def _keep_costs(store: Store, report: RoundReport, strategy: str) -> None:
+def _keep_costs(store: Store, report: RoundReport, strategy: str,
+                disks: Mapping[str, int]) -> None:
+    """Measured costs for the next plans: boot, per-VM job (overall and by kind,
+    ``_plan.vm_kind``) and verifying a VM unchanged."""
     if report.boot_seconds:
         store.update_cost("boot", sum(report.boot_seconds) / len(report.boot_seconds),
                           len(report.boot_seconds))
-    jobs = [sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
-            if strategy == "pooled" else r.timings.get("inspect", 0.0)
-            for r in report.covered]
+    by_kind: dict[str, list[float]] = {}
+    for r in report.inspected:
+        job = (sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
+               if strategy == "pooled" else r.timings.get("inspect", 0.0))
+        by_kind.setdefault(vm_kind(r.results, disks.get(r.vm, 1)), []).append(job)
+    jobs = [j for js in by_kind.values() for j in js]
     if jobs:
         store.update_cost(f"job-{strategy}", sum(jobs) / len(jobs), len(jobs))
+    for kind, js in by_kind.items():
+        store.update_cost(f"job-{strategy}:{kind}", sum(js) / len(js), len(js))
+    verified = [r.timings["verify"] for r in report.unchanged]
+    if verified:
+        store.update_cost("unchanged", sum(verified) / len(verified), len(verified))

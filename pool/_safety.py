@@ -90,10 +90,28 @@ class SafetyPolicy:
 
 
 @dataclass(frozen=True)
+class ChainFile:
+    """A file a disk needs (the disk, a backing file, a qcow2 data file), as the
+    checks found it: ``stat`` is taken before any byte of it was read."""
+
+    path: str
+    #: "raw" or "qcow2" ("raw" for a data file: guest data, no header)
+    format: str
+    #: "disk", "backing" or "data"
+    role: str
+    stat: os.stat_result
+
+
+#: Collects the files :func:`check_vm` visited, in order (see :class:`ChainFile`).
+ChainFiles = list[ChainFile]
+
+
+@dataclass(frozen=True)
 class _Opened:
     head: bytes
     footer: bytes
     size: int
+    stat: os.stat_result
 
 
 def _magic(head: bytes, footer: bytes = b"") -> str | None:
@@ -191,11 +209,13 @@ def _open_image(path: str, real: str) -> _Opened:
                   if st.st_size >= VPC_FOOTER_BYTES else b"")
     finally:
         os.close(fd)
-    return _Opened(head, footer, st.st_size)
+    return _Opened(head, footer, st.st_size, st)
 
 
-def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False) -> Disk:
+def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False,
+               files: ChainFiles | None = None) -> Disk:
     """Check one disk; return it with its path resolved. Raises ImageError.
+    ``files``, if given, gets every file the disk needs (see :class:`ChainFile`).
 
     With ``policy.disk_roots`` set, the disk must resolve inside those roots,
     and so must its backing files and qcow2 data files: the image's own folder
@@ -211,6 +231,8 @@ def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False) -> Disk:
     else:
         real = os.path.realpath(disk.path)
     opened = _open_image(disk.path, real)
+    if files is not None:
+        files.append(ChainFile(real, disk.format, "disk", opened.stat))
     found = _magic(opened.head, opened.footer)
     if disk.format == "raw" and found is not None and not policy.allow_format_mismatch:
         raise ImageError(f"image {disk.path} is declared raw but {_where(found, opened)}; "
@@ -220,24 +242,30 @@ def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False) -> Disk:
             seen = f" (it has a {found} header)" if found else ""
             raise ImageError(f"image {disk.path} is declared qcow2 but has no qcow2 header{seen}")
         _check_qcow2_tables(real, opened)
-        _check_chain(real, policy, live)
+        _check_chain(real, policy, live, files if files is not None else [])
     return Disk(real, disk.format)
 
 
 def _check_qcow2_tables(real: str, opened: _Opened) -> None:
     """Refuse a qcow2 whose L1 or refcount table lies past the end of the file."""
-    head, size = opened.head[:72], opened.size
-    if len(head) < 72:
+    size = opened.size
+    if len(opened.head) < 72:
         raise ImageError(f"image {real} is truncated inside its qcow2 header")
-    cluster_bits, l1_size = struct.unpack(">I", head[20:24])[0], struct.unpack(">I", head[36:40])[0]
-    l1_offset, rc_offset = struct.unpack(">Q", head[40:48])[0], struct.unpack(">Q", head[48:56])[0]
-    rc_clusters = struct.unpack(">I", head[56:60])[0]
+    cluster_bits, l1_size, l1_offset = qcow2_layout(opened.head)
+    rc_offset = struct.unpack(">Q", opened.head[48:56])[0]
+    rc_clusters = struct.unpack(">I", opened.head[56:60])[0]
     if not 9 <= cluster_bits <= 21:
         raise ImageError(f"image {real} has an invalid qcow2 cluster size")
     ends = (l1_offset + 8 * l1_size, rc_offset + (rc_clusters << cluster_bits))
     if max(ends) > size:
         raise ImageError(f"image {real} is truncated: its qcow2 tables end at byte {max(ends)}"
                          f" but the file has {size} bytes")
+
+
+def qcow2_layout(head: bytes) -> tuple[int, int, int]:
+    """(cluster bits, L1 entries, L1 offset) from a qcow2 header of 72 bytes or more."""
+    return (struct.unpack(">I", head[20:24])[0], struct.unpack(">I", head[36:40])[0],
+            struct.unpack(">Q", head[40:48])[0])
 
 
 def _chain_roots(real: str, policy: SafetyPolicy) -> list[str]:
@@ -249,9 +277,10 @@ def _chain_roots(real: str, policy: SafetyPolicy) -> list[str]:
     return [os.path.realpath(r) for r in roots]
 
 
-def _check_chain(real: str, policy: SafetyPolicy, live: bool) -> None:
+def _check_chain(real: str, policy: SafetyPolicy, live: bool, files: ChainFiles) -> None:
     """Follow the backing chain one layer at a time, each backing file checked
-    before ``qemu-img`` opens it (``--backing-chain`` would open a FIFO and block)."""
+    before ``qemu-img`` opens it (``--backing-chain`` would open a FIFO and block);
+    every backing and data file is appended to ``files``."""
     roots = _chain_roots(real, policy)
     seen = {real}
     layer = _qemu_img_info(real, "qcow2", live)
@@ -259,18 +288,21 @@ def _check_chain(real: str, policy: SafetyPolicy, live: bool) -> None:
         if layer.get("virtual-size", 0) > policy.max_virtual_size:
             raise ImageError(f"image {layer.get('filename')} claims a virtual size of "
                              f"{layer['virtual-size']} bytes, over the limit")
-        _check_data_file(layer, roots)
+        data = _check_data_file(layer, roots)
+        if data is not None:
+            files.append(ChainFile(data[0], "raw", "data", data[1]))
         backing = _checked_backing(layer, roots)
         if backing is None:
             return
         if followed > policy.max_chain:
             raise ImageError(f"image {real} has a backing chain of more than "
                              f"{policy.max_chain} files, over the limit; refusing it")
-        path, fmt = backing
+        path, fmt, st = backing
         if path in seen:
             raise ImageError(f"image {real} has a backing chain that comes back to {path} "
                              "(an infinite loop); refusing it")
         seen.add(path)
+        files.append(ChainFile(path, fmt, "backing", st))
         if fmt == "raw":
             _check_raw_backing(path, policy)
             return
@@ -314,8 +346,9 @@ def _outside(roots: Sequence[str]) -> str:
     return f"outside the allowed folders ({', '.join(roots) or 'none given'}); refusing it"
 
 
-def _checked_backing(layer: dict[str, Any], roots: Sequence[str]) -> tuple[str, str] | None:
-    """The layer's backing file (real path, format), refused unless it is an
+def _checked_backing(layer: dict[str, Any], roots: Sequence[str]
+                     ) -> tuple[str, str, os.stat_result] | None:
+    """The layer's backing file (real path, format, stat), refused unless it is an
     absolute path into the roots to a regular file, raw or qcow2, format named."""
     owner = layer.get("filename")
     backing = layer.get("full-backing-filename") or layer.get("backing-filename")
@@ -337,20 +370,22 @@ def _checked_backing(layer: dict[str, Any], roots: Sequence[str]) -> tuple[str, 
     if not _inside(resolved, roots):
         raise ImageError(f"image {owner} has backing file {backing} {_outside(roots)}")
     try:
-        _stat_regular(backing, resolved, "backing file")
+        st = _stat_regular(backing, resolved, "backing file")
     except ImageError as e:
         raise ImageError(f"image {owner}: {e}") from None
-    return resolved, str(fmt)
+    return resolved, str(fmt), st
 
 
-def _check_data_file(layer: dict[str, Any], roots: Sequence[str]) -> None:
-    """A qcow2 external data file holds the guest's data: confine it as a backing file."""
+def _check_data_file(layer: dict[str, Any], roots: Sequence[str]
+                     ) -> tuple[str, os.stat_result] | None:
+    """A qcow2 external data file holds the guest's data: confine it as a backing
+    file; its real path and stat, or None when the layer has none."""
     specific = layer.get("format-specific") or {}
     if specific.get("type") != "qcow2":
-        return
+        return None
     data_file = (specific.get("data") or {}).get("data-file")
     if data_file is None:
-        return
+        return None
     owner = layer.get("filename")
     if not os.path.isabs(data_file):
         # qemu 7.2 opens a relative name against its own working folder, not the image's
@@ -369,16 +404,18 @@ def _check_data_file(layer: dict[str, Any], roots: Sequence[str]) -> None:
     if kind is not None:
         raise ImageError(f"image {owner}: data file {_shown(data_file, resolved)} is a {kind}, "
                          "not a regular file; refusing it")
+    return resolved, st
 
 
-def check_vm(vm: VM, policy: SafetyPolicy) -> VM:
+def check_vm(vm: VM, policy: SafetyPolicy, files: ChainFiles | None = None) -> VM:
     """Every disk of ``vm`` checked; the VM with resolved paths. A VM that has a
-    ``home`` folder of its own is confined to it (and the shared roots)."""
+    ``home`` folder of its own is confined to it (and the shared roots).
+    ``files``, if given, gets every file the disks need (:class:`ChainFile`)."""
     import dataclasses
 
     if vm.home is not None and policy.disk_roots is not None:
         policy = dataclasses.replace(policy, disk_roots=[vm.home, *policy.shared_roots])
-    disks = tuple(check_disk(d, policy, vm.live) for d in vm.disks)
+    disks = tuple(check_disk(d, policy, vm.live, files) for d in vm.disks)
     keys = tuple(dataclasses.replace(k, file=_check_key_file(k.file, policy)) for k in vm.keys)
     return dataclasses.replace(vm, disks=disks, keys=keys)
 

@@ -54,6 +54,26 @@ CREATE INDEX IF NOT EXISTS changes_round ON changes (round_id, vm);
 """
 
 
+# Change-aware rounds (``_unchanged``): each result row says how it came to be, and
+# a VM's disk fingerprint is kept from its last good inspection.
+#   results.state: "inspected", "failed" or "unchanged" (verified unchanged:
+#     its inspector entries are those of result ``carried_from``, inspected at
+#     ``inspected_at``; ``at`` is when it was verified). Rows written before
+#     these columns existed have NULL: read as inspected (ok) or failed.
+#   results.kind: the VM's kind for the capacity plan (``_plan.vm_kind``).
+#   vms.state, state_at, inspected_at, kind: the same of the VM's latest result,
+#     kept on its one row so a listing of every VM reads one row each (NULL
+#     state: no result since these columns exist).
+ADDED_COLUMNS = {"results": (("state", "TEXT"), ("inspected_at", "REAL"),
+                             ("carried_from", "INTEGER"), ("kind", "TEXT")),
+                 "vms": (("state", "TEXT"), ("state_at", "REAL"), ("inspected_at", "REAL"),
+                         ("kind", "TEXT"))}
+FINGERPRINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fingerprints (
+    vm TEXT PRIMARY KEY, result_id INTEGER NOT NULL, context TEXT NOT NULL, files TEXT NOT NULL);
+"""
+
+
 def default_path() -> Path:
     return data_dir() / "guestpool.db"
 
@@ -73,7 +93,8 @@ class Store:
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + FINGERPRINT_SCHEMA)
+            self._add_columns()
         except (OSError, sqlite3.Error) as e:
             raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
         self._db.row_factory = sqlite3.Row
@@ -85,6 +106,19 @@ class Store:
     def db(self) -> sqlite3.Connection:
         """The connection, for read models kept beside these tables (``_fleetview``)."""
         return self._db
+
+    def _add_columns(self) -> None:
+        """Columns added after a store may have been created (``ADDED_COLUMNS``)."""
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name in have:
+                    continue
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as e:
+                    if "duplicate column" not in str(e):  # another process added it first
+                        raise
 
     # -- writing -----------------------------------------------------------------
 
@@ -128,8 +162,15 @@ class Store:
         self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=?",
                          (time.time(), to_json(summary), round_id))
 
-    def record(self, round_id: int | None, result: Any) -> list[Change]:
-        """Store one VM's result and its drift against the previous good result."""
+    def record(self, round_id: int | None, result: Any, context: str | None = None,
+               kind: str | None = None) -> list[Change]:
+        """Store one VM's result and its drift against the previous good result.
+
+        With ``context`` (``_unchanged.context``: the inspectors and the safety
+        policy), a good result whose inspectors all succeeded keeps its disk
+        fingerprint, against which later rounds verify the VM unchanged; any
+        other result drops the VM's fingerprint (it is inspected next time).
+        """
         now = time.time()
         previous = self.latest(result.vm) if result.ok else None
         changes = diff_results(previous["results"], result.results) if previous else []
@@ -138,10 +179,18 @@ class Store:
         try:
             cur = db.execute(
                 "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy, attempts,"
-                " timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timings, state, inspected_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (round_id, result.vm, now, int(result.ok), to_json(result.error), result.appliance,
-                 result.strategy, result.attempts, to_json(result.timings)))
+                 result.strategy, result.attempts, to_json(result.timings),
+                 "inspected" if result.ok else "failed", now if result.ok else None, kind))
             rid = cur.lastrowid
+            fingerprint = getattr(result, "fingerprint", None)
+            if (context is not None and result.ok and fingerprint
+                    and all(e.get("ok") for e in result.results.values())):
+                db.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
+                           (result.vm, rid, context, to_json(fingerprint)))
+            else:
+                db.execute("DELETE FROM fingerprints WHERE vm=?", (result.vm,))
             for name, e in result.results.items():
                 db.execute(
                     "INSERT INTO inspector_results VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -156,6 +205,10 @@ class Store:
             db.execute("INSERT INTO vms (name, first_seen, last_seen, last_scanned) VALUES"
                        " (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET last_scanned=?",
                        (result.vm, now, now, now, now))
+            db.execute("UPDATE vms SET state=?, state_at=?, inspected_at=CASE WHEN ? THEN ?"
+                       " ELSE inspected_at END, kind=COALESCE(?, kind) WHERE name=?",
+                       ("inspected" if result.ok else "failed", now, result.ok, now,
+                        kind if result.ok else None, result.vm))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -167,6 +220,30 @@ class Store:
         delivered twice (at-least-once messaging) is then stored once."""
         return self._db.execute("SELECT 1 FROM results WHERE vm=? AND round_id=? LIMIT 1",
                                 (vm, round_id)).fetchone() is not None
+
+    def record_unchanged(self, round_id: int | None, carried: Iterable[tuple[int, Any]]
+                         ) -> None:
+        """Store VMs verified unchanged, as (id of the result carried forward,
+        ``InspectResult`` with ``inspected_at``), all in one transaction: a row each
+        pointing at the result it carries. ``last_scanned`` (the staleness order)
+        stays the time of the real inspection."""
+        now, db = time.time(), self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for carried_from, r in carried:
+                db.execute(
+                    "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy,"
+                    " attempts, timings, state, inspected_at, carried_from, kind)"
+                    " SELECT ?, vm, ?, 1, 'null', NULL, strategy, 0, ?, 'unchanged', ?, ?, kind"
+                    " FROM results WHERE id=?",
+                    (round_id, now, to_json(r.timings), r.inspected_at, carried_from,
+                     carried_from))
+                db.execute("UPDATE vms SET state='unchanged', state_at=?, inspected_at=?"
+                           " WHERE name=?", (now, r.inspected_at, r.vm))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def record_findings(self, round_id: int | None, reports: Iterable[Mapping[str, Any]],
                         changes: Mapping[str, list[Change]] | None = None) -> None:
@@ -206,6 +283,55 @@ class Store:
 
     # -- reading -------------------------------------------------------------------
 
+    def fingerprints(self) -> dict[str, dict[str, Any]]:
+        """Each VM's fingerprint from its last good inspection, with that result's
+        id and time: ``{vm: {"result_id", "inspected_at", "context", "files"}}``
+        (what ``_unchanged`` verifies a round's VMs against)."""
+        return {r["vm"]: {"result_id": r["result_id"], "inspected_at": r["at"],
+                          "context": r["context"], "files": json.loads(r["files"])}
+                for r in self._db.execute(
+                    "SELECT f.vm, f.result_id, f.context, f.files, r.at"
+                    " FROM fingerprints f JOIN results r ON r.id = f.result_id")}
+
+    def entries(self, result_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The inspector entries of several results at once, by result id."""
+        out: dict[int, dict[str, Any]] = {}
+        ids = list(result_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in self._db.execute(
+                    "SELECT * FROM inspector_results WHERE result_id IN"
+                    f" ({','.join('?' * len(chunk))})", chunk):
+                out.setdefault(r["result_id"], {})[r["inspector"]] = self._entry(r)
+        return out
+
+    def kinds(self) -> dict[str, str]:
+        """Each VM's kind (``_plan.vm_kind``) from its latest good result."""
+        return {r["name"]: r["kind"] for r in self._db.execute(
+            "SELECT name, kind FROM vms WHERE kind IS NOT NULL")}
+
+    def vm_states(self) -> dict[str, dict[str, Any]]:
+        """Every VM of the fleet with its latest result's state: ``{vm: {"state", "at",
+        "inspected_at", "kind"}}``, state ``inspected``, ``unchanged`` (verified at
+        ``at``, its results from ``inspected_at``), ``failed`` (``inspected_at``: its
+        last good inspection) or ``never`` (no result)."""
+        out = {}
+        for r in self._db.execute("SELECT name, state, state_at, inspected_at, kind, last_scanned"
+                                  " FROM vms WHERE removed IS NULL"):
+            if r["state"] is None and r["last_scanned"] is not None:  # a store from before
+                out[r["name"]] = self._state_from_results(r["name"])
+            else:
+                out[r["name"]] = {"state": r["state"] or "never", "at": r["state_at"],
+                                  "inspected_at": r["inspected_at"], "kind": r["kind"]}
+        return out
+
+    def _state_from_results(self, vm: str) -> dict[str, Any]:
+        last = self._db.execute("SELECT * FROM results WHERE vm=? ORDER BY at DESC, id DESC"
+                                " LIMIT 1", (vm,)).fetchone()
+        good = self.latest(vm)
+        return {"state": _state(last), "at": last["at"],
+                "inspected_at": good["inspected_at"] if good else None, "kind": last["kind"]}
+
     def costs(self) -> dict[str, float]:
         return {r["name"]: r["value"] for r in self._db.execute("SELECT * FROM costs")}
 
@@ -221,14 +347,21 @@ class Store:
             return None
         return self._result(row)
 
+    @staticmethod
+    def _entry(r: sqlite3.Row) -> dict[str, Any]:
+        return {"inspector": r["inspector"], "version": r["version"], "ok": bool(r["ok"]),
+                "value": json.loads(r["value"]), "error": json.loads(r["error"]),
+                "seconds": r["seconds"]}
+
     def _result(self, row: sqlite3.Row) -> dict[str, Any]:
-        entries = {}
-        for r in self._db.execute("SELECT * FROM inspector_results WHERE result_id=?",
-                                  (row["id"],)):
-            entries[r["inspector"]] = {"inspector": r["inspector"], "version": r["version"],
-                                       "ok": bool(r["ok"]), "value": json.loads(r["value"]),
-                                       "error": json.loads(r["error"]), "seconds": r["seconds"]}
+        """One result row; a VM verified unchanged shows the entries it carries
+        forward, ``inspected_at`` (when they were inspected) and ``at`` (verified)."""
+        entries = {r["inspector"]: self._entry(r) for r in self._db.execute(
+            "SELECT * FROM inspector_results WHERE result_id=?",
+            (row["carried_from"] or row["id"],))}
         return {"vm": row["vm"], "at": row["at"], "round": row["round_id"], "ok": bool(row["ok"]),
+                "state": _state(row),
+                "inspected_at": row["inspected_at"] or (row["at"] if row["ok"] else None),
                 "error": json.loads(row["error"]), "appliance": row["appliance"],
                 "strategy": row["strategy"], "timings": json.loads(row["timings"]),
                 "results": entries}
@@ -336,3 +469,8 @@ class Store:
         return [{**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"])}
                 for r in self._db.execute(sql + " ORDER BY id", args)]
 
+
+
+def _state(row: sqlite3.Row) -> str:
+    """A result row's state; rows from before the column: inspected or failed."""
+    return str(row["state"]) if row["state"] else ("inspected" if row["ok"] else "failed")

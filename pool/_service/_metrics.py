@@ -29,6 +29,13 @@ class Metrics:
                               "Share of the fleet the last round covered", registry=r)
         self.overrun = Gauge("guestpool_round_overrun_seconds",
                              "Seconds the last round ran past its budget", registry=r)
+        self.round_vms_by_state = Gauge(
+            "guestpool_round_vms", "VMs of the last round by state: inspected, unchanged "
+            "(verified on the host, results carried forward), failed, not_reached (stale)",
+            ["state"], registry=r)
+        self.carried_age = Gauge(
+            "guestpool_round_oldest_carried_seconds", "Age of the oldest result the last "
+            "round carried forward for a VM verified unchanged", registry=r)
         self.vuln_findings = Gauge(
             "guestpool_vuln_findings", "Open vulnerability findings by severity (each VM's "
             "latest match recorded by a round with --osv)", ["severity"], registry=r)
@@ -50,6 +57,13 @@ class Metrics:
             self.fleet_freshness.labels(bucket).set(n)
         for state, n in view["states"].items():
             self.fleet_state.labels(state).set(n)
+
+    def round_vms(self, report: Any) -> None:
+        """The last round's VMs by state (a ``RoundReport``)."""
+        summary = report.summary()
+        for state in ("inspected", "unchanged", "failed", "not_reached"):
+            self.round_vms_by_state.labels(state).set(summary.get(state, 0))
+        self.carried_age.set(summary.get("oldest_carried_s", 0.0))
 
     def on_event(self, name: str, data: dict[str, Any]) -> None:
         if name == "boot_done":

@@ -1,4 +1,9 @@
-"""The service's scheduler: runs queued scans one after another, each a round."""
+"""The service's scheduler: runs queued scans one after another, each a round.
+
+The pool stays booted between the rounds of one fleet (a keeper task holds it
+warm); a scan of another fleet, another trust domain, closes it first and
+starts a new one, so an appliance never serves two fleets and only one pool's
+appliances use memory at a time."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
 from guestpool.inspectors._registry import resolve_specs
 
@@ -17,6 +23,7 @@ from .._errors import GuestpoolError
 from .._pool import Pool
 from .._results import InspectResult
 from .._round import RoundOptions, RoundReport, run_round
+from .._safety import SafetyPolicy
 from .._sources import open_source
 from .._store import Store
 from ._metrics import Metrics
@@ -54,6 +61,11 @@ class Service:
     coordinator: Any = None
     #: each host's share of the last round across hosts
     host_tallies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the fleet ``pool`` is kept warm for
+    warm_fleet: str | None = None
+    #: (set to let the warm pool's keeper close it, set by the keeper once closed)
+    _keeper_events: tuple[anyio.Event, anyio.Event] | None = None
+    _keepers: TaskGroup | None = None
 
     def __post_init__(self) -> None:
         if self.vulns.folder is None:
@@ -77,14 +89,47 @@ class Service:
         return wait
 
     async def scheduler(self) -> None:
-        while True:
-            scan = None if self.paused else self.queue.next_queued()
-            if scan is None:
-                with anyio.move_on_after(1.0):
-                    await self.wake.wait()
-                self.wake = anyio.Event()
-                continue
-            await self._run(scan)
+        async with anyio.create_task_group() as keepers:
+            self._keepers = keepers
+            while True:
+                scan = None if self.paused else self.queue.next_queued()
+                if scan is None:
+                    with anyio.move_on_after(1.0):
+                        await self.wake.wait()
+                    self.wake = anyio.Event()
+                    continue
+                await self._run(scan)
+
+    async def _warm_pool(self, fleet: str, options: RoundOptions, safety: SafetyPolicy
+                         ) -> Pool:
+        """The pool kept booted for ``fleet``'s rounds: the one already warm, or a
+        new one once the pool of another fleet is closed (its qemus gone first)."""
+        if self.pool is not None and self.pool.running and self.warm_fleet == fleet:
+            return self.pool
+        if self._keeper_events is not None:
+            release, closed = self._keeper_events
+            release.set()
+            await closed.wait()
+        assert self._keepers is not None, "the scheduler is not running"
+        pool = options.pool(safety, on_event=self.metrics.on_event)
+        self._keeper_events = (anyio.Event(), anyio.Event())
+        self.pool, self.warm_fleet = pool, fleet
+        await self._keepers.start(self._keep_warm, pool, *self._keeper_events)
+        return pool
+
+    @staticmethod
+    async def _keep_warm(pool: Pool, release: anyio.Event, closed: anyio.Event,
+                         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold ``pool`` booted until ``release``; a pool that fails is logged and
+        the next round starts another."""
+        try:
+            async with pool.warm():
+                task_status.started()
+                await release.wait()
+        except Exception:
+            log.exception("the warm pool failed; the next scan starts a new one")
+        finally:
+            closed.set()
 
     def kick(self) -> None:
         self.wake.set()
@@ -104,7 +149,7 @@ class Service:
                               errors=[{"kind": "internal",
                                        "message": f"{type(e).__name__}: {e}"[:500]}])
         finally:
-            self.pool, self.running, self.cancel = None, None, None
+            self.running, self.cancel = None, None
 
     async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
         if self.coordinator is not None:
@@ -122,9 +167,9 @@ class Service:
         on_result = self.progress_hook(scan_id, len(vms))
         options = self.scan_options(req)
         safety = options.safety(source)
-        self.pool = options.pool(safety, on_event=self.metrics.on_event)
-        self.metrics.pool_size.set(self.pool.size)
-        report: RoundReport = await run_round(vms, options, store=self.store, pool=self.pool,
+        pool = await self._warm_pool(name, options, safety)
+        self.metrics.pool_size.set(pool.size)
+        report: RoundReport = await run_round(vms, options, store=self.store, pool=pool,
                                               safety=safety, stop=cancel, on_result=on_result,
                                               whole_fleet=not req.get("vms"))
         self.finish(scan_id, cancel, report, len(vms))
@@ -133,13 +178,15 @@ class Service:
 
     def progress_hook(self, scan_id: str, total: int) -> Callable[[InspectResult], None]:
         """Start the scan's progress at ``total`` VMs; the hook counts each result."""
-        self.progress = {"total": total, "done": 0, "covered": 0, "failed": 0}
+        self.progress = {"total": total, "done": 0, "covered": 0, "failed": 0,
+                         "unchanged": 0}
         self.queue.update(scan_id, progress=self.progress)
         errors: list[dict[str, Any]] = []
 
         def on_result(r: InspectResult) -> None:
             self.progress["done"] += 1
             self.progress["covered" if r.ok else "failed"] += 1
+            self.progress["unchanged"] += r.state == "unchanged"
             if not r.ok:
                 errors.append({"vm": r.vm, **(r.error or {})})
             self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
@@ -159,3 +206,4 @@ class Service:
                           progress=self.progress)
         self.metrics.coverage.set(len(report.covered) / vms if vms else 1.0)
         self.metrics.overrun.set(report.overrun)
+        self.metrics.round_vms(report)
