@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import tarfile
 import tempfile
@@ -35,7 +36,7 @@ from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "3"  # 2: rpm sqlite index tables; 3: expected.json fixes
 Progress = Callable[[str], None] | None
 #: what the appliance does to a VM's disks, given their appliance device names
 Work = Callable[[Any, list[str]], None]
@@ -95,13 +96,42 @@ def _deb_packages(root: Path, packages: list[tuple[str, str, str]],
                   arch: str | None = "amd64") -> list[dict[str, Any]]:
     _write(root, "/var/lib/dpkg/status", dpkg_status(packages, arch))
     return [_pkg(n, *_evr(v), arch or "") for n, v, s in packages
-            if s.split()[-1] == "installed"]
+            if "installed" in s.split()]
+
+
+#: rpm 4.16+ sqlite index tables; rpm opening a database read-only (as libguestfs
+#: does) fails with "attempt to write a readonly database" when one is missing
+RPM_INDEXES = ("Name", "Basenames", "Group", "Requirename", "Providename", "Conflictname",
+               "Obsoletename", "Triggername", "Dirnames", "Installtid", "Sigmd5", "Sha1header",
+               "Filetriggername", "Transfiletriggername", "Recommendname", "Suggestname",
+               "Supplementname", "Enhancename")
+
+
+def add_rpm_indexes(path: Path) -> None:
+    """Give an rpmdb.sqlite written by ``_rpmdb.write_sqlite`` the index tables real
+    rpm expects (Name filled in, the rest empty), so librpm reads it read-only."""
+    con = sqlite3.connect(path)
+    try:
+        for table in RPM_INDEXES:
+            keytype = "BLOB" if table in ("Installtid", "Sigmd5", "Sha1header") else "TEXT"
+            con.execute(f"CREATE TABLE '{table}' (key '{keytype}' NOT NULL, hnum INTEGER NOT "
+                        "NULL, idx INTEGER NOT NULL, FOREIGN KEY (hnum) REFERENCES "
+                        "'Packages'(hnum))")
+            con.execute(f"CREATE INDEX '{table}_key_idx' ON '{table}'(key ASC)")
+        rows = con.execute("SELECT hnum, blob FROM Packages").fetchall()
+        con.executemany("INSERT INTO Name (key, hnum, idx) VALUES (?, ?, 0)",
+                        [((rpmdb.parse_header(blob) or {}).get("name", ""), hnum)
+                         for hnum, blob in rows])
+        con.commit()
+    finally:
+        con.close()
 
 
 def _rpm_sqlite(root: Path, packages: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     (root / "var/lib/rpm").mkdir(parents=True, exist_ok=True)
-    rpmdb.write_sqlite(str(root / "var/lib/rpm/rpmdb.sqlite"),
-                       [(n, v, r, "x86_64") for n, v, r in packages])
+    db = root / "var/lib/rpm/rpmdb.sqlite"
+    rpmdb.write_sqlite(str(db), [(n, v, r, "x86_64") for n, v, r in packages])
+    add_rpm_indexes(db)
     return [_pkg(n, 0, v, r, "x86_64") for n, v, r in packages]
 
 
@@ -455,7 +485,9 @@ def _luks_lvm(d: Path, t: Path) -> list[CorpusVM]:
                        hostname="ubuntu-crypt", root="/dev/vg_crypt/root",
                        mountpoints={"/": "/dev/vg_crypt/root", "/boot": "/dev/sda1"},
                        package_format="deb", packages=pk, luks={"/dev/sda2": luks})
-    nokey = {"type": None, "roots": 0, "findings": ["encrypted"], "luks": {"/dev/sda2": luks}}
+    # no key: nothing of the OS is known (None: not checked), but it must say why
+    nokey = {**dict.fromkeys(expected), "roots": 0, "findings": ["encrypted"],
+             "luks": {"/dev/sda2": luks}}
     return [CorpusVM("luks-lvm", ["luks-lvm.img"], expected, work,
                      keys=[{"file": "luks-lvm.key"}]),
             CorpusVM("luks-nokey", ["luks-lvm.img"], nokey)]

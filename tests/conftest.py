@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.corpus import Corpus
 from helpers.fleet import DemoFleet, sha256
 from helpers.pool_thread import PoolThread
 
@@ -30,6 +31,15 @@ def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoFleet]:
 
 
 @pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+    """The fidelity corpus (pool/_corpus.py): hard layouts with their expected.json."""
+    built = Corpus(tmp_path_factory.mktemp("corpus"))
+    yield built
+    changed = [p for p, digest in built.digests.items() if sha256(p) != digest]
+    assert not changed, f"corpus images changed by the test session: {changed}"
+
+
+@pytest.fixture(scope="session")
 def shared_pool() -> Iterator[PoolThread]:
     pt = PoolThread(size=2, max_jobs=1000)
     yield pt
@@ -38,11 +48,12 @@ def shared_pool() -> Iterator[PoolThread]:
 
 # -- markers that tell the truth ---------------------------------------------------------
 #
-# The demo fleet builds its LVM header with an appliance when the cache is empty, so
-# every test that uses it (or the shared pool) is an appliance test. Fast tests run
-# first, so a broken build fails in seconds, not after the appliance tests.
+# The demo fleet builds its LVM header (the corpus: its LUKS, md and LVM disks) with an
+# appliance when the cache is empty, so every test that uses it (or the shared pool) is
+# an appliance test. Fast tests run first, so a broken build fails in seconds, not after
+# the appliance tests.
 
-APPLIANCE_FIXTURES = {"demo_fleet", "shared_pool"}
+APPLIANCE_FIXTURES = {"demo_fleet", "shared_pool", "corpus"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
