@@ -36,7 +36,7 @@ from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "3"  # 2: rpm sqlite index tables; 3: expected.json fixes
+GENERATOR_VERSION = "4"  # 2: rpm sqlite indexes; 3: expected fixes; 4: dpkg final blank
 Progress = Callable[[str], None] | None
 #: what the appliance does to a VM's disks, given their appliance device names
 Work = Callable[[Any, list[str]], None]
@@ -84,12 +84,13 @@ def _pkg(name: str, epoch: int, version: str, release: str, arch: str) -> dict[s
 
 
 def dpkg_status(packages: list[tuple[str, str, str]], arch: str | None = "amd64") -> str:
-    """A dpkg status file: (name, version, Status value) per package."""
+    """A dpkg status file: (name, version, Status value) per package. Like dpkg's own,
+    every stanza ends with a blank line (libguestfs drops a last stanza without one)."""
     stanzas = []
     for name, version, status in packages:
         a = f"Architecture: {arch}\n" if arch else ""
-        stanzas.append(f"Package: {name}\nStatus: {status}\n{a}Version: {version}\n")
-    return "\n".join(stanzas)
+        stanzas.append(f"Package: {name}\nStatus: {status}\n{a}Version: {version}\n\n")
+    return "".join(stanzas)
 
 
 def _deb_packages(root: Path, packages: list[tuple[str, str, str]],
