@@ -36,7 +36,7 @@ from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "4"  # 2: rpm sqlite indexes; 3: expected fixes; 4: dpkg final blank
+GENERATOR_VERSION = "5"  # 2: rpm indexes; 3, 5: expected.json; 4: dpkg final blank
 Progress = Callable[[str], None] | None
 #: what the appliance does to a VM's disks, given their appliance device names
 Work = Callable[[Any, list[str]], None]
@@ -342,6 +342,8 @@ class CorpusVM:
     qcow2: bool = False
 
 
+#: Debian's product_name is libguestfs's: os-release's VERSION_ID has no minor part, so
+#: libguestfs reads /etc/debian_version instead and reports its first line ("11.9")
 def _expect(type_: str = "linux", distro: str = "unknown", major: int = 0, minor: int = 0,
             product_name: str = "unknown", hostname: str = "unknown", root: str = "",
             mountpoints: dict[str, str] | None = None, package_format: str = "unknown",
@@ -435,7 +437,7 @@ def _mdraid(d: Path, t: Path) -> list[CorpusVM]:
         _sh(g, "lvm vgchange -q -an vg_md; mdadm --stop /dev/md/pv; mdadm --stop /dev/md/boot")
 
     expected = _expect(distro="debian", major=11, minor=9,
-                       product_name="Debian GNU/Linux 11 (bullseye)", hostname="debian-md",
+                       product_name="11.9", hostname="debian-md",
                        root="/dev/vg_md/root",
                        mountpoints={"/": "/dev/vg_md/root", "/boot": "/dev/md/boot"},
                        package_format="deb", packages=pk)
@@ -733,7 +735,7 @@ def _debian12_point(d: Path, t: Path) -> CorpusVM:
     pk = _deb_packages(root, DEB12_PACKAGES)
     _one_part(d, "debian12-point", root, fs)
     return CorpusVM("debian12-point", ["debian12-point.img"], _expect(
-        distro="debian", major=12, minor=15, product_name="Debian GNU/Linux 12 (bookworm)",
+        distro="debian", major=12, minor=15, product_name="12.15",
         hostname="bookworm", root="/dev/sda1", package_format="deb", packages=pk))
 
 
@@ -757,7 +759,7 @@ def _two_roots(d: Path, t: Path) -> CorpusVM:
     _disk(d / "two-roots.img", 100, [Part(48, fs=("ext4", deb, deb_fs, "debian")),
                                      Part(None, fs=("ext4", alp, alp_fs, "alpine"))])
     first = _expect(distro="debian", major=12, minor=5,
-                    product_name="Debian GNU/Linux 12 (bookworm)", hostname="two-deb",
+                    product_name="12.5", hostname="two-deb",
                     root="/dev/sda1", package_format="deb", packages=dpk)
     second = _expect(distro="alpinelinux", major=3, minor=20, product_name="Alpine Linux v3.20",
                      hostname="two-alpine", root="/dev/sda2", package_format="apk", packages=apk)
@@ -821,7 +823,7 @@ def _vgclash(d: Path, t: Path, which: str, n: int) -> CorpusVM:
         _sh(g, f"lvm vgchange -q -an {only} vg0")
 
     return CorpusVM(name, [f"{name}.img"], _expect(
-        distro="debian", major=12, minor=7, product_name="Debian GNU/Linux 12 (bookworm)",
+        distro="debian", major=12, minor=7, product_name="12.7",
         hostname=host, root="/dev/vg0/root", package_format="deb", packages=pk), work)
 
 

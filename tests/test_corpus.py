@@ -227,6 +227,9 @@ def test_expected_check_reports_missing_packages_and_findings() -> None:
 
 #: VMs that share images (or a VG name) with another are inspected in a second appliance
 SECOND_GROUP = ("vgclash-b", "mdraid-degraded", "luks-nokey")
+#: where libguestfs 1.48 finds no OS, and why (the cheap path must still say why)
+LIBGUESTFS_CANNOT = {"luks-nokey": "no key for its LUKS device",
+                     "mdraid-degraded": "libguestfs does not start an md array missing a member"}
 
 
 def _found(corpus: Corpus, names: list[str]) -> set[tuple[str, str]]:
@@ -270,7 +273,5 @@ def test_libguestfs_finds_an_os_on_every_corpus_vm_it_can(corpus: Corpus) -> Non
     first = [vm.name for vm in corpus.vms if vm.name not in SECOND_GROUP]
     assert _found(corpus, first) == _expected_roots(corpus, first)
     second = list(SECOND_GROUP)
-    found = _found(corpus, second)
-    assert ("debian", "clash-b") in found and ("debian", "debian-md") in found
-    assert all(host != "ubuntu-crypt" for _, host in found)  # no key: nothing readable
-    assert found == _expected_roots(corpus, second)
+    readable = [n for n in second if n not in LIBGUESTFS_CANNOT]
+    assert _found(corpus, second) == _expected_roots(corpus, readable) == {("debian", "clash-b")}
