@@ -36,7 +36,7 @@ from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "5"  # 2: rpm indexes; 3, 5: expected.json; 4: dpkg final blank
+GENERATOR_VERSION = "6"  # 2: rpm indexes; 3, 5, 6: expected.json; 4: dpkg final blank
 Progress = Callable[[str], None] | None
 #: what the appliance does to a VM's disks, given their appliance device names
 Work = Callable[[Any, list[str]], None]
@@ -178,7 +178,8 @@ def _apk(root: Path, packages: list[tuple[str, str]]) -> list[dict[str, Any]]:
     recs = [f"C:Q1corpus=\nP:{n}\nV:{v}\nA:x86_64\nS:1000\nI:2000\nT:{n}\no:{n}\n"
             for n, v in packages]
     _write(root, "/lib/apk/db/installed", "\n".join(recs) + "\n")
-    return [_pkg(n, *_evr(v), "x86_64") for n, v in packages]
+    # libguestfs splits an apk version at "-r": 1.36.1-r29 is version 1.36.1, release 29
+    return [_pkg(n, 0, *v.rsplit("-r", 1), "x86_64") for n, v in packages]
 
 
 # -- filesystems and disks ----------------------------------------------------------
@@ -650,14 +651,16 @@ def _windows(d: Path, t: Path) -> CorpusVM:
 
     apps = [{"name": guid, "display_name": name, "version": ver, "publisher": pub,
              "install_path": loc} for guid, name, ver, pub, loc in WIN_APPS]
+    # as libguestfs lists them: the Uninstall key's name, DisplayVersion, no release/arch
+    pk = [_pkg(guid, 0, ver, "", "") for guid, _, ver, _, _ in WIN_APPS]
     return CorpusVM("windows", ["windows.img"], _expect(
         type_="windows", distro="windows", major=10, minor=0,
         product_name="Windows Server 2019 Standard", hostname="win-corpus01", root="/dev/sda2",
-        mountpoints={"/": "/dev/sda2"}, packages=[],
+        mountpoints={"/": "/dev/sda2"}, packages=pk,
         windows={"systemroot": "/Windows", "current_control_set": "ControlSet001",
                  "drive_mappings": {"C": "/dev/sda2"}, "product_variant": "Server",
                  "edition": "ServerStandard", "build": "17763", "applications": apps},
-        ) | {"package_count": len(apps)}, work, qcow2=True)
+        ), work, qcow2=True)
 
 
 CENTOS_PACKAGES: list[tuple[str, int | None, str, str, str]] = [
