@@ -179,7 +179,8 @@ def _apk(root: Path, packages: list[tuple[str, str]]) -> list[dict[str, Any]]:
             for n, v in packages]
     _write(root, "/lib/apk/db/installed", "\n".join(recs) + "\n")
     # libguestfs splits an apk version at "-r": 1.36.1-r29 is version 1.36.1, release 29
-    return [_pkg(n, 0, *v.rsplit("-r", 1), "x86_64") for n, v in packages]
+    split = [(n, *v.rsplit("-r", 1)) for n, v in packages]
+    return [_pkg(n, 0, ver, rel, "x86_64") for n, ver, rel in split]
 
 
 # -- filesystems and disks ----------------------------------------------------------
