@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import click
@@ -317,3 +318,65 @@ def bench_simulate(vms: int, pool: int, boot: float, attach: float, inspect_s: f
         table.add_row(s, str(r["covered"]), str(r["not_reached"]), str(r["boots"]))
     out.print(table)
     console.print(f"{LABEL} (no appliance booted), {result['wall_seconds']} s of wall time")
+
+
+@bench.command("fidelity")
+@click.argument("corpus", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--only", default=None, help="Run one VM of the manifest.")
+@click.option("--side", type=click.Choice(["both", "reference", "cheap"]), default="both",
+              show_default=True, help="Run libguestfs (reference), the pooled path, or both.")
+@click.option("--expected", "expected_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None,
+              help="Also check each side against a ground truth (the corpus's expected.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@results_option
+def bench_fidelity(corpus: Path, only: str | None, side: str, expected_path: Path | None,
+                   as_json: bool, results: Path | None) -> None:
+    """The cheap os+packages path against libguestfs's inspect_os, field by field.
+
+    CORPUS is a manifest such as the one `build_corpus` writes (`keys` per VM are
+    honoured on the reference side as virt-inspector --key does).
+    """
+    from . import fidelity
+
+    folder = results_dir(results)
+    res = fidelity.run(corpus, only=only, side=side, progress=console.print)
+    if expected_path is not None:
+        expected = json.loads(expected_path.read_text())
+        res["expected"] = {s: fidelity.check_expected(expected, res[s])
+                           for s in ("reference", "cheap") if res[s]}
+    (folder / "fidelity.json").write_text(json.dumps(res, indent=1, default=sorted))
+    if res["reference"] and only is None:
+        (folder / "fidelity-reference.json").write_text(
+            json.dumps(res["reference"], indent=1, default=sorted))
+    if as_json:
+        out.print_json(json.dumps(res, default=sorted))
+        return
+    if res["fields"]:
+        out.print(_agreement_table("cheap path vs libguestfs, per field", res["fields"],
+                                   ("reference", "cheap")))
+    for s, fields in res.get("expected", {}).items():
+        out.print(_agreement_table(f"{s} vs expected.json", fields, ("expected", "got")))
+    times = Table(title="seconds per VM (cheap: attach + os + packages + detach; "
+                        "reference: a fresh appliance, inspect_os and applications)")
+    for col in ("VM", "cheap s", "reference s"):
+        times.add_column(col)
+    for vm, t in res["timing"]["per_vm"].items():
+        times.add_row(vm, *(f"{t[k]:.1f}" if t[k] is not None else "-"
+                            for k in ("cheap_s", "reference_s")))
+    out.print(times)
+    console.print(f"wrote {folder / 'fidelity.json'}")
+
+
+def _agreement_table(title: str, fields: dict[str, Any], sides: tuple[str, str]) -> Table:
+    table = Table(title=title)
+    for col in ("field", "agree", "disagreeing VMs"):
+        table.add_column(col, overflow="fold")
+    for name, f in fields.items():
+        if not f["compared"]:
+            continue
+        detail = "; ".join(
+            f"{d['vm']}: " + ", ".join(f"{k}={v!r}" for k, v in d.items() if k != "vm")
+            for d in f["disagree"])
+        table.add_row(name, f"{f['agree']}/{f['compared']}", detail[:2000])
+    return table

@@ -18,6 +18,7 @@ die() { echo "guestpool bootstrap: $*" >&2; exit 1; }
 python=/usr/bin/python3
 system_packages=(libguestfs-tools python3-guestfs qemu-utils python3-venv e2fsprogs
                  fdisk lvm2 xfsprogs btrfs-progs dosfstools procps
+                 mdadm cryptsetup-bin ntfs-3g db5.3-util
                  libvirt-daemon-system python3-libvirt
                  nats-server)
 

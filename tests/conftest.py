@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.corpus import Corpus
 from helpers.fleet import DemoFleet, sha256
 from helpers.pool_thread import PoolThread
 
@@ -27,6 +28,15 @@ def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoFleet]:
     # every test has run: not one byte of any demo image may have changed
     changed = [p for p, digest in fleet.digests.items() if sha256(p) != digest]
     assert not changed, f"images changed by the test session: {changed}"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+    """The fidelity corpus (pool/_corpus.py): hard layouts with their expected.json."""
+    built = Corpus(tmp_path_factory.mktemp("corpus"))
+    yield built
+    changed = [p for p, digest in built.digests.items() if sha256(p) != digest]
+    assert not changed, f"corpus images changed by the test session: {changed}"
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +58,12 @@ def scanned_store(tmp_path_factory: pytest.TempPathFactory, demo_fleet: DemoFlee
 
 # -- markers that tell the truth ---------------------------------------------------------
 #
-# The demo fleet builds its LVM header with an appliance when the cache is empty, so
-# every test that uses it (or the shared pool) is an appliance test. Fast tests run
-# first, so a broken build fails in seconds, not after the appliance tests.
+# The demo fleet builds its LVM header (the corpus: its LUKS, md and LVM disks) with an
+# appliance when the cache is empty, so every test that uses it (or the shared pool) is
+# an appliance test. Fast tests run first, so a broken build fails in seconds, not after
+# the appliance tests.
 
-APPLIANCE_FIXTURES = {"demo_fleet", "shared_pool"}
+APPLIANCE_FIXTURES = {"demo_fleet", "shared_pool", "corpus"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

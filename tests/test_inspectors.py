@@ -147,7 +147,7 @@ def test_authorized_keys_parsing() -> None:
 @pytest.mark.appliance
 def test_windows_registry_values_are_read_through_the_facade(shared_pool: PoolThread,
                                                              tmp_path: Path) -> None:
-    from helpers.regf import Key, hive
+    from guestpool._regf import Key, hive
 
     tree = tmp_path / "win"
     config = tree / "Windows" / "System32" / "config"

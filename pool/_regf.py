@@ -1,8 +1,9 @@
-"""A minimal Windows registry hive writer, so tests can give a guest a real hive.
+"""A minimal Windows registry hive writer, so tests and the corpus can give a
+guest a real hive.
 
 Only what a reader needs: the base block, one hbin, nk keys (with lh subkey
-lists) and vk values (REG_SZ, REG_DWORD). Layout per the regf format that
-hivex reads.
+lists) and vk values (REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD,
+REG_MULTI_SZ). Layout per the regf format that hivex reads.
 """
 
 from __future__ import annotations
@@ -10,14 +11,24 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-REG_SZ, REG_DWORD = 1, 4
+REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ = 1, 2, 3, 4, 7
 NONE = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Expand:
+    """A REG_EXPAND_SZ value (a string with %VARIABLES%)."""
+
+    text: str
+
+
+Value = str | int | bytes | Expand | list[str]
 
 
 @dataclass
 class Key:
     name: str
-    values: dict[str, str | int] = field(default_factory=dict)
+    values: dict[str, Value] = field(default_factory=dict)
     children: list[Key] = field(default_factory=list)
 
 
@@ -45,11 +56,10 @@ def _nk(b: _Bin, key: Key, parent: int, root: bool) -> int:
     if key.values:
         vks = []
         for vname, value in key.values.items():
-            if isinstance(value, int):
-                vtype, data = REG_DWORD, struct.pack("<I", value)
-                dlen, doff = 0x80000004, struct.unpack("<I", data)[0]
+            vtype, data = _encode(value)
+            if len(data) <= 4:  # small data lives in the offset field itself
+                dlen, doff = 0x80000000 | len(data), struct.unpack("<I", data.ljust(4, b"\0"))[0]
             else:
-                vtype, data = REG_SZ, (value + "\0").encode("utf-16-le")
                 dlen, doff = len(data), b.cell(data)
             n = vname.encode("ascii")
             vks.append(b.cell(struct.pack("<2sHIIIHH", b"vk", len(n), dlen, doff, vtype, 1, 0)
@@ -61,6 +71,18 @@ def _nk(b: _Bin, key: Key, parent: int, root: bool) -> int:
             struct.pack("<II", off, _hash(name)) for off, name in kids)
         b.patch(me, 0x1C, "<I", b.cell(lh))
     return me
+
+
+def _encode(value: Value) -> tuple[int, bytes]:
+    if isinstance(value, int):
+        return REG_DWORD, struct.pack("<I", value)
+    if isinstance(value, bytes):
+        return REG_BINARY, value
+    if isinstance(value, Expand):
+        return REG_EXPAND_SZ, (value.text + "\0").encode("utf-16-le")
+    if isinstance(value, list):
+        return REG_MULTI_SZ, "".join(v + "\0" for v in [*value, ""]).encode("utf-16-le")
+    return REG_SZ, (value + "\0").encode("utf-16-le")
 
 
 def _hash(name: str) -> int:
