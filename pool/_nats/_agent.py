@@ -38,7 +38,7 @@ from .._protocol import InspectorSpec
 from .._round import RoundOptions
 from .._sources import Source
 from ._connect import ACK_WAIT_S, NatsSettings, connected
-from ._messages import HostInfo, JobResult, decode_job, encode
+from ._messages import HostInfo, JobResult, decode_job, encode, wire_result
 from ._subjects import HOSTS_BUCKET, JOBS_STREAM, check_host, host_consumer, result_id
 
 log = logging.getLogger("guestpool")
@@ -232,7 +232,7 @@ class Agent:
                 self.stats.job_seconds.append(sum(
                     result.timings.get(k, 0.0) for k in ("attach", "inspect", "detach")))
                 tg.cancel_scope.cancel()
-                return result.to_dict()
+                return wire_result(result)
             tg.cancel_scope.cancel()
         return None
 

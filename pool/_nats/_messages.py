@@ -29,7 +29,16 @@ class JobResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     result: dict[str, Any]
 
     def inspect_result(self) -> InspectResult:
-        return InspectResult(**self.result)
+        return InspectResult(**{k: v for k, v in self.result.items() if k in WIRE_FIELDS})
+
+
+#: what of an ``InspectResult`` travels to the coordinator: not its disk
+#: fingerprint (change detection is the agent host's business) nor the derived state
+WIRE_FIELDS = frozenset(InspectResult.__dataclass_fields__) - {"fingerprint"}
+
+
+def wire_result(result: InspectResult) -> dict[str, Any]:
+    return {k: getattr(result, k) for k in WIRE_FIELDS}
 
 
 class HostInfo(msgspec.Struct, frozen=True):
