@@ -32,7 +32,7 @@ def _split_deb_version(full: str) -> tuple[int | None, str, str]:
 
 class PackagesInspector(Inspector):
     name = "packages"
-    version = "2"
+    version = "3"
     description = ("Installed packages (name, epoch, version, release, arch) from dpkg, rpm "
                    "(sqlite, Berkeley DB), apk, pacman, or Windows's Uninstall keys")
     deadline = 90.0
@@ -109,7 +109,9 @@ class PackagesInspector(Inspector):
         for record in text.split("\n\n"):
             fields = dict(line.split(":", 1) for line in record.splitlines() if ":" in line[:2])
             if "P" in fields:
+                # "1.36.1-r29": version 1.36.1, release 29 (as libguestfs lists it)
                 version, _, release = fields.get("V", "").rpartition("-")
+                release = release[1:] if re.fullmatch(r"r[0-9]+", release) else release
                 row: dict[str, Any] = {"name": fields["P"], "version": version,
                                        "release": release, "epoch": None,
                                        "arch": fields.get("A", "")}

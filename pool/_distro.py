@@ -74,9 +74,12 @@ def packages(latest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def full_version(package: Mapping[str, Any], package_format: str) -> str:
     """The version string the package manager shows: ``[epoch:]version[-release]``
     for deb and rpm (rpm's epoch 0 is left out, as ``rpm -q`` does), and
-    ``version-rRELEASE`` for apk, whose inspector split at the last dash."""
+    ``version-rRELEASE`` for apk (whose release is stored as libguestfs lists it,
+    without the ``r``; results stored before kept it)."""
     version = str(package.get("version") or "")
     release = str(package.get("release") or "")
+    if package_format == "apk" and release and not release.startswith("r"):
+        release = "r" + release
     text = f"{version}-{release}" if release else version
     epoch = package.get("epoch")
     if package_format != "apk" and epoch not in (None, "", 0, "0"):

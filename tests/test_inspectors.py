@@ -14,14 +14,12 @@ from helpers.pool_thread import PoolThread
 
 from guestpool import VM
 from guestpool._demo import image_from_tree
+from guestpool._distro import full_version
 from guestpool.inspectors._inventory import fingerprint, parse_authorized_keys
+from guestpool.inspectors._registry import BUILTINS
 
 ALL = ["os", "filesystems", "packages", "users", "files", "services"]
-
-
-def full_version(p: dict[str, object]) -> str:
-    v = f"{p['version']}-{p['release']}" if p["release"] else str(p["version"])
-    return f"{p['epoch']}:{v}" if p.get("epoch") is not None else v
+VERSIONS = {cls.name: cls.version for cls in BUILTINS}
 
 
 @pytest.mark.appliance
@@ -33,13 +31,14 @@ def test_inventory_inspectors_match_ground_truth(shared_pool: PoolThread,
         assert r.ok, r.error
         for name in ALL:
             assert r.results[name]["ok"], (vm.name, name, r.results[name].get("error"))
-            assert r.results[name]["version"] == "1"
+            assert r.results[name]["version"] == VERSIONS[name]
         if truth["os"]["type"] == "none":
             assert r.results["packages"]["value"]["count"] == 0
             continue
         pk = r.results["packages"]["value"]
         assert pk["format"] == truth["os"]["package_format"]
-        assert {p["name"]: full_version(p) for p in pk["packages"]} == truth["packages"], vm.name
+        assert {p["name"]: full_version(p, pk["format"]) for p in pk["packages"]} \
+            == truth["packages"], vm.name
         users = r.results["users"]["value"]
         named = {a["name"]: a["uid"] for a in users["accounts"]}
         for u in truth["users"]:
