@@ -328,10 +328,14 @@ def bench_simulate(vms: int, pool: int, boot: float, attach: float, inspect_s: f
 @click.option("--expected", "expected_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None,
               help="Also check each side against a ground truth (the corpus's expected.json).")
+@click.option("--reference", "stored_reference", type=click.Path(
+              exists=True, dir_okay=False, path_type=Path), default=None,
+              help="libguestfs's answers from an earlier run (fidelity-reference.json of the "
+                   "same corpus version) instead of running it again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @results_option
 def bench_fidelity(corpus: Path, only: str | None, side: str, expected_path: Path | None,
-                   as_json: bool, results: Path | None) -> None:
+                   stored_reference: Path | None, as_json: bool, results: Path | None) -> None:
     """The cheap os+packages path against libguestfs's inspect_os, field by field.
 
     CORPUS is a manifest such as the one `build_corpus` writes (`keys` per VM are
@@ -340,13 +344,14 @@ def bench_fidelity(corpus: Path, only: str | None, side: str, expected_path: Pat
     from . import fidelity
 
     folder = results_dir(results)
-    res = fidelity.run(corpus, only=only, side=side, progress=console.print)
+    res = fidelity.run(corpus, only=only, side=side, progress=console.print,
+                       stored_reference=stored_reference)
     if expected_path is not None:
         expected = json.loads(expected_path.read_text())
         res["expected"] = {s: fidelity.check_expected(expected, res[s])
                            for s in ("reference", "cheap") if res[s]}
     (folder / "fidelity.json").write_text(json.dumps(res, indent=1, default=sorted))
-    if res["reference"] and only is None:
+    if res["reference"] and only is None and stored_reference is None:
         (folder / "fidelity-reference.json").write_text(
             json.dumps(res["reference"], indent=1, default=sorted))
     if as_json:
