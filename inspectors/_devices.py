@@ -432,7 +432,7 @@ class _Discovery:
                 continue
             mine.append(dm)
             lv = f"/dev/{vg_lv[0]}/{vg_lv[1]}"
-            self.names[path] = lv
+            self.names[path] = self.names[lv] = lv  # libguestfs's own calls name it so
             if tags[path].get("TYPE") != "swap":
                 found.append((path, tags[path]))
         self.layout.opened.append(("lvm", "\0".join(mine)))

@@ -36,9 +36,15 @@ async def test_a_spawned_worker_process_holds_no_token(monkeypatch: pytest.Monke
     from guestpool import WorkerAppliance
 
     monkeypatch.setenv("GUESTPOOL_TOKEN", "s3cret-in-the-supervisor")
+    import anyio
+
     app = await WorkerAppliance.spawn()  # a worker process; no appliance boots
     try:
-        environ = Path(f"/proc/{app.pid}/environ").read_bytes()
+        # right after the fork the new program may not have replaced the old yet
+        # (its environ reads empty then): read it once the worker is running
+        with anyio.fail_after(10):
+            while not (environ := Path(f"/proc/{app.pid}/environ").read_bytes()):
+                await anyio.sleep(0.05)
     finally:
         await app.kill()
     assert b"GUESTPOOL_PARENT_PID" in environ

@@ -74,8 +74,11 @@ class Layouts(Inspector):
         slow_guest = Guest(guest.handle, guest.vm, guest.devices, shell=False)
         stable_roots = [r.device for r in slow_guest.roots()]
         slow_guest.unmount()
-        return {"fast": [dataclasses.asdict(f) for f in fast], "fast_roots": fast_roots,
-                "stable": [dataclasses.asdict(f) for f in stable.filesystems],
+        def named(f: Any) -> dict[str, Any]:  # the appliance's path differs (dm vs LVM link)
+            return {k: v for k, v in dataclasses.asdict(f).items() if k != "path"}
+
+        return {"fast": [named(f) for f in fast], "fast_roots": fast_roots,
+                "stable": [named(f) for f in stable.filesystems],
                 "stable_roots": stable_roots}
 
 
@@ -104,7 +107,7 @@ class Tamper(Inspector):
     version = "1"
 
     def run(self, guest: Guest, options: Any) -> Any:
-        device = guest.filesystems()[0].device
+        device = guest.filesystems()[0].path  # the appliance's name: raw handle calls
         guest.handle.debug("sh", [f"mkdir -p /run/gp-tamper && mount -o ro {device} "
                                   "/run/gp-tamper; exit 0"])
         return appliance_mounts(guest)
