@@ -72,6 +72,21 @@ async def _scan(c: httpx.AsyncClient, vms: Sequence[str], inspectors: Sequence[s
             "max_ms": 1000 * max(latencies) if latencies else None}
 
 
+def wait_serving(url: str, proc: subprocess.Popen[Any], seconds: float = 30.0) -> None:
+    """Until a `guestpool serve` at ``url`` answers /healthz; RuntimeError (with
+    its stderr, when captured) if it exits or does not answer in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+                raise RuntimeError(f"guestpool serve did not start: {err!s:.2000}") from None
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def running_server(store: Path, *args: str) -> Iterator[str]:
     """A real `guestpool serve` on a free loopback port (token TOKEN) until the
@@ -83,15 +98,7 @@ def running_server(store: Path, *args: str) -> Iterator[str]:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("guestpool serve did not start") from None
-                time.sleep(0.2)
+        wait_serving(url, proc)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -8,10 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from guestpool.bench.service_load import wait_serving
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,15 +34,7 @@ class Server:
             [sys.executable, "-m", "guestpool", "serve", *args, "--bind",
              f"127.0.0.1:{self.port}", "--store", str(store)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+        wait_serving(self.url, self.proc)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
