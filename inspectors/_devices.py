@@ -218,10 +218,15 @@ exit 0
 def deactivate(g: Any, layout: Layout) -> None:
     """Close what :func:`find_filesystems` opened, last layer first, the way it
     was opened, so the VM's disks can be detached."""
-    if not layout.opened and not layout.volume_groups:
-        return
     if not layout.lvm_devices and layout.volume_groups:  # the stable API activated them
         g.vg_activate(False, layout.volume_groups)
+    script = deactivate_script(layout)
+    if script:
+        g.debug("sh", [script + "exit 0\n"])
+
+
+def deactivate_script(layout: Layout) -> str:
+    """Shell lines closing the layers the fast path opened, last first ("" if none)."""
     lines = []
     for step in reversed(layout.opened):
         if step[0] == "lvm" and step[1]:  # the LVs' device-mapper tables (no LVM run)
@@ -233,8 +238,7 @@ def deactivate(g: Any, layout: Layout) -> None:
             lines.append(f"mdadm --stop {shlex.quote(step[1])} >/dev/null 2>&1")
         elif step[0] == "dm":
             lines.append(f"dmsetup remove {shlex.quote(step[1])} >/dev/null 2>&1")
-    if lines:
-        g.debug("sh", ["\n".join(lines) + "\nexit 0\n"])
+    return "".join(line + "\n" for line in lines)
 
 
 class _Discovery:

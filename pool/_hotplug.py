@@ -46,7 +46,10 @@ def prepare_appliance(g: Any) -> bool:
     on every disk we hot-plug (69-lvm.rules runs ``lvm pvscan`` and ``lvm vgchange``:
     about 1 s of the single vCPU per LVM disk) and from assembling md arrays out
     of whatever members appear (64-md-raid-assembly.rules: two VMs' members of
-    cloned arrays would join one array). Volume groups and arrays are then opened
+    cloned arrays would join one array), and from turning the SCSI bus's "LUNs
+    changed" notice, sent to every disk at every hot-plug and unplug, into a
+    re-probe of each disk (60-block.rules forwards it as a block "change": two
+    probes per disk per plug, competing with the inspection for the vCPU). Volume groups and arrays are then opened
     only when an inspection asks, only from the VM being inspected."""
     try:
         out = str(g.debug("sh", [_PREPARE_SCRIPT]))
@@ -58,10 +61,25 @@ def prepare_appliance(g: Any) -> bool:
 _PREPARE_SCRIPT = """\
 echo shell=ok
 mkdir -p /run/udev/rules.d && : > /run/udev/rules.d/69-lvm.rules \\
-  && : > /run/udev/rules.d/64-md-raid-assembly.rules \\
-  && udevadm control --reload 2>/dev/null
+  && : > /run/udev/rules.d/64-md-raid-assembly.rules || exit 0
+src=/usr/lib/udev/rules.d/60-block.rules
+[ -r "$src" ] || src=/lib/udev/rules.d/60-block.rules
+[ -r "$src" ] && sed '/uevent}="change"/d' "$src" > /run/udev/rules.d/60-block.rules
+udevadm control --reload 2>/dev/null
 exit 0
 """
+
+
+#: /proc/mounts through shell builtins (printf: dash's echo would read escapes)
+PRINT_MOUNTS = "while IFS= read -r l; do printf '%s\\n' \"$l\"; done < /proc/mounts\nexit 0\n"
+
+
+def outside_sysroot(table: str) -> frozenset[str]:
+    """The lines of a /proc/mounts text that are the appliance's own, not under
+    /sysroot (where guests are mounted)."""
+    return frozenset(line for line in table.splitlines()
+                     if len(f := line.split()) >= 2 and f[1] != "/sysroot"
+                     and not f[1].startswith("/sysroot/"))
 
 
 def device_listing(fn: Callable[[], T], tries: int = 30) -> T:

@@ -25,7 +25,14 @@ from typing import Any, BinaryIO
 from guestpool.inspectors._guest import Guest
 from guestpool.inspectors._registry import run_inspectors
 
-from ._hotplug import HotPlug, OpError, check_image, prepare_appliance
+from ._hotplug import (
+    PRINT_MOUNTS,
+    HotPlug,
+    OpError,
+    check_image,
+    outside_sysroot,
+    prepare_appliance,
+)
 from ._protocol import (
     Attach,
     Attached,
@@ -96,10 +103,7 @@ def _new_handle(accel: str, memsize: int | None, smp: int | None, verbose: bool)
 def appliance_mounts(g: Any) -> frozenset[str]:
     """The appliance's own mount table: /proc/mounts outside /sysroot (where the
     guests are mounted). Needs the daemon's ``debug sh``."""
-    out = str(g.debug("sh", ["cat /proc/mounts; exit 0"]))
-    return frozenset(line for line in out.splitlines()
-                     if len(f := line.split()) >= 2 and f[1] != "/sysroot"
-                     and not f[1].startswith("/sysroot/"))
+    return outside_sysroot(str(g.debug("sh", [PRINT_MOUNTS])))
 
 
 def _rss_kb(pid: int) -> int:
@@ -137,7 +141,7 @@ class Worker:
                 guest = Guest(self.g, request.vm, plug.devices(request.labels), shell=self.shell,
                               keys=request.keys)
                 results = self._inspect(guest, request.inspectors)
-                self._check_integrity(request.vm)
+                self._check_integrity(request.vm, guest.appliance_mounts)
                 return Inspected(results, {k: round(v, 4) for k, v in guest.steps.items()})
             case Detach():
                 return Detached(self._plugged().detach(request.labels))
@@ -201,13 +205,14 @@ class Worker:
     def _own_mounts(self) -> frozenset[str] | None:
         return appliance_mounts(self.g) if self.shell else None
 
-    def _check_integrity(self, vm: str) -> None:
+    def _check_integrity(self, vm: str, now: frozenset[str] | None = None) -> None:
         """After a VM: nothing of it may remain mounted over the appliance's own
         folders (its tools, its udev database). If something does, the next VM of
         the trust group would be read by the guest's programs: retire."""
         if self.mount_table is None:
             return
-        now = self._own_mounts()
+        if now is None:
+            now = self._own_mounts()
         if now != self.mount_table:
             added = sorted((now or frozenset()) - self.mount_table)[:3]
             raise OpError(ErrorKind.HOSTILE, f"{vm} changed the appliance's mount table "
