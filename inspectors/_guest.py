@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from guestpool._errors import InspectorError
-from guestpool._protocol import LuksKey
-
 from guestpool._hotplug import PRINT_MOUNTS, outside_sysroot
+from guestpool._protocol import LuksKey
 
 from ._devices import (
     Filesystem,

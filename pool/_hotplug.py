@@ -49,8 +49,9 @@ def prepare_appliance(g: Any) -> bool:
     cloned arrays would join one array), and from turning the SCSI bus's "LUNs
     changed" notice, sent to every disk at every hot-plug and unplug, into a
     re-probe of each disk (60-block.rules forwards it as a block "change": two
-    probes per disk per plug, competing with the inspection for the vCPU). Volume groups and arrays are then opened
-    only when an inspection asks, only from the VM being inspected."""
+    probes per disk per plug, competing with the inspection for the vCPU).
+    Volume groups and arrays are then opened only when an inspection asks, only
+    from the VM being inspected."""
     try:
         out = str(g.debug("sh", [_PREPARE_SCRIPT]))
     except RuntimeError:

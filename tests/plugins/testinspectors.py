@@ -145,3 +145,20 @@ class WriteAttempt(Inspector):
             guest.unmount()
             g.umount_all()
         return out
+
+
+class UdevRecords(Inspector):
+    """When udev last wrote the records of the VM's first disk and of its
+    partitions (tests only): it rewrites a record each time it re-probes."""
+
+    name = "test-udev-records"
+    version = "1"
+
+    def run(self, guest: Guest, options: Any) -> Any:
+        disk = guest.devices[0].rsplit("/", 1)[-1]
+        out = guest.handle.debug("sh", [
+            f"udevadm settle; for s in /sys/block/{disk} /sys/block/{disk}/{disk}*; do "
+            "read -r mm < $s/dev; echo \"${s##*/} $(stat -c %y /run/udev/data/b$mm)\"; "
+            "done; exit 0"])
+        written = dict(line.split(" ", 1) for line in str(out).split("\n") if " " in line)
+        return {"disk": written.pop(disk, ""), "partitions": sorted(written.values())}
