@@ -9,6 +9,16 @@ Kinds: debian (raw, clones of one template sharing its filesystem UUID),
 fedora (qcow2, separate /boot, btrfs root), alpine (qcow2, apk db), lvm
 (root on a logical volume), twodisk (root + data disk mounted via fstab),
 data (no operating system).
+
+Hard kinds (``HARD_KINDS``, see ``_demo_hard``): layouts of real fleets taken
+from the fidelity corpus (pool/_corpus.py), each VM a qcow2 overlay on a
+template copied once into the fleet folder. The first ``QUICKSTART`` VMs (what
+``guestpool quickstart`` scans) are easy kinds only, exactly as before hard
+kinds existed, so the quickstart stays fast and needs no corpus. Right after
+them come the hard kinds once each (a fleet of 31 holds every kind), then every
+``HARD_EVERY``-th VM is a hard kind in turn: about 10 % of a large fleet (104
+of 1,000). The corpus is built (one appliance, cached) only for a fleet with
+hard kinds.
 """
 
 from __future__ import annotations
@@ -35,10 +45,22 @@ from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk, write_manifest
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "7"  # 7: fedora has /usr/bin/dnf
+GENERATOR_VERSION = "8"  # 7: fedora has /usr/bin/dnf; 8: hard kinds after the first 24
 KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
 # Share of each kind in a large fleet (the first VMs cover every kind once).
 WEIGHTS = {"debian": 5, "fedora": 2, "alpine": 2, "lvm": 1, "twodisk": 1, "data": 1}
+#: corpus VMs that become demo kinds of the same name (real-fleet layouts)
+HARD_KINDS = (
+    "btrfs-subvol",  # Fedora 40, root and /home on btrfs subvolumes
+    "mdraid",  # Debian 11, md RAID1 over two disks, LVM on the array
+    "luks-lvm",  # Ubuntu 22.04, LVM on LUKS, with its key file
+    "coreos",  # Container Linux: /usr on its own partition
+    "windows",  # Windows Server 2019, NTFS with registry hives
+    "centos7",  # CentOS 7: Berkeley DB rpmdb, no os-release, xfs root
+    "arch",  # Arch Linux, pacman
+)
+QUICKSTART = 24  # the first VMs: easy kinds only (guestpool quickstart's default count)
+HARD_EVERY = 10  # after the first hard kinds, every 10th VM is a hard kind
 TEMPLATE_UUID = "5e1ec7ed-0000-4000-8000-000000000001"  # shared by every debian clone
 MiB = 1024 * 1024
 ROOT_MB = 64
@@ -109,8 +131,19 @@ def plan(count: int) -> list[Spec]:
     kinds: list[str] = list(KINDS)
     cycle = [k for k, w in WEIGHTS.items() for _ in range(w)]
     while len(kinds) < count:
-        kinds.append(cycle[len(kinds) % len(cycle)])
+        kinds.append(_hard_kind(len(kinds)) or cycle[len(kinds) % len(cycle)])
     return [Spec(f"vm{i:05d}-{k}", k, i, 1000 + i) for i, k in enumerate(kinds[:count])]
+
+
+def _hard_kind(index: int) -> str | None:
+    """The hard kind of VM ``index``, or None for an easy one (see the module docstring)."""
+    after = index - QUICKSTART
+    if after < 0:
+        return None
+    if after < len(HARD_KINDS):
+        return HARD_KINDS[after]
+    after -= len(HARD_KINDS)
+    return HARD_KINDS[after // HARD_EVERY % len(HARD_KINDS)] if after % HARD_EVERY == 0 else None
 
 
 # -- guest file trees ----------------------------------------------------------
@@ -380,6 +413,15 @@ def build_vm(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None) -> di
 LVM_DISK_MB = 80
 
 
+def _build_any(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None,
+               templates: dict[str, Any]) -> dict[str, Any]:
+    if spec.kind in HARD_KINDS:
+        from ._demo_hard import build_hard_vm
+
+        return build_hard_vm(spec, outdir, templates)
+    return build_vm(spec, outdir, lvm_header)
+
+
 def image_from_tree(tree: Path, out: Path, size_mb: int, fmt: str = "raw",
                     label: str = "root") -> Disk:
     """A one-partition disk whose ext4 filesystem (labelled ``label``) holds ``tree``
@@ -453,10 +495,18 @@ def generate(outdir: Path, count: int, progress: Callable[[str], None] | None = 
         return manifest
     specs = plan(count)
     header = lvm_header(progress) if any(s.kind == "lvm" for s in specs) else None
+    hard = [s for s in specs if s.kind in HARD_KINDS]
+    templates: dict[str, Any] = {}
+    if hard:
+        from ._demo_hard import prepare_templates
+
+        templates = prepare_templates(outdir, progress)
+        if progress:
+            progress(f"templates of {len(templates)} hard kinds ready for {len(hard)} VMs")
     start = time.monotonic()
     entries: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as ex:
-        futures = [ex.submit(build_vm, s, outdir, header) for s in specs]
+        futures = [ex.submit(_build_any, s, outdir, header, templates) for s in specs]
         for i, fut in enumerate(futures, 1):
             entries.append(fut.result())
             if progress and (i % 100 == 0 or i == count):

@@ -20,8 +20,9 @@ def sha256(path: str) -> str:
 
 
 class DemoFleet:
-    def __init__(self, directory: Path) -> None:
-        self.manifest = generate(directory, 12)
+    def __init__(self, directory: Path, count: int = 12) -> None:
+        self.directory = directory
+        self.manifest = generate(directory, count)
         self.vms = load_manifest(self.manifest).vms
         self.truth: dict[str, Any] = json.loads((directory / "truth.json").read_text())
         self.digests = {d.path: sha256(d.path) for vm in self.vms for d in vm.disks}
