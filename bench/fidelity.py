@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from guestpool import VM, load_manifest
+from guestpool.inspectors._osfacts import INSPECT_FIELDS, WINDOWS_INSPECT_FIELDS
 
 #: the os fields of one root, named as libguestfs's inspect_get_* calls
-OS_FIELDS = ("type", "distro", "product_name", "product_variant", "major_version",
-             "minor_version", "hostname", "arch", "package_format", "package_management",
-             "osinfo", "root", "mountpoints")
-WINDOWS_FIELDS = ("windows_systemroot", "windows_current_control_set", "drive_mappings")
+OS_FIELDS = (*INSPECT_FIELDS, "root", "mountpoints")
+WINDOWS_FIELDS = WINDOWS_INSPECT_FIELDS
 PACKAGE_FIELDS = ("package_count", "packages")
 COMPARED = (*OS_FIELDS, *WINDOWS_FIELDS, "roots", *PACKAGE_FIELDS)
 #: expected.json fields and where each sits in a normalised result

@@ -11,6 +11,8 @@ from typing import Any
 from ._api import Inspector
 from ._guest import Filesystem, Guest, Root, windows_systemroot
 from ._osfacts import (
+    INSPECT_FIELDS,
+    WINDOWS_INSPECT_FIELDS,
     arch_linux,
     coreos_facts,
     hostname_linux,
@@ -70,6 +72,7 @@ def root_facts(guest: Guest, root: Root) -> dict[str, Any]:
             "package_management": package_management(guest, distro, major),
         }
     out["osinfo"] = osinfo(out)
+    out = {field: out[field] for field in INSPECT_FIELDS} | out  # every field, in one order
     out["root"] = root.device
     out["mountpoints"] = dict(sorted(root.mounts.items()))
     if root.refused:
@@ -88,25 +91,16 @@ def _full_inspection(guest: Guest) -> dict[str, Any]:
         name = guest.vm_name(r)
         if name is None:
             continue
-        out = {
-            "type": g.inspect_get_type(r), "distro": g.inspect_get_distro(r),
-            "product_name": g.inspect_get_product_name(r),
-            "product_variant": g.inspect_get_product_variant(r),
-            "major_version": g.inspect_get_major_version(r),
-            "minor_version": g.inspect_get_minor_version(r),
-            "hostname": g.inspect_get_hostname(r), "arch": g.inspect_get_arch(r),
-            "package_format": g.inspect_get_package_format(r),
-            "package_management": g.inspect_get_package_management(r),
-            "osinfo": g.inspect_get_osinfo(r), "root": name,
-            "mountpoints": dict(sorted((mp, guest.vm_name(dev) or dev) for mp, dev
-                                       in g.inspect_get_mountpoints(r).items())),
-        }
+        out = {field: getattr(g, f"inspect_get_{field}")(r) for field in INSPECT_FIELDS}
+        out["root"] = name
+        out["mountpoints"] = dict(sorted((mp, guest.vm_name(dev) or dev) for mp, dev
+                                         in g.inspect_get_mountpoints(r).items()))
         out["version"] = f"{out['major_version']}.{out['minor_version']}"
         if out["type"] == "windows":
-            out["windows_systemroot"] = g.inspect_get_windows_systemroot(r)
-            out["windows_current_control_set"] = g.inspect_get_windows_current_control_set(r)
-            out["drive_mappings"] = {k: guest.vm_name(v) or v for k, v
-                                     in sorted(g.inspect_get_drive_mappings(r).items())}
+            out |= {field: getattr(g, f"inspect_get_{field}")(r)
+                    for field in WINDOWS_INSPECT_FIELDS}
+            out["drive_mappings"] = {k: guest.vm_name(v) or v
+                                     for k, v in sorted(out["drive_mappings"].items())}
         roots.append(out)
     findings = [f.to_dict() for f in guest.findings()]
     if not roots:

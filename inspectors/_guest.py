@@ -447,16 +447,16 @@ class Guest:
         with self._step("release"):
             self._mounted = self._bare = None
             layout = self._layout
+            closing = deactivate_script(layout) if layout is not None else ""
             if not self._shell or (layout is not None and layout.volume_groups
-                                   and not layout.lvm_devices):
+                                   and not layout.lvm_devices):  # stable API's LVM
                 self._g.umount_all()
                 if layout is not None:
                     deactivate(self._g, layout)
                 if not self._shell:
                     return
-            script = ("umount -R /sysroot >/dev/null 2>&1\n"
-                      + (deactivate_script(layout) if layout is not None else "")
-                      + PRINT_MOUNTS)
+                closing = ""
+            script = "umount -R /sysroot >/dev/null 2>&1\n" + closing + PRINT_MOUNTS
             table = str(self._g.debug("sh", [script]))
             if any(f[1] == "/sysroot" or f[1].startswith("/sysroot/")
                    for f in (line.split() for line in table.splitlines()) if len(f) >= 2):

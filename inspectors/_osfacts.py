@@ -37,6 +37,15 @@ class Facts:
 
 
 # os-release ID -> libguestfs distro
+#: libguestfs's inspection fields of one root, named after its ``inspect_get_*``
+#: calls: the os inspector fills each one on both paths (cheap and ``full``)
+INSPECT_FIELDS = ("type", "distro", "product_name", "product_variant", "major_version",
+                  "minor_version", "hostname", "arch", "package_format",
+                  "package_management", "osinfo")
+#: and a Windows root's
+WINDOWS_INSPECT_FIELDS = ("windows_systemroot", "windows_current_control_set",
+                          "drive_mappings")
+
 OS_RELEASE_IDS = {
     "alpine": "alpinelinux", "altlinux": "altlinux", "arch": "archlinux", "centos": "centos",
     "coreos": "coreos", "debian": "debian", "fedora": "fedora", "frugalware": "frugalware",
