@@ -18,6 +18,7 @@ import anyio
 from guestpool import VM, Appliance, Disk, Pool, RoundOptions, RoundReport, run_round
 from guestpool import _protocol as msg
 from guestpool._plan import Strategy
+from guestpool._round import DEFAULT_BATCH
 
 LABEL = "SIMULATION"
 
@@ -57,14 +58,14 @@ class SimAppliance(Appliance):
                 d, w = draw("boot"), draw("inspect")
                 await anyio.sleep(d + w)
                 return msg.ColdDone(results={}, boot_seconds=d, inspect_seconds=w, qemu_pid=0)
-            case msg.Attach():
-                await anyio.sleep(draw("attach"))
+            case msg.Attach():  # costs are per VM (a batch's share), as rounds measure them
+                await anyio.sleep(sum(draw("attach") for _ in request.disks))
                 return msg.Attached([f"d{i}" for i in range(len(request.disks))])
             case msg.Inspect():
                 await anyio.sleep(draw("inspect"))
                 return msg.Inspected({})
             case msg.Detach():
-                await anyio.sleep(draw("detach"))
+                await anyio.sleep(sum(draw("detach") for _ in request.labels))
                 return msg.Detached(0)
             case msg.Ping():
                 return msg.Pong(qemu_pid=0, rss_kb=0, alive=True, attached=0)
@@ -75,9 +76,12 @@ class SimAppliance(Appliance):
 
 
 def simulate(vms: int, pool_size: int, budget: float, costs: Costs,
-             strategy: Strategy = "pooled", seed: int = 1, groups: int = 1) -> RoundReport:
-    """One simulated round of ``vms`` VMs in ``groups`` equal trust groups; returns
-    the same report a real round does."""
+             strategy: Strategy = "pooled", seed: int = 1, groups: int = 1,
+             batch: int = DEFAULT_BATCH) -> RoundReport:
+    """One simulated round of ``vms`` VMs in ``groups`` equal trust groups, in
+    batches of ``batch`` VMs per appliance job; returns the same report a real
+    round does. Attach and detach costs are per disk: a batch's share, as a real
+    round's results record them."""
     rng = random.Random(seed)
     fleet = [VM(f"sim{i:06d}", (Disk(f"/simulated/{i}.raw", "raw"),),
                 trust_group=f"group-{i * groups // vms}") for i in range(vms)]
@@ -88,7 +92,8 @@ def simulate(vms: int, pool_size: int, budget: float, costs: Costs,
     async def main() -> RoundReport:
         pool = Pool(pool_size, strategy=strategy, accel="tcg", max_jobs=10**9, safety=None,
                     spawn=spawn)
-        return await run_round(fleet, RoundOptions(budget=budget, inspectors=["hostname"]),
+        return await run_round(fleet, RoundOptions(budget=budget, inspectors=["hostname"],
+                                                            batch=batch),
                                pool=pool)
 
     import trio.testing

@@ -265,8 +265,8 @@ class Pool:
                 raise ApplianceError("no appliance could boot; run `guestpool doctor`")
             await self._wait_change()
 
-    async def _release(self, app: Appliance) -> None:
-        app.jobs += 1
+    async def _release(self, app: Appliance, vms: int = 1) -> None:
+        app.jobs += vms  # max_jobs counts VMs: a batch of two is two jobs
         if self.trust == "strict":
             await self._retire(app, "strict-trust")
         elif app.jobs >= self.max_jobs:
@@ -342,7 +342,8 @@ class Pool:
         (clones share filesystem and LVM UUIDs; see :func:`batchable`). On an
         image or appliance problem the batch falls back to one VM at a time.
         """
-        if len(vms) <= 1 or self.strategy == "cold":
+        if len(vms) <= 1 or self.strategy == "cold" or self.trust == "strict":
+            # strict trust: one VM per appliance, so never two at once
             return [await self.inspect(vm, inspectors) for vm in vms]
         if not batchable(vms):
             raise GuestpoolError("these VMs cannot share an appliance: mixed trust groups "
@@ -357,7 +358,7 @@ class Pool:
         app = await self._acquire(vms[0].trust_group, set())
         waited = anyio.current_time() - start
         try:
-            async with self._holding(app):
+            async with self._holding(app, len(vms)):
                 outs, inspect_times, attach, detach = await self._run_on(app, vms, specs)
         except (ImageError, ApplianceError, HostileGuest) as e:
             log.info("batch of %d VMs fell back to one at a time: %s", len(vms), e)
@@ -378,7 +379,7 @@ class Pool:
         return results
 
     @asynccontextmanager
-    async def _holding(self, app: Appliance) -> AsyncIterator[None]:
+    async def _holding(self, app: Appliance, vms: int = 1) -> AsyncIterator[None]:
         """Give ``app`` back after a job: released if it is known clean (success or an
         image refused before use), retired otherwise."""
         healthy, reason = False, "error"
@@ -397,7 +398,7 @@ class Pool:
         finally:
             with anyio.CancelScope(shield=True):
                 if healthy:
-                    await self._release(app)
+                    await self._release(app, vms)
                 else:
                     await self._retire(app, reason)
 

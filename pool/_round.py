@@ -12,6 +12,7 @@ budget goes to the others. A pool the caller keeps warm across rounds
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import time
 from collections import Counter, deque
@@ -278,19 +279,24 @@ async def run_round(
                 return (strategy == "pooled" and not pool.has_appliance_for(queue[0].trust_group)
                         and left < plan.boot + plan.job)
 
-            def too_late_for_a_warm_pool() -> bool:
+            def batch_that_fits() -> int:
                 """A warm pool outlives the round: a job that cannot finish in the
-                budget left would be cancelled, its appliance killed and rebooted."""
-                return warm and budget_scope.deadline - anyio.current_time() < plan.job
+                budget left would be cancelled, its appliance killed and rebooted,
+                so near the end batches shrink to what fits (0: start none)."""
+                if not warm:
+                    return batch
+                left = budget_scope.deadline - anyio.current_time()
+                return min(batch, math.floor(left / plan.job)) if plan.job > 0 else batch
 
             async def runner() -> None:
                 while queue:
                     if stop is not None and stop.is_set():
                         report.stopped = True
                         return
-                    if switch_too_late() or too_late_for_a_warm_pool():
+                    size = batch_that_fits()
+                    if switch_too_late() or size < 1:
                         return
-                    chunk = take_batch(queue, batch)
+                    chunk = take_batch(queue, size)
                     if len(chunk) == 1:
                         results = [await pool.inspect(chunk[0], specs)]
                     else:

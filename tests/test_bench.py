@@ -61,9 +61,12 @@ def test_bench_bad_input(args: list[str], message: str) -> None:
 
 def test_simulation_follows_the_model_and_is_labelled(tmp_path: Path) -> None:
     costs = Costs(boot=(20.0, 0.0), attach=(1.0, 0.0), inspect=(3.0, 0.0), detach=(1.0, 0.0))
-    pooled = simulate(1000, 4, 300, costs, "pooled")
+    pooled = simulate(1000, 4, 300, costs, "pooled", batch=1)
     # VMs(T) = P (T - B) / (A + W), with 2 s kept for shutdown
     assert len(pooled.covered) == pytest.approx(4 * (298 - 20) / 5, abs=4)
+    # costs are per VM: batches change only where the budget cuts (one batch per appliance)
+    batched = simulate(1000, 4, 300, costs, "pooled", batch=2)
+    assert len(batched.covered) == pytest.approx(4 * (298 - 20) / 5, abs=8)
     cold = simulate(1000, 4, 300, costs, "cold")
     assert len(cold.covered) == pytest.approx(4 * 298 / 23, abs=4)
     r = subprocess.run([*GUESTPOOL, "bench", "simulate", "--vms", "100", "--pool", "2"],

@@ -87,7 +87,8 @@ def test_monitor_signal_mid_job_lets_it_finish(sig: signal.Signals, demo_fleet: 
                               for v in demo_fleet.vms[:4]])
     db = tmp_path / "m.db"
     proc = subprocess.Popen([*GP, "monitor", str(manifest), "--interval", "300", "--budget",
-                             "300", "--pool", "1", "--inspectors", "testinspectors:Slow",
+                             "300", "--pool", "1", "--batch", "1",  # one VM per job
+                             "--inspectors", "testinspectors:Slow",
                              "--store", str(db), "--allow-path", str(demo_fleet.manifest.parent)],
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -77,6 +77,30 @@ async def test_strict_trust_gives_each_vm_its_own_appliance(autojump_clock: obje
     assert pool.stats.retirements["strict-trust"] == 4
 
 
+async def test_strict_trust_never_batches(autojump_clock: object) -> None:
+    """Rounds batch two VMs per job by default; under strict trust a batch would put
+    two VMs in one appliance, so it is split: still one appliance per VM."""
+    from guestpool import VM, Disk, RoundOptions, run_round
+
+    vms = [VM(f"v{i}", (Disk(f"/sim/{i}.raw", "raw"),)) for i in range(4)]
+    report = await run_round(vms, RoundOptions(budget=60, inspectors=["hostname"], batch=2),
+                             pool=_sim_pool(size=1, trust="strict"))
+    assert len(report.covered) == 4
+    assert len({r.appliance for r in report.covered}) == 4
+    assert report.retirements["strict-trust"] == 4
+
+
+async def test_max_jobs_counts_the_vms_of_a_batch(autojump_clock: object) -> None:
+    from guestpool import VM, Disk
+
+    vms = [VM(f"v{i}", (Disk(f"/sim/{i}.raw", "raw"),)) for i in range(4)]
+    async with _sim_pool(size=1, max_jobs=2) as pool:
+        first = await pool.inspect_batch(vms[:2], ["hostname"])
+        second = await pool.inspect_batch(vms[2:], ["hostname"])
+    assert {r.appliance for r in first}.isdisjoint({r.appliance for r in second})
+    assert pool.stats.retirements["max-jobs"] >= 1
+
+
 async def test_a_subset_round_does_not_mark_the_rest_of_the_fleet_removed(
         tmp_path: object, autojump_clock: object) -> None:
     from pathlib import Path

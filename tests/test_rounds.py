@@ -26,9 +26,9 @@ pytestmark = pytest.mark.appliance
 
 async def test_two_rounds_cover_disjoint_vms_and_bad_images_fail_cleanly(
         demo_fleet: DemoFleet, tmp_path: Path) -> None:
-    # four copies of the demo fleet: more than two rounds can cover
+    # eight copies of the demo fleet: more than two rounds can cover
     good = [dataclasses.replace(v, name=f"{v.name}-{copy}", trust_group="default")
-            for copy in "abcd" for v in demo_fleet.vms]
+            for copy in "abcdefgh" for v in demo_fleet.vms]
     corrupt = tmp_path / "corrupt.qcow2"
     corrupt.write_bytes(b"QFI\xfb" + b"\0" * 1000)
     # named to sort first among never-scanned VMs of their trust group
