@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._api import Inspector
+from ._api import Inspector, _flatten
 from ._guest import Filesystem, Guest, Root, windows_systemroot
 from ._osfacts import (
     INSPECT_FIELDS,
@@ -36,6 +36,19 @@ class OSInspector(Inspector):
         #: Use libguestfs's inspect_os instead (10–45 s per VM under TCG): for
         #: comparison; restricted to this VM's disks in a pooled appliance.
         full: bool = False
+
+    @staticmethod
+    def drift_keys(value: Any) -> dict[str, Any]:
+        """The first root's facts (the top level, repeated as ``roots[0]``) once;
+        every other root's under ``roots[DEVICE]``."""
+        if not isinstance(value, dict):
+            return _flatten(value)
+        facts = _flatten({k: v for k, v in value.items() if k != "roots"})
+        roots = value.get("roots")
+        for root in roots if isinstance(roots, list) else []:
+            if isinstance(root, dict) and root.get("root") != value.get("root"):
+                facts |= _flatten(root, f"roots[{root.get('root')}]")
+        return facts
 
     def run(self, guest: Guest, options: OSInspector.Options) -> Any:
         if options.full:

@@ -75,6 +75,29 @@ def test_other_inspectors_drift_by_flattened_keys() -> None:
     assert _kinds("not-installed-plugin", {"n": 1}, {"n": 2}) == {"n": "value-changed"}
 
 
+def test_os_drift_names_each_change_once() -> None:
+    """The first root's facts are the value's top level and the first entry of
+    ``roots``: a hostname change is one change, not two; another root's facts
+    are keyed by its device."""
+    def root(device: str, hostname: str) -> dict[str, Any]:
+        return {"root": device, "type": "linux", "hostname": hostname,
+                "mountpoints": {"/": device}}
+
+    def os_value(*roots: dict[str, Any]) -> dict[str, Any]:
+        return {**roots[0], "roots": list(roots), "findings": [], "method": "cheap"}
+
+    before = os_value(root("/dev/sda2", "a"), root("/dev/sdb1", "b"))
+    after = os_value(root("/dev/sda2", "changed"), root("/dev/sdb1", "b"))
+    assert _kinds("os", before, after) == {"hostname": "value-changed"}
+    second = os_value(root("/dev/sda2", "a"), root("/dev/sdb1", "other"))
+    assert _kinds("os", before, second) == {"roots[/dev/sdb1].hostname": "value-changed"}
+    assert _kinds("os", before, os_value(root("/dev/sda2", "a"))) == {
+        "roots[/dev/sdb1].hostname": "value-removed", "roots[/dev/sdb1].mountpoints./":
+        "value-removed", "roots[/dev/sdb1].root": "value-removed",
+        "roots[/dev/sdb1].type": "value-removed"}
+    assert _kinds("os", {"type": "none", "roots": []}, {"type": "none", "roots": []}) == {}
+
+
 def test_upgrades_and_failures_are_not_drift() -> None:
     before = {"os": _entry({"hostname": "a"}), "users": _entry({}, ok=False)}
     after = {"os": _entry({"hostname": "b"}, version="2"), "users": _entry({"accounts": []})}
