@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal
 
@@ -106,6 +106,9 @@ class Pool:
         self.accel = "tcg"
         self.memsize, self.smp = memsize, smp
         self.max_jobs, self.max_rss_mb, self.trust = max_jobs, max_rss_mb, trust
+        #: VMs still to inspect by trust group, kept by the round using the pool:
+        #: when an appliance must switch groups, the one whose group needs it least goes
+        self.pending: Mapping[str, int] = {}
         self.op_timeout, self.boot_timeout = op_timeout, boot_timeout
         self.safety = safety
         self.stats = Stats()
@@ -252,15 +255,18 @@ class Pool:
         while True:
             idle = [a for a in self.appliances.values()
                     if a.state == "idle" and a.id not in exclude]
-            for app in idle:
+            # one already bound to this group first: an unbound one may suit another
+            for app in sorted(idle, key=lambda a: a.trust_group != group):
                 if app.trust_group in (None, group):
                     app.state, app.trust_group = "busy", group
                     return app
             booting = [a for a in self.appliances.values()
                        if a.state in ("starting", "booting") and a.trust_group in (None, group)]
             if idle and not booting:
-                # every free appliance belongs to another trust group: retire one
-                await self._retire(idle[0], "trust-group-switch")
+                # every free appliance belongs to another trust group: retire the one
+                # whose group has the fewest VMs left to inspect
+                victim = min(idle, key=lambda a: self.pending.get(a.trust_group or "", 0))
+                await self._retire(victim, "trust-group-switch")
             if not self.appliances and self._boot_failures >= self.size:
                 raise ApplianceError("no appliance could boot; run `guestpool doctor`")
             await self._wait_change()

@@ -25,6 +25,7 @@ import anyio
 
 from guestpool.inspectors._registry import resolve_specs
 
+from ._dispatch import Dispatcher
 from ._fleet import VM
 from ._plan import SHUTDOWN_RESERVE_S, Plan, Strategy, plan_round, vm_kind
 from ._pool import EventHook, InspectorChoice, Pool, batchable
@@ -192,13 +193,17 @@ def order_fleet(vms: Sequence[VM], last_scanned: Mapping[str, float | None] | No
                 bucket: float = STALENESS_BUCKET_S) -> list[VM]:
     """Priority first, then never scanned, then the stalest; within one staleness
     bucket VMs of one trust group stay together, so appliances rarely switch groups."""
-    seen = last_scanned or {}
+    return sorted(vms, key=_order_key(last_scanned or {}, bucket))
 
+
+def _order_key(seen: Mapping[str, float | None], bucket: float
+               ) -> Callable[[VM], tuple[Any, ...]]:
+    """A VM's place in a round; its first three items are its staleness bucket."""
     def key(vm: VM) -> tuple[Any, ...]:
         at = seen.get(vm.name)
         return (-vm.priority, at is not None, int((at or 0) // bucket), vm.trust_group, vm.name)
 
-    return sorted(vms, key=key)
+    return key
 
 
 async def run_round(
@@ -251,7 +256,8 @@ async def run_round(
                                                   options.max_age)
         report.reinspect = verified.counts()
         report.changed_disks = verified.changed()
-    todo = order_fleet(verified.todo, store.last_scanned() if store else None)
+    seen = store.last_scanned() if store else {}
+    todo = order_fleet(verified.todo, seen)
     strategy = pool.strategy
     report.strategy = strategy
     report.pool_size = pool.size
@@ -270,13 +276,15 @@ async def run_round(
     deadline = start + max(1.0, budget - SHUTDOWN_RESERVE_S)
     with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as budget_scope:
         async with _entered(pool, warm) if todo else _nothing():
-            queue = deque(todo)
+            order_key = _order_key(seen, STALENESS_BUCKET_S)
+            queue = Dispatcher(todo, lambda vm: order_key(vm)[:3])
+            pool.pending = queue.remaining
 
-            def switch_too_late() -> bool:
+            def switch_too_late(group: str) -> bool:
                 """A new trust group needs a boot: not worth starting one that
                 cannot finish a job before the budget ends."""
                 left = budget_scope.deadline - anyio.current_time()
-                return (strategy == "pooled" and not pool.has_appliance_for(queue[0].trust_group)
+                return (strategy == "pooled" and not pool.has_appliance_for(group)
                         and left < plan.boot + plan.job)
 
             def batch_that_fits() -> int:
@@ -289,29 +297,39 @@ async def run_round(
                 return min(batch, math.floor(left / plan.job)) if plan.job > 0 else batch
 
             async def runner() -> None:
-                while queue:
-                    if stop is not None and stop.is_set():
-                        report.stopped = True
-                        return
-                    size = batch_that_fits()
-                    if switch_too_late() or size < 1:
-                        return
-                    chunk = take_batch(queue, size)
-                    if len(chunk) == 1:
-                        results = [await pool.inspect(chunk[0], specs)]
-                    else:
-                        results = await pool.inspect_batch(chunk, specs)
-                    for result in results:
-                        report.results.append(result)
-                        if store is not None:
-                            kind = vm_kind(result.results, disks.get(result.vm, 1))
-                            report.drift += store.record(report.round_id, result, ctx, kind)
-                        if on_result is not None:
-                            on_result(result)
+                mine: str | None = None  # the trust group this runner serves
+                try:
+                    while queue:
+                        if stop is not None and stop.is_set():
+                            report.stopped = True
+                            return
+                        size = batch_that_fits()
+                        group = queue.pick(mine)
+                        if switch_too_late(group) or size < 1:
+                            return
+                        chunk = queue.take(group, size, mine)
+                        mine = group
+                        await job(chunk)
+                finally:
+                    queue.leave(mine)
+
+            async def job(chunk: list[VM]) -> None:
+                if len(chunk) == 1:
+                    results = [await pool.inspect(chunk[0], specs)]
+                else:
+                    results = await pool.inspect_batch(chunk, specs)
+                for result in results:
+                    report.results.append(result)
+                    if store is not None:
+                        kind = vm_kind(result.results, disks.get(result.vm, 1))
+                        report.drift += store.record(report.round_id, result, ctx, kind)
+                    if on_result is not None:
+                        on_result(result)
 
             async with anyio.create_task_group() as tg:
                 for _ in range(pool.size if todo else 0):
                     tg.start_soon(runner)
+    pool.pending = {}
     done = {r.vm for r in report.results}
     report.not_reached = [vm.name for vm in todo if vm.name not in done]
     report.elapsed = anyio.current_time() - start

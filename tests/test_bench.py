@@ -75,12 +75,13 @@ def test_simulation_follows_the_model_and_is_labelled(tmp_path: Path) -> None:
 
 
 def test_no_trust_group_switch_is_started_that_cannot_pay_off() -> None:
-    """SIMULATION. Group 0 ends 3 s before the budget; a boot takes 20 s: the round
-    stops there instead of rebooting both appliances for group 1 in vain."""
+    """SIMULATION. Three groups of 62 one-second VMs, two appliances: each serves
+    one group from the start, and both groups end ~3.6 s before the budget; a boot
+    takes 20 s, so the round stops there instead of rebooting for group 2 in vain."""
     costs = Costs(boot=(20.0, 0.0), attach=(0.1, 0.0), inspect=(1.0, 0.0), detach=(0.1, 0.0))
-    late = simulate(250, 2, 100, costs, groups=2)
-    assert len(late.covered) == 125 and late.retirements == {}
+    late = simulate(186, 2, 100, costs, groups=3)
+    assert len(late.covered) == 124 and late.retirements == {}
     assert late.elapsed < 97
-    # with time enough, the switch happens and group 1 is served
-    early = simulate(250, 2, 200, costs, groups=2)
-    assert early.retirements["trust-group-switch"] == 2 and len(early.covered) > 125
+    # with time enough, the switch happens and group 2 is served by both
+    early = simulate(186, 2, 200, costs, groups=3)
+    assert early.retirements["trust-group-switch"] == 2 and len(early.covered) == 186
