@@ -16,6 +16,7 @@ from . import _rpmdb as rpmdb
 from ._api import Inspector
 from ._bdb import BDBError, hash_values
 from ._guest import Guest, GuestReadError
+from ._ndb import NDBError, ndb_blobs
 from ._sandbox import sqlite_blobs
 
 MiB = 1024 * 1024
@@ -32,9 +33,9 @@ def _split_deb_version(full: str) -> tuple[int | None, str, str]:
 
 class PackagesInspector(Inspector):
     name = "packages"
-    version = "3"
+    version = "4"
     description = ("Installed packages (name, epoch, version, release, arch) from dpkg, rpm "
-                   "(sqlite, Berkeley DB), apk, pacman, or Windows's Uninstall keys")
+                   "(sqlite, ndb, Berkeley DB), apk, pacman, or Windows's Uninstall keys")
     deadline = 90.0
     drift_noun = "package"
 
@@ -150,24 +151,25 @@ class PackagesInspector(Inspector):
 
     @staticmethod
     def _rpm(guest: Guest, cap: int, limit: int) -> list[dict[str, Any]] | None:
-        """The rpm database: SQLite (Fedora 33+, RHEL 9), read in a sandbox, or the
-        Berkeley DB ``Packages`` of CentOS/RHEL 7 and older, walked in Python."""
-        blobs: list[bytes] | None = None
-        for path in ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"):
-            if guest.is_file(path):
-                data = guest.read_bytes(path, cap)
-                blobs = sqlite_blobs(data, limit=limit, deadline=min(30.0, guest.time_left()))
-                break
-        else:
-            for path in ("/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/Packages"):
-                if guest.is_file(path):
-                    try:
-                        blobs = hash_values(guest.read_bytes(path, cap), limit=limit)
-                    except BDBError as e:
-                        raise InspectorError(f"{path}: {e}") from None
-                    break
-        if blobs is None:
+        """The rpm database: SQLite (Fedora 33+, RHEL 9), read in a sandbox; else
+        SUSE's ndb ``Packages.db`` (Leap/SLES 15+), else the Berkeley DB ``Packages``
+        of CentOS/RHEL 7 and older, both walked in Python."""
+        paths = [d + f for f in ("rpmdb.sqlite", "Packages.db", "Packages")
+                 for d in ("/var/lib/rpm/", "/usr/lib/sysimage/rpm/")]
+        kinds = guest.kinds(paths)  # one round trip per folder
+        path = next((p for p in paths if kinds.get(p) == "file"), None)
+        if path is None:
             return None
+        data = guest.read_bytes(path, cap)
+        blobs: list[bytes]
+        if path.endswith(".sqlite"):
+            blobs = sqlite_blobs(data, limit=limit, deadline=min(30.0, guest.time_left()))
+        else:
+            try:
+                blobs = (ndb_blobs if path.endswith(".db") else hash_values)(data, limit=limit)
+            except (NDBError, BDBError) as e:
+                capped = f" (only its first {cap // MiB} MiB read)" if len(data) >= cap else ""
+                raise InspectorError(f"{path}: {e}{capped}") from None
         pkgs = [p for blob in blobs if (p := rpmdb.parse_header(blob)) is not None]
         return [{"name": p["name"], "version": p.get("version", ""),
                  "release": p.get("release", ""), "epoch": p.get("epoch"),

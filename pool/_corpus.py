@@ -36,7 +36,8 @@ from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk
 from ._paths import cache_dir, writable_dir
 
-GENERATOR_VERSION = "6"  # 2: rpm indexes; 3, 5, 6: expected.json; 4: dpkg final blank
+GENERATOR_VERSION = "7"  # 2: rpm indexes; 3, 5, 6: expected.json; 4: dpkg final blank;
+#                           7: opensuse (ndb rpmdb)
 Progress = Callable[[str], None] | None
 #: what the appliance does to a VM's disks, given their appliance device names
 Work = Callable[[Any, list[str]], None]
@@ -692,6 +693,39 @@ def _centos7(d: Path, t: Path) -> CorpusVM:
         packages=pk))
 
 
+OPENSUSE_RELEASE = ('NAME="openSUSE Leap"\nVERSION="15.5"\nID="opensuse-leap"\n'
+                    'ID_LIKE="suse opensuse"\nVERSION_ID="15.5"\nPRETTY_NAME="openSUSE Leap 15.5"\n'
+                    'ANSI_COLOR="0;32"\nCPE_NAME="cpe:/o:opensuse:leap:15.5"\n')
+SUSE_PACKAGES: list[tuple[str, int | None, str, str, str]] = [
+    ("aaa_base", None, "84.87+git20180409.04c9dae", "150300.10.12.1", "x86_64"),
+    ("bash", None, "4.4", "150400.27.3.2", "x86_64"),
+    ("glibc", None, "2.31", "150300.63.1", "x86_64"),
+    ("openSUSE-release", None, "15.5", "lp155.286.1", "x86_64"),
+    ("openssh-server", None, "8.4p1", "150300.3.37.1", "x86_64"),
+    ("timezone", None, "2024a", "150000.75.28.1", "x86_64"),
+    ("zypper", None, "1.14.64", "150400.3.32.1", "x86_64")]
+
+
+def _opensuse(d: Path, t: Path) -> CorpusVM:
+    """openSUSE Leap 15.5: os-release a link into /usr/lib, the rpm database in rpm's
+    ndb format under /usr/lib/sysimage/rpm, and /var/lib/rpm a link to it, as Leap has."""
+    fs, root = _uuid(0xF01), t / "root"
+    _linux_tree(root, hostname="leap155", fstab=f"UUID={fs} / ext4 defaults 0 1\n",
+                files={"/usr/lib/os-release": OPENSUSE_RELEASE})
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    dbdir = root / "usr/lib/sysimage/rpm"
+    dbdir.mkdir(parents=True)
+    rpmdb.write_ndb(str(dbdir / "Packages.db"), SUSE_PACKAGES)
+    (root / "var/lib").mkdir(parents=True)
+    (root / "var/lib/rpm").symlink_to("../../usr/lib/sysimage/rpm")
+    _one_part(d, "opensuse", root, fs)
+    pk = [_pkg(n, e or 0, v, r, a) for n, e, v, r, a in SUSE_PACKAGES]
+    return CorpusVM("opensuse", ["opensuse.img"], _expect(
+        distro="opensuse", major=15, minor=5, product_name="openSUSE Leap 15.5",
+        hostname="leap155", root="/dev/sda1", package_format="rpm", packages=pk,
+        package_management="zypper", osinfo="opensuse15.5"))
+
+
 def _one_part(d: Path, name: str, tree: Path, fs_uuid: str, kind: str = "ext4",
               size_mb: int = 48) -> None:
     _disk(d / f"{name}.img", size_mb + 2, [Part(None, fs=(kind, tree, fs_uuid, "root"))])
@@ -834,7 +868,7 @@ def _vgclash(d: Path, t: Path, which: str, n: int) -> CorpusVM:
 BUILDERS: list[Callable[[Path, Path], CorpusVM | list[CorpusVM]]] = [
     _btrfs_subvol, _mdraid, _luks_lvm, _lvm_luks, _windows, _centos7, _arch, _debian8,
     _debian12_point, _coreos, _two_roots, _mbr_extended, _whole_disk,
-    lambda d, t: _vgclash(d, t, "a", 1), lambda d, t: _vgclash(d, t, "b", 2)]
+    lambda d, t: _vgclash(d, t, "a", 1), lambda d, t: _vgclash(d, t, "b", 2), _opensuse]
 
 
 # -- building ------------------------------------------------------------------

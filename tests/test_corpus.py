@@ -19,6 +19,7 @@ from guestpool import _corpus as corpus_mod
 from guestpool import _regf as regf
 from guestpool.bench import fidelity
 from guestpool.inspectors import _rpmdb as rpmdb
+from guestpool.inspectors._ndb import ndb_blobs
 
 # -- pieces, read by the real readers -------------------------------------------------
 
@@ -140,7 +141,7 @@ def test_expected_names_every_vm_with_vm_relative_devices(host_built: tuple[Path
                                                           ) -> None:
     d, vms = host_built
     names = [vm.name for vm in vms]
-    assert len(names) == len(set(names)) == 17
+    assert len(names) == len(set(names)) == 18
     device = re.compile(r"^(/dev/sd[a-z]\d*|/dev/[\w-]+/[\w-]+|/dev/md/\w+|"
                         r"/dev/mapper/luks-[0-9a-f-]{36}|btrfsvol:/dev/sd[a-z]\d+/\w+)$")
     for vm in vms:
@@ -177,6 +178,30 @@ def test_host_made_filesystems_carry_the_uuids_fstab_names(host_built: tuple[Pat
     win = subprocess.run(["sfdisk", "--dump", str(d / "windows.img")], capture_output=True,
                          text=True, check=True).stdout
     assert f"label-id: 0x{corpus_mod.WIN_DISK_ID:08x}" in win
+
+
+def test_opensuse_image_holds_its_ndb_rpmdb_where_leap_keeps_it(
+        host_built: tuple[Path, list[Any]]) -> None:
+    """Read back from the ext4 image with debugfs. The host's librpm (Debian: sqlite
+    and bdb_ro backends only) cannot read ndb, so test_ndb.py checks the layout
+    against rpm's rpmpkg.c instead."""
+    if shutil.which("debugfs") is None:
+        pytest.skip("debugfs missing (e2fsprogs)")
+    d, _ = host_built
+    image = f"{d / 'opensuse.img'}?offset={_partitions(d / 'opensuse.img')[1]}"
+
+    def debugfs(request: str) -> bytes:
+        return subprocess.run(["debugfs", "-R", request, image], capture_output=True,
+                              check=True).stdout
+
+    blobs = ndb_blobs(debugfs("cat /usr/lib/sysimage/rpm/Packages.db"))
+    got = [(h["name"], h.get("epoch"), h["version"], h["release"], h["arch"])
+           for h in map(rpmdb.parse_header, blobs) if h is not None]
+    assert got == corpus_mod.SUSE_PACKAGES
+    for link, target in (("/var/lib/rpm", b"../../usr/lib/sysimage/rpm"),
+                         ("/etc/os-release", b"../usr/lib/os-release")):
+        stat = debugfs(f"stat {link}")
+        assert b"Type: symlink" in stat and b'Fast link dest: "' + target in stat, link
 
 
 def test_xfs_protofile_describes_the_tree(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from helpers.corpus import Corpus
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
+from guestpool._corpus import SUSE_PACKAGES
 from guestpool._drift import diff
 
 FACTS = ("type", "distro", "major_version", "minor_version", "product_name", "hostname",
@@ -77,6 +78,19 @@ def test_windows_on_the_cheap_path(corpus: Corpus, scanned: dict[str, Any]) -> N
     assert os_value["osinfo"] == "win2k19"
     apps = {a["display_name"] for a in _value(scanned["windows"], "packages")["packages"]}
     assert apps == {a["display_name"] for a in want["applications"]}
+
+
+def test_opensuse_ndb_rpmdb_on_the_cheap_path(corpus: Corpus, scanned: dict[str, Any]) -> None:
+    """Leap 15.5: every package out of its ndb Packages.db, and libguestfs's
+    package_management and osinfo for it."""
+    want = corpus.expected["opensuse"]
+    os_value = _value(scanned["opensuse"], "os")
+    assert (os_value["package_management"], os_value["osinfo"]) == (
+        want["package_management"], want["osinfo"]) == ("zypper", "opensuse15.5")
+    packages = _value(scanned["opensuse"], "packages")
+    assert packages["format"] == "rpm"
+    assert sorted((p["name"], p["epoch"], p["version"], p["release"], p["arch"])
+                  for p in packages["packages"]) == sorted(SUSE_PACKAGES)
 
 
 def test_no_appliance_device_name_leaks(scanned: dict[str, Any]) -> None:
