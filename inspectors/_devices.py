@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,15 +112,30 @@ def vm_disk_name(index: int) -> str:
     return f"/dev/sd{letters}"
 
 
+def api_device(path: str, api_names: Mapping[str, str]) -> str:
+    """The name libguestfs's API takes for the kernel's device ``path``.
+
+    The daemon renames ``/dev/sdX[N]`` by the order disks were added at launch
+    (``/dev/sda`` = the first), while the kernel names them in the order its SCSI
+    scan finished. Disks hot-plugged later are not renamed (``api_names`` is
+    empty); an appliance launched with the VM's disks (the cold strategy) passes
+    the kernel disk -> API disk map it read from the disks' labels."""
+    m = re.fullmatch(r"(/dev/sd[a-z]+)(\d*)", path)
+    if m is None or m.group(1) not in api_names:
+        return path
+    return api_names[m.group(1)] + m.group(2)
+
+
 def find_filesystems(g: Any, devices: list[str], shell: bool = True,
-                     keys: Sequence[LuksKey] = ()) -> Layout:
+                     keys: Sequence[LuksKey] = (),
+                     api_names: Mapping[str, str] | None = None) -> Layout:
     """The filesystems on ``devices`` (appliance names, in the VM's order),
     opening md arrays, LUKS devices and volume groups on the way."""
     for dev in devices:
         if not _DEVICE.fullmatch(dev):
             raise ValueError(f"not an appliance disk name: {dev!r}")
     if shell:
-        return _Discovery(g, devices, keys).run()
+        return _Discovery(g, devices, keys, api_names or {}).run()
     return _with_api(g, devices)
 
 
@@ -244,8 +259,10 @@ def deactivate_script(layout: Layout) -> str:
 class _Discovery:
     """One VM's layout, layer by layer, through ``debug sh`` round trips."""
 
-    def __init__(self, g: Any, devices: list[str], keys: Sequence[LuksKey]) -> None:
+    def __init__(self, g: Any, devices: list[str], keys: Sequence[LuksKey],
+                 api_names: Mapping[str, str]) -> None:
         self.g, self.devices, self.keys = g, devices, keys
+        self.api_names = api_names
         self.layout = Layout([], [], [])
         self.names = self.layout.names
 
@@ -393,7 +410,8 @@ class _Discovery:
                 else f"luks-gp{len(self.layout.opened)}"
             for key in keys:
                 try:
-                    self.g.cryptsetup_open(dev, key.secret, mapname, readonly=True)
+                    self.g.cryptsetup_open(api_device(dev, self.api_names), key.secret,
+                                           mapname, readonly=True)
                 except RuntimeError:
                     continue
                 self.layout.opened.append(("luks", mapname))

@@ -13,7 +13,7 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from ._devices import (
     Filesystem,
     Finding,
     Layout,
+    api_device,
     deactivate,
     deactivate_script,
     find_filesystems,
@@ -80,10 +81,14 @@ class Guest:
     """
 
     def __init__(self, handle: Any, vm: str, devices: list[str], *, shell: bool = True,
-                 keys: Sequence[LuksKey] = ()) -> None:
+                 keys: Sequence[LuksKey] = (), api_names: Mapping[str, str] | None = None
+                 ) -> None:
         self._g = handle
         self.vm = vm
         self.devices = list(devices)
+        #: kernel disk -> libguestfs API disk, for an appliance launched with the
+        #: VM's disks (see :func:`api_device`); empty for hot-plugged disks
+        self._api_names = dict(api_names or {})
         self._shell = shell
         self._keys = tuple(keys)
         self._deadline = float("inf")
@@ -119,7 +124,9 @@ class Guest:
     @property
     def handle(self) -> Any:
         """The raw ``guestfs.GuestFS`` handle. For experts: it bypasses every bound,
-        uses the appliance's device names (``Filesystem.path``), sees other VMs'
+        uses the appliance's device names (``Filesystem.path``; an appliance
+        launched with the VM's disks renames ``/dev/sdX`` in API calls, see
+        :func:`~guestpool.inspectors._devices.api_device`), sees other VMs'
         disks when several are attached, and must not be used to write (the disks
         are read-only at the qemu level anyway). The VM's LVM volume groups, md
         arrays and LUKS devices are open only once :meth:`filesystems` has run."""
@@ -149,7 +156,8 @@ class Guest:
         if self._layout is None:
             self.check_deadline()
             with self._step("discover"):
-                self._layout = find_filesystems(self._g, self.devices, self._shell, self._keys)
+                self._layout = find_filesystems(self._g, self.devices, self._shell, self._keys,
+                                                self._api_names)
         return self._layout
 
     def findings(self) -> list[Finding]:
@@ -338,13 +346,14 @@ class Guest:
             options = f"ro,subvol={fs.subvol}"
         elif top and fs.type == "btrfs":
             options = "ro,subvolid=5"
+        path = api_device(fs.path, self._api_names) if self._shell else fs.path
         if fs.type in _TYPED_MOUNT:
             try:
-                self._g.mount_vfs(options, fs.type, fs.path, mountpoint)
+                self._g.mount_vfs(options, fs.type, path, mountpoint)
                 return
             except RuntimeError:  # the type udev saw was not the whole story
                 pass
-        self._g.mount_options(options, fs.path, mountpoint)
+        self._g.mount_options(options, path, mountpoint)
 
     def mountpoint_of(self, device: str) -> str | None:
         """Where ``device`` (the VM's name) is mounted right now, if it is."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -34,6 +35,7 @@ from . import _regf as regf
 from ._demo import MiB, _copy_data, _finish, _mkfs, _run, _write
 from ._errors import FleetError, SetupError
 from ._fleet import VM, Disk
+from ._hotplug import drive_label, kernel_disks
 from ._paths import cache_dir, writable_dir
 
 GENERATOR_VERSION = "7"  # 2: rpm indexes; 3, 5, 6: expected.json; 4: dpkg final blank;
@@ -295,9 +297,29 @@ def _tar(tree: Path, out: Path) -> Path:
 
 # -- appliance steps ------------------------------------------------------------
 
+#: API disk name -> the kernel's, per appliance handle (see _kernel_names)
+_KERNEL_NAMES: dict[int, dict[str, str]] = {}
+
+
 def _sh(g: Any, script: str) -> str:
-    """Run a shell script in the appliance (``debug sh``); fails on the first error."""
+    """Run a shell script in the appliance (``debug sh``); fails on the first error.
+
+    The script names disks as the API does (``/dev/sda`` = the first drive added);
+    the shell sees the kernel's names, which follow the order its SCSI scan
+    finished in, not the order the drives were added. So each API disk name is
+    replaced by the kernel's before the script runs."""
+    names = _KERNEL_NAMES.get(id(g), {})
+    script = re.sub(r"/dev/sd[a-z]+", lambda m: names.get(m.group(0), m.group(0)), script)
     return str(g.debug("sh", ["set -e; " + script]))
+
+
+def _kernel_names(g: Any, count: int, api: list[str]) -> dict[str, str]:
+    """The kernel's name of each API disk, through the udev links of the labels."""
+    try:
+        kernel = kernel_disks(g, [drive_label(i, "c") for i in range(count)])
+    except ValueError as e:
+        raise SetupError(f"corpus: {e}") from None
+    return dict(zip(api, kernel, strict=True))
 
 
 def _lvm(disks: list[str]) -> str:
@@ -892,12 +914,13 @@ def _run_appliance(d: Path, vms: list[CorpusVM], progress: Progress) -> None:
     order: list[str] = []
     for vm in busy:
         for disk in vm.disks:
-            g.add_drive_opts(str(d / disk), format="raw")
+            g.add_drive_opts(str(d / disk), format="raw", label=drive_label(len(order), "c"))
             order.append(disk)
     g.launch()
     try:
         devices = g.list_devices()
         where = dict(zip(order, devices, strict=True))
+        _KERNEL_NAMES[id(g)] = _kernel_names(g, len(order), devices)
         for vm in busy:
             assert vm.work is not None
             started = time.monotonic()
@@ -910,6 +933,7 @@ def _run_appliance(d: Path, vms: list[CorpusVM], progress: Progress) -> None:
                          f"{time.monotonic() - started:.1f} s")
         g.sync()
     finally:
+        _KERNEL_NAMES.pop(id(g), None)
         g.shutdown()
         g.close()
 

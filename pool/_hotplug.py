@@ -83,6 +83,30 @@ def outside_sysroot(table: str) -> frozenset[str]:
                      and not f[1].startswith("/sysroot/"))
 
 
+def drive_label(i: int, prefix: str = "disk") -> str:
+    """A libguestfs drive label (letters only) for the ``i``-th disk added at
+    launch: diska, diskb, ..., diskz, diskba, ..."""
+    letters = ""
+    while True:
+        letters = chr(ord("a") + i % 26) + letters
+        i //= 26
+        if not i:
+            return prefix + letters
+
+
+def kernel_disks(g: Any, labels: list[str]) -> list[str]:
+    """The kernel's names of disks added at launch with these labels. The kernel
+    names disks in the order its SCSI scan finished, libguestfs's API in the
+    order they were added (and renames them in its calls); a shell sees the
+    kernel's names, found here through the label's udev link."""
+    script = "".join(f'printf "%s\\n" "$(readlink -f /dev/disk/guestfs/{lb})"\n'
+                     for lb in labels)
+    kernel = str(g.debug("sh", [script])).split()
+    if len(kernel) != len(labels) or not all(k.startswith("/dev/sd") for k in kernel):
+        raise ValueError(f"disks labelled {labels} are not all in the appliance: {kernel}")
+    return kernel
+
+
 def device_listing(fn: Callable[[], T], tries: int = 30) -> T:
     """A device listing; retried while udev is still adding or removing the links of
     disks just hot-plugged (the daemon then fails to resolve one of them)."""

@@ -30,6 +30,8 @@ from ._hotplug import (
     HotPlug,
     OpError,
     check_image,
+    drive_label,
+    kernel_disks,
     outside_sysroot,
     prepare_appliance,
 )
@@ -242,7 +244,7 @@ class Worker:
                 try:
                     # libguestfs drive labels are letters only
                     g.add_drive_opts(disk.path, readonly=True, format=disk.format,
-                                     label=f"disk{chr(ord('a') + i % 26)}")
+                                     label=drive_label(i))
                 except RuntimeError as e:
                     raise OpError(ErrorKind.IMAGE, f"{disk.path}: {e}") from e
             try:
@@ -252,8 +254,9 @@ class Worker:
                               f"appliance could not open {req.vm}'s disks: {e}") from e
             booted = time.monotonic()
             self.g = g
-            guest = Guest(g, req.vm, g.list_devices()[: len(req.disks)],
-                          shell=prepare_appliance(g), keys=req.keys)
+            shell = prepare_appliance(g)
+            devices, api_names = _launched_disks(g, len(req.disks), shell)
+            guest = Guest(g, req.vm, devices, shell=shell, keys=req.keys, api_names=api_names)
             results = self._inspect(guest, req.inspectors)
             return ColdDone(results=results, boot_seconds=booted - start,
                             inspect_seconds=time.monotonic() - booted, qemu_pid=g.get_pid())
@@ -335,3 +338,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+
+def _launched_disks(g: Any, count: int, shell: bool) -> tuple[list[str], dict[str, str]]:
+    """The VM's disks in an appliance launched with them: the kernel's names (in
+    the VM's order, what the shell path reads from udev) and the API name of each
+    (what API calls take). Without a shell the stable API is used throughout,
+    with the API's names."""
+    api = list(g.list_devices()[:count])
+    if not shell:
+        return api, {}
+    try:
+        kernel = kernel_disks(g, [drive_label(i) for i in range(count)])
+    except ValueError as e:
+        raise OpError(ErrorKind.APPLIANCE, str(e)) from None
+    return kernel, dict(zip(kernel, api, strict=True))

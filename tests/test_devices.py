@@ -197,3 +197,25 @@ def test_hostile_array_and_group_names_stay_out_of_names_and_shells() -> None:
     layout = find_filesystems(ScriptedHandle(answers), ["/dev/sdc"])
     assert layout.filesystems == [] and layout.opened == []
     assert [f.kind for f in layout.findings] == ["md-unassembled"]
+
+
+def test_api_names_follow_the_order_disks_were_added() -> None:
+    """The kernel named the VM's first disk sdb (its SCSI scan finished the other
+    first): API calls get libguestfs's name for it; other devices pass as they are."""
+    from guestpool.inspectors._devices import api_device
+
+    names = {"/dev/sdb": "/dev/sda", "/dev/sda": "/dev/sdb"}
+    assert api_device("/dev/sdb1", names) == "/dev/sda1"
+    assert api_device("/dev/sda", names) == "/dev/sdb"
+    assert api_device("/dev/sdc2", names) == "/dev/sdc2"
+    assert api_device("/dev/mapper/vg-root", names) == "/dev/mapper/vg-root"
+    assert api_device("/dev/md127", names) == "/dev/md127"
+    assert api_device("/dev/sdb1", {}) == "/dev/sdb1"  # hot-plugged: no renaming
+
+
+def test_drive_labels_are_letters_and_unique() -> None:
+    from guestpool._hotplug import drive_label
+
+    labels = [drive_label(i) for i in range(1000)]
+    assert len(set(labels)) == 1000 and all(lb.isalpha() for lb in labels)
+    assert labels[:2] == ["diska", "diskb"] and drive_label(0, "c") == "ca"

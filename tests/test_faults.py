@@ -112,6 +112,25 @@ async def test_cold_strategy_boots_once_per_vm(demo_fleet: DemoFleet) -> None:
         assert pool.stats.boots == 2
 
 
+async def test_cold_strategy_names_a_two_disk_vms_disks_as_the_vm_does(
+        demo_fleet: DemoFleet) -> None:
+    """An appliance launched with the VM's disks: the kernel names them in the order
+    its SCSI scan finished, libguestfs's API in the order they were added. The
+    first disk is /dev/sda in the results either way, and every mount reaches the
+    disk it names."""
+    vm = next(v for v in demo_fleet.vms if demo_fleet.truth[v.name]["kind"] == "twodisk")
+    async with Pool(1, strategy="cold") as pool:
+        r = await pool.inspect(vm, ["os", "filesystems"])
+    assert r.ok, r.error
+    os_value = r.results["os"]["value"]
+    assert os_value["hostname"] == demo_fleet.truth[vm.name]["os"]["hostname"]
+    mounts = os_value["mountpoints"]
+    assert set(mounts) == {"/", "/srv"}
+    assert mounts["/"].startswith("/dev/sda") and mounts["/srv"].startswith("/dev/sdb"), mounts
+    labels = {fs["device"]: fs["label"] for fs in r.results["filesystems"]["value"]}
+    assert labels[mounts["/"]] == "root" and labels[mounts["/srv"]] == "srv", labels
+
+
 def test_library_works_under_asyncio(demo_fleet: DemoFleet) -> None:
     import anyio
 
