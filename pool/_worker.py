@@ -281,6 +281,21 @@ class Worker:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
+def _launched_disks(g: Any, count: int, shell: bool) -> tuple[list[str], dict[str, str]]:
+    """The VM's disks in an appliance launched with them: the kernel's names (in
+    the VM's order, what the shell path reads from udev) and the API name of each
+    (what API calls take). Without a shell the stable API is used throughout,
+    with the API's names."""
+    api = list(g.list_devices()[:count])
+    if not shell:
+        return api, {}
+    try:
+        kernel = kernel_disks(g, [drive_label(i) for i in range(count)])
+    except ValueError as e:
+        raise OpError(ErrorKind.APPLIANCE, str(e)) from None
+    return kernel, dict(zip(kernel, api, strict=True))
+
+
 def _answer(worker: Worker, request: Request) -> Reply:
     try:
         return worker.handle(request)
@@ -338,19 +353,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-
-def _launched_disks(g: Any, count: int, shell: bool) -> tuple[list[str], dict[str, str]]:
-    """The VM's disks in an appliance launched with them: the kernel's names (in
-    the VM's order, what the shell path reads from udev) and the API name of each
-    (what API calls take). Without a shell the stable API is used throughout,
-    with the API's names."""
-    api = list(g.list_devices()[:count])
-    if not shell:
-        return api, {}
-    try:
-        kernel = kernel_disks(g, [drive_label(i) for i in range(count)])
-    except ValueError as e:
-        raise OpError(ErrorKind.APPLIANCE, str(e)) from None
-    return kernel, dict(zip(kernel, api, strict=True))
