@@ -5,18 +5,21 @@ See DESIGN.md, "Throughput model": pooled VMs(T) ≈ P·(T − B)/J, cold P·T/(
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import re
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 Strategy = Literal["pooled", "cold"]
 SHUTDOWN_RESERVE_S = 2.0
-# Costs assumed by a store with no history: TCG, 2 cores, os+filesystems, measured
-# 2026-11-22 (bench/README.md). Every round then replaces them with its own.
-DEFAULT_COSTS = {"boot": 18.0, "job": 1.6, "unchanged": 0.002}
+# Costs assumed by a store with no history: TCG, 2 cores, os+filesystems, batches
+# of two; job = the mean of three fresh 300 s rounds over the 1,000-VM demo fleet
+# (0.95-1.24 s, 2026-12-03, bench/README.md). Every round then replaces them.
+DEFAULT_COSTS = {"boot": 18.0, "job": 1.1, "unchanged": 0.002}
 #: A logical volume as the VM names it (``/dev/VG/LV``, ``/dev/mapper/VG-LV``).
 _LV = re.compile(r"/dev/(?!disk/)[^/]+/[^/]+")
 
@@ -92,11 +95,14 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
     if strategy == "cold":
         predicted = min(vms, pool_size * math.floor(usable / (boot + job)))  # whole VMs
         needed = math.ceil(vms * (boot + job) / usable) if usable else 1
+        switched = 0
     else:
-        predicted, needed = _pooled_fit(runs, jobs, usable, pool_size, boot, warm)
+        _, needed = _pooled_fit(runs, jobs, usable, pool_size, boot, warm)
+        predicted, switched = _affinity_fit(list(groups or [""] * vms)[:len(jobs)], jobs,
+                                            usable, pool_size, boot, warm)
     return Plan(vms + unchanged, budget, pool_size, boot, job, predicted + unchanged,
                 max(1, needed), measured="boot" in costs and job_key in costs,
-                group_switches=len(runs) - 1, unchanged=unchanged,
+                group_switches=switched, unchanged=unchanged,
                 by_kind=sum(c is not None for c in priced), warm=warm)
 
 
@@ -131,6 +137,45 @@ def _pooled_fit(runs: list[int], jobs: list[float], usable: float, pool_size: in
                    if p * (usable - start) >= work + switches(p)),
                   math.ceil((work + switches(longest)) / (usable - start)))
     return predicted, needed
+
+
+def _affinity_fit(groups: list[str], jobs: list[float], usable: float, pool_size: int,
+                  boot: float, warm: bool = False) -> tuple[int, int]:
+    """(VMs covered, trust-group switches) when the round dispatches as
+    ``pool/_dispatch.py`` does: each appliance keeps its trust group, and one
+    without a group (or whose group is done) takes the group fewest appliances
+    serve, paying a boot if it served another; no switch is started that
+    cannot finish a job in the time left. VM i costs ``jobs[i]``."""
+    queues: dict[str, deque[float]] = {}
+    for group, cost in zip(groups, jobs, strict=True):
+        queues.setdefault(group, deque()).append(cost)
+    order = {g: i for i, g in enumerate(queues)}
+    serving: Counter[str] = Counter()
+    start = 0.0 if warm else boot
+    free = [(start, i, "") for i in range(pool_size)]  # (time free, appliance, its group)
+    heapq.heapify(free)
+    covered = switches = 0
+    while free:
+        t, app, group = heapq.heappop(free)
+        if not queues.get(group):
+            if group:
+                serving[group] -= 1
+            left = [g for g, q in queues.items() if q]
+            if not left:
+                continue
+            new = min(left, key=lambda g: (serving[g], order[g]))
+            if group:
+                if t + boot + queues[new][0] > usable:
+                    continue
+                t, switches = t + boot, switches + 1
+            group = new
+            serving[group] += 1
+        if t + queues[group][0] > usable:
+            continue  # this appliance's next job does not fit: it is done
+        t += queues[group].popleft()
+        covered += 1
+        heapq.heappush(free, (t, app, group))
+    return covered, switches
 
 
 def _runs(groups: Sequence[str]) -> list[int]:
