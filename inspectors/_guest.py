@@ -346,7 +346,7 @@ class Guest:
             options = f"ro,subvol={fs.subvol}"
         elif top and fs.type == "btrfs":
             options = "ro,subvolid=5"
-        path = api_device(fs.path, self._api_names) if self._shell else fs.path
+        path = api_device(fs.path, self._api_names)
         if fs.type in _TYPED_MOUNT:
             try:
                 self._g.mount_vfs(options, fs.type, path, mountpoint)

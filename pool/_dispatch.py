@@ -24,6 +24,19 @@ from ._pool import batchable
 MAX_GROUPS = 256
 
 
+def take_batch(queue: deque[VM], size: int, window: int = 64) -> list[VM]:
+    """The next VM and up to ``size - 1`` compatible ones from the next ``window``."""
+    chunk = [queue.popleft()]
+    if size > 1:
+        for vm in list(itertools.islice(queue, window)):
+            if len(chunk) >= size:
+                break
+            if batchable([*chunk, vm]):
+                chunk.append(vm)
+                queue.remove(vm)
+    return chunk
+
+
 class Dispatcher:
     """The round's VMs in order (``bucket_of`` gives a VM's staleness bucket),
     split by trust group."""
@@ -70,14 +83,7 @@ class Dispatcher:
         """The next VM of ``group`` and up to ``size - 1`` compatible ones of the same
         group from its next ``window``; the runner now serves ``group``."""
         queue = self._by_group[group]
-        chunk = [queue.popleft()]
-        if size > 1:
-            for vm in list(itertools.islice(queue, window)):
-                if len(chunk) >= size:
-                    break
-                if batchable([*chunk, vm]):
-                    chunk.append(vm)
-                    queue.remove(vm)
+        chunk = take_batch(queue, size, window)
         if not queue:
             del self._by_group[group]  # only groups with VMs left are kept
         self.remaining[group] -= len(chunk)

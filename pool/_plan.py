@@ -97,7 +97,7 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
         needed = math.ceil(vms * (boot + job) / usable) if usable else 1
         switched = 0
     else:
-        _, needed = _pooled_fit(runs, jobs, usable, pool_size, boot, warm)
+        needed = _needed_pool(runs, jobs, usable, boot, warm)
         predicted, switched = _affinity_fit(list(groups or [""] * vms)[:len(jobs)], jobs,
                                             usable, pool_size, boot, warm)
     return Plan(vms + unchanged, budget, pool_size, boot, job, predicted + unchanged,
@@ -106,37 +106,25 @@ def plan_round(vms: int, budget: float, pool_size: int, costs: Mapping[str, floa
                 by_kind=sum(c is not None for c in priced), warm=warm)
 
 
-def _pooled_fit(runs: list[int], jobs: list[float], usable: float, pool_size: int,
-                boot: float, warm: bool = False) -> tuple[int, int]:
-    """(VMs this pool covers, appliances full coverage needs) when VM i costs
-    ``jobs[i]`` and every change of trust group after the first run costs
-    min(P, run length) boots; a warm pool pays no boot at the start."""
+def _needed_pool(runs: list[int], jobs: list[float], usable: float, boot: float,
+                 warm: bool = False) -> int:
+    """Appliances full coverage needs when VM i costs ``jobs[i]`` and every change
+    of trust group after the first run costs min(P, run length) boots (an upper
+    bound: with affinity, an appliance that keeps its group pays none); a warm
+    pool pays no boot at the start."""
     def switches(p: int) -> float:
         return sum(min(p, size) for size in runs[1:]) * boot
 
     start = 0.0 if warm else boot
-    predicted, spent, capacity = 0, 0.0, pool_size * max(0.0, usable - start)
-    costs = iter(jobs)
-    for i, size in enumerate(runs):
-        spent += min(pool_size, size) * boot if i else 0.0
-        take = 0
-        for cost in itertools.islice(costs, size):
-            if spent + cost > capacity:
-                break
-            take, spent = take + 1, spent + cost
-        predicted += take
-        if take < size:
-            break
     if usable <= start:
-        return predicted, 1
+        return 1
     # switches(p) grows with p up to the longest run, then stays: search that far
     work = sum(jobs)
     least = max(1, math.ceil(work / (usable - start)))
     longest = max(runs, default=1)
-    needed = next((p for p in range(least, max(least, longest) + 1)
-                   if p * (usable - start) >= work + switches(p)),
-                  math.ceil((work + switches(longest)) / (usable - start)))
-    return predicted, needed
+    return next((p for p in range(least, max(least, longest) + 1)
+                 if p * (usable - start) >= work + switches(p)),
+                math.ceil((work + switches(longest)) / (usable - start)))
 
 
 def _affinity_fit(groups: list[str], jobs: list[float], usable: float, pool_size: int,

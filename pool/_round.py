@@ -11,11 +11,10 @@ budget goes to the others. A pool the caller keeps warm across rounds
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from guestpool.inspectors._registry import resolve_specs
 from ._dispatch import Dispatcher
 from ._fleet import VM
 from ._plan import SHUTDOWN_RESERVE_S, Plan, Strategy, plan_round, vm_kind
-from ._pool import EventHook, InspectorChoice, Pool, batchable
+from ._pool import EventHook, InspectorChoice, Pool
 from ._results import InspectResult
 from ._safety import SafetyPolicy
 from ._sources import Source, safety_policy
@@ -174,19 +173,6 @@ def job_steps(results: Sequence[InspectResult]) -> dict[str, float]:
     order = ("attach", "discover", "probe", "mount", "inspectors", "release", "detach", "job")
     return {k: round(statistics.median(row.get(k, 0.0) for row in rows), 3)
             for k in order} if rows else {}
-
-
-def take_batch(queue: deque[VM], size: int, window: int = 64) -> list[VM]:
-    """The next VM and up to ``size - 1`` compatible ones from the next ``window``."""
-    chunk = [queue.popleft()]
-    if size > 1:
-        for vm in list(itertools.islice(queue, window)):
-            if len(chunk) >= size:
-                break
-            if batchable([*chunk, vm]):
-                chunk.append(vm)
-                queue.remove(vm)
-    return chunk
 
 
 def order_fleet(vms: Sequence[VM], last_scanned: Mapping[str, float | None] | None = None,
