@@ -7,6 +7,7 @@ background thread with its own trio loop, and tests submit jobs to it.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.get_terminal_writer().line(
             f"a qemu was started during a `not appliance` run:\n{started}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _TRIPWIRE is not None:
+        shutil.rmtree(_TRIPWIRE, ignore_errors=True)

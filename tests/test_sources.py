@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from guestpool._sources import (
 )
 
 URI = "qemu:///system"
+TEST_DOMAINS = "gp-test-"  # every domain a test defines starts so
 
 
 def by_kind(fleet: DemoFleet, kind: str) -> int:
@@ -110,14 +112,31 @@ def _virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
                           text=True, timeout=60)
 
 
+def _listening(path: str) -> bool:
+    """A socket file can outlive its daemon (killed, or a machine restored from a
+    snapshot): only a connection says the daemon is there."""
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
-def libvirtd() -> Iterator[None]:
-    """A real libvirtd: the running one, or one we start (and stop) ourselves."""
+def libvirtd() -> Iterator[str]:
+    """A real libvirtd: the running one, or one we start (and stop) ourselves. Yields
+    a name prefix of this run's own, after removing what a killed run left defined."""
     started = None
     logd = None
-    if not Path("/run/libvirt/virtlogd-sock").exists() and shutil.which("virtlogd"):
+    if not _listening("/run/libvirt/virtlogd-sock") and shutil.which("virtlogd"):
         logd = subprocess.Popen(["virtlogd"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # libvirtd needs it to start domains
+        deadline = time.monotonic() + 30
+        while not _listening("/run/libvirt/virtlogd-sock"):
+            assert logd.poll() is None and time.monotonic() < deadline, \
+                "virtlogd did not come up"
+            time.sleep(0.2)
     if _virsh("list", "--all").returncode != 0:
         if shutil.which("libvirtd") is None or os.geteuid() != 0:
             pytest.fail("libvirtd is not running and cannot be started: run as root after "
@@ -128,7 +147,11 @@ def libvirtd() -> Iterator[None]:
         while _virsh("list", "--all").returncode != 0:
             assert time.monotonic() < deadline, "libvirtd did not come up"
             time.sleep(0.5)
-    yield
+    for stale in _virsh("list", "--all", "--name").stdout.split():
+        if stale.startswith(TEST_DOMAINS):
+            _virsh("destroy", stale)
+            _virsh("undefine", stale)
+    yield f"{TEST_DOMAINS}{uuid.uuid4().hex[:8]}-"
     for proc in (started, logd):
         if proc is not None:
             proc.terminate()
@@ -147,15 +170,16 @@ def _domain(name: str, disks: list[tuple[str, str]], group: str) -> str:
 
 
 @pytest.mark.appliance
-async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet: DemoFleet,
+async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: str, demo_fleet: DemoFleet,
                                                       nova: Path, tmp_path: Path) -> None:
     two = demo_fleet.vms[by_kind(demo_fleet, "twodisk")]
     alpine = demo_fleet.vms[by_kind(demo_fleet, "alpine")]
     overlay = Path(alpine.disks[0].path).with_name("gp-test-overlay.qcow2")
     subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", alpine.disks[0].path, "-F",
                     "qcow2", str(overlay)], check=True, capture_output=True)
-    names = {"gp-test-twodisk": (two, [(d.path, d.format) for d in two.disks]),
-             "gp-test-overlay": (alpine, [(str(overlay), "qcow2")])}
+    twodisk, overlaid = f"{libvirtd}twodisk", f"{libvirtd}overlay"
+    names = {twodisk: (two, [(d.path, d.format) for d in two.disks]),
+             overlaid: (alpine, [(str(overlay), "qcow2")])}
     try:
         for name, (_, disks) in names.items():
             xml = tmp_path / f"{name}.xml"
@@ -163,10 +187,10 @@ async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet
             r = _virsh("define", str(xml))
             assert r.returncode == 0, r.stderr
         source = LibvirtSource(URI)
-        listed = {v.name: v for v in source.load() if v.name.startswith("gp-test-")}
+        listed = {v.name: v for v in source.load() if v.name.startswith(libvirtd)}
         assert set(listed) == set(names)
-        assert len(listed["gp-test-twodisk"].disks) == 2
-        assert listed["gp-test-overlay"].disks[0].format == "qcow2"
+        assert len(listed[twodisk].disks) == 2
+        assert listed[overlaid].disks[0].format == "qcow2"
         assert not any(v.live for v in listed.values())
         nova_vms = NovaSource(nova).load()
         fleet = list(listed.values()) + [dataclasses.replace(v, trust_group="test")
@@ -176,8 +200,8 @@ async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet
                                      str(demo_fleet.manifest.parent)]))
         assert not report.failed and not report.not_reached, report.summary()
         got = {r.vm: r.results["os"]["value"]["hostname"] for r in report.results}
-        assert got["gp-test-twodisk"] == demo_fleet.truth[two.name]["os"]["hostname"]
-        assert got["gp-test-overlay"] == demo_fleet.truth[alpine.name]["os"]["hostname"]
+        assert got[twodisk] == demo_fleet.truth[two.name]["os"]["hostname"]
+        assert got[overlaid] == demo_fleet.truth[alpine.name]["os"]["hostname"]
         hostnames = {demo_fleet.truth[v.name]["os"].get("hostname") for v in demo_fleet.vms}
         assert all(got[v.name] in hostnames for v in nova_vms)
     finally:
@@ -187,7 +211,7 @@ async def test_libvirt_and_nova_sources_scan_for_real(libvirtd: None, demo_fleet
 
 
 @pytest.mark.appliance
-async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
+async def test_running_domain_is_read_live_without_its_lock(libvirtd: str,
                                                             demo_fleet: DemoFleet,
                                                             tmp_path: Path) -> None:
     """A tiny guest (the host kernel, which panics and idles) keeps its disk open."""
@@ -199,17 +223,20 @@ async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
     shutil.copy(alpine.disks[0].path, disk)
     kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]
     xml = tmp_path / "live.xml"
+    name = f"{libvirtd}live"
     xml.write_text(
-        "<domain type='qemu'><name>gp-test-live</name><memory unit='MiB'>128</memory>"
+        f"<domain type='qemu'><name>{name}</name>"
+        "<memory unit='MiB'>128</memory>"
         f"<os><type arch='x86_64'>hvm</type><kernel>{kernel}</kernel>"
         "<cmdline>console=ttyS0 panic=0</cmdline></os><on_crash>destroy</on_crash>"
         "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
         f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
-    assert _virsh("define", str(xml)).returncode == 0
+    r = _virsh("define", str(xml))
+    assert r.returncode == 0, r.stderr
     try:
-        r = _virsh("start", "gp-test-live")
+        r = _virsh("start", name)
         assert r.returncode == 0, r.stderr
-        (vm,) = [v for v in LibvirtSource(URI).load() if v.name == "gp-test-live"]
+        (vm,) = [v for v in LibvirtSource(URI).load() if v.name == name]
         assert vm.live
         options = RoundOptions(budget=90, pool_size=1, inspectors=["hostname"])
         report = await run_round([vm], options)
@@ -218,10 +245,10 @@ async def test_running_domain_is_read_live_without_its_lock(libvirtd: None,
         assert res.live == "possibly inconsistent"
         assert res.results["hostname"]["value"] == demo_fleet.truth[alpine.name]["os"][
             "hostname"]
-        assert "running" in _virsh("domstate", "gp-test-live").stdout  # undisturbed
+        assert "running" in _virsh("domstate", name).stdout  # undisturbed
     finally:
-        _virsh("destroy", "gp-test-live")
-        _virsh("undefine", "gp-test-live")
+        _virsh("destroy", name)
+        _virsh("undefine", name)
         shutil.rmtree(where, ignore_errors=True)
 
 
