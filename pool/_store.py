@@ -7,6 +7,7 @@ killed at any moment loses nothing it reported.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -73,6 +74,9 @@ CREATE TABLE IF NOT EXISTS fingerprints (
     vm TEXT PRIMARY KEY, result_id INTEGER NOT NULL, context TEXT NOT NULL, files TEXT NOT NULL);
 """
 
+_SCHEMA_NAMES = re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)",
+                           SCHEMA + FINGERPRINT_SCHEMA)
+
 
 def default_path() -> Path:
     return data_dir() / "guestpool.db"
@@ -93,7 +97,7 @@ class Store:
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA + FINGERPRINT_SCHEMA)
+            self._create_schema()
             self._add_columns()
         except (OSError, sqlite3.Error) as e:
             raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
@@ -106,6 +110,14 @@ class Store:
     def db(self) -> sqlite3.Connection:
         """The connection, for read models kept beside these tables (``_fleetview``)."""
         return self._db
+
+    def _create_schema(self) -> None:
+        """In one transaction, so a reader of a store being created sees every table
+        or none; skipped (no write lock) when every table is there."""
+        have = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        if set(_SCHEMA_NAMES) <= have:
+            return
+        self._db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}{FINGERPRINT_SCHEMA}\nCOMMIT;\n")
 
     def _add_columns(self) -> None:
         """Columns added after a store may have been created (``ADDED_COLUMNS``)."""

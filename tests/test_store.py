@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from guestpool import VM, Disk, InspectResult, Store, plan_round
+from guestpool import VM, Disk, InspectResult, Store, _store, plan_round
 from guestpool._drift import diff_results
 from guestpool._export import export
 from guestpool._round import order_fleet
@@ -98,3 +101,38 @@ def test_plan_counts_the_boots_of_trust_group_switches() -> None:
     assert singles.needed_pool == 1  # 4 jobs + 3 reboots fit in one appliance's 278 s
     tight = plan_round(300, 60, 2, costs, groups=[str(i) for i in range(300)])
     assert tight.needed_pool > plan_round(300, 60, 2, costs).needed_pool
+
+
+def test_a_store_being_created_shows_all_its_tables_or_none(tmp_path: Path) -> None:
+    """A reader (``report``, a test polling a coordinator's store) that opens the file
+    while another process creates it never sees half a schema."""
+    db = tmp_path / "new.db"
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                c = sqlite3.connect(db, timeout=30)
+            except sqlite3.Error:
+                continue
+            try:
+                seen.add(c.execute("SELECT count(*) FROM sqlite_master "
+                                   "WHERE name NOT LIKE 'sqlite_%'").fetchone()[0])
+            except sqlite3.Error:
+                pass
+            finally:
+                c.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        time.sleep(0.05)
+        Store(db).close()
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join()
+    complete = len(re.findall(r"CREATE (?:TABLE|INDEX)", _store.SCHEMA + _store.FINGERPRINT_SCHEMA))
+    assert seen <= {0, complete}, sorted(seen)
+    assert complete in seen
