@@ -42,6 +42,18 @@ _PREAD_CHUNK = 1024 * 1024
 #: types mounted by name: ``mount`` then skips probing the device (~50 ms under
 #: TCG); NTFS and anything else go through the daemon's probing mount
 _TYPED_MOUNT = frozenset({"ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"})
+#: what the shell is given as a device: the appliance's own block devices
+#: (disks, partitions, md arrays, device-mapper nodes we or LVM named)
+_DEVICE_PATH = re.compile(r"/dev/(?:[sv]d[a-z]+\d*|md\d+|md/[\w.-]+|mapper/[\w.+-]+|dm-\d+)")
+# m INDEX TYPE OPTIONS DEVICE TARGET: the named type first, then mount's own
+# probe; prints M<index>=ok, or E<index>=<mount's message> (its first line counts)
+_MOUNT_FN = """\
+m() {
+  if [ -n "$2" ] && mount -o "$3" -t "$2" -- "$4" "$5" 2>/dev/null; then echo "M$1=ok"; return; fi
+  if err=$(mount -o "$3" -- "$4" "$5" 2>&1); then echo "M$1=ok"
+  else printf 'E%s=%s\\n' "$1" "$err"; fi
+}
+"""
 
 
 class DeadlineExceeded(InspectorError):
@@ -218,9 +230,8 @@ class Guest:
             if fs.device in not_roots:
                 continue
             self.check_deadline()
-            self.unmount()
             try:
-                self._mount(fs, "/", top=True)
+                self._mount(fs, "/", top=True, fresh=True)
             except RuntimeError as e:
                 self._findings.append(Finding(fs.device, "unreadable",
                                               f"{fs.type} does not mount: {_short(e)}"))
@@ -305,17 +316,22 @@ class Guest:
     def _mount_root(self, root: Root) -> Root:
         assert root.fs is not None
         if self._bare != root.device or root.fs.subvol:
-            self.unmount()
-            self._mount(root.fs, "/")
+            self._mount(root.fs, "/", fresh=True)
         self._bare = None
         root.mounts = {"/": root.device}
         fstab = self._fstab_devices(root)
         if root.kind == "coreos" and self._usr:
             fstab.append(("/usr", self._usr[0]))
         root.refused = dict(self._refused.get(root.device, {}))
+        # checked one by one, mounted together (one round trip) until a mountpoint
+        # lies inside one not mounted yet: its check must see that filesystem
+        pending: list[tuple[Filesystem, str]] = []
         for mountpoint, fs in fstab:
-            if mountpoint == "/" or fs.device == root.device or mountpoint in root.mounts:
+            if mountpoint == "/" or fs.device == root.device or mountpoint in root.mounts \
+                    or any(mp == mountpoint for _, mp in pending):
                 continue
+            if any(mountpoint.startswith(mp + "/") for _, mp in pending):
+                self._mount_pending(root, pending)
             try:
                 # the daemon mounts at /sysroot + mountpoint and the kernel follows
                 # symlinks on the way: a guest symlink there would reach the
@@ -331,29 +347,81 @@ class Guest:
                     root.refused[mountpoint] = "resolves through a symlink"
                     continue
                 if self._g.is_dir(mountpoint):
-                    self._mount(fs, mountpoint)
-                    root.mounts[mountpoint] = fs.device
+                    pending.append((fs, mountpoint))
             except RuntimeError:
                 continue
+        self._mount_pending(root, pending)
         self._mounted = root
         return root
 
-    def _mount(self, fs: Filesystem, mountpoint: str, top: bool = False) -> None:
-        """Mount read-only; a btrfs subvolume by its path, a whole btrfs at its top
-        level when probing (``top``), so every subvolume is in view."""
-        options = "ro"
-        if fs.subvol:
-            options = f"ro,subvol={fs.subvol}"
-        elif top and fs.type == "btrfs":
-            options = "ro,subvolid=5"
-        path = api_device(fs.path, self._api_names)
-        if fs.type in _TYPED_MOUNT:
+    def _mount_pending(self, root: Root, pending: list[tuple[Filesystem, str]]) -> None:
+        """Mount the checked fstab entries; those that do not mount are left out."""
+        failed = self._mount_many(pending)
+        for fs, mountpoint in pending:
+            if mountpoint not in failed:
+                root.mounts[mountpoint] = fs.device
+        pending.clear()
+
+    def _mount(self, fs: Filesystem, mountpoint: str, top: bool = False,
+               fresh: bool = False) -> None:
+        """Mount one filesystem read-only (``fresh``: after unmounting everything);
+        RuntimeError with mount's message if it does not mount."""
+        failed = self._mount_many([(fs, mountpoint)], top, fresh)
+        if failed:
+            raise RuntimeError(failed[mountpoint])
+
+    def _mount_many(self, entries: Sequence[tuple[Filesystem, str]], top: bool = False,
+                    fresh: bool = False) -> dict[str, str]:
+        """Mount each (filesystem, mountpoint) read-only, in order (``fresh``: after
+        unmounting everything); mount's message for each mountpoint that failed.
+
+        A btrfs subvolume is mounted by its path, a whole btrfs at its top level
+        when probing (``top``), so every subvolume is in view. The type udev saw is
+        named, so ``mount`` does not probe the device (~50 ms under TCG); NTFS, and
+        anything whose named type fails, go through the probing mount.
+
+        With the shell, all of them are one round trip: a mount through the API
+        first runs ``udevadm settle`` (the daemon's check that the device is not
+        its own root), a program as costly as ``mount`` itself under TCG; our
+        devices are the VM's, found by discovery, so that check cannot matter.
+        """
+        mounted = self._mounted is not None or self._bare is not None
+        if fresh:
+            if self._shell:
+                self._mounted = self._bare = None
+            else:
+                self.unmount()
+        if not entries:
+            return {}
+        calls = [(fs.type if fs.type in _TYPED_MOUNT else "", _mount_options(fs, top), fs,
+                  mountpoint) for fs, mountpoint in entries]
+        if not self._shell:
+            return self._api_mounts(calls)
+        lines = [_MOUNT_FN, "umount -R /sysroot >/dev/null 2>&1\n" if fresh and mounted else ""]
+        for i, (vfstype, options, fs, mountpoint) in enumerate(calls):
+            if not _DEVICE_PATH.fullmatch(fs.path):
+                raise RuntimeError(f"not an appliance device: {fs.path!r}")
+            lines.append("m " + " ".join(shlex.quote(a) for a in (
+                str(i), vfstype, options, fs.path, "/sysroot" + mountpoint.rstrip("/") + "/"))
+                + "\n")
+        out = str(self._g.debug("sh", ["".join(lines) + "exit 0\n"]))
+        return _mount_results(out, [mountpoint for _, _, _, mountpoint in calls])
+
+    def _api_mounts(self, calls: list[tuple[str, str, Filesystem, str]]) -> dict[str, str]:
+        failed = {}
+        for vfstype, options, fs, mountpoint in calls:
+            path = api_device(fs.path, self._api_names)
             try:
-                self._g.mount_vfs(options, fs.type, path, mountpoint)
-                return
-            except RuntimeError:  # the type udev saw was not the whole story
-                pass
-        self._g.mount_options(options, path, mountpoint)
+                if vfstype:
+                    try:
+                        self._g.mount_vfs(options, vfstype, path, mountpoint)
+                        continue
+                    except RuntimeError:  # the type udev saw was not the whole story
+                        pass
+                self._g.mount_options(options, path, mountpoint)
+            except RuntimeError as e:
+                failed[mountpoint] = str(e)
+        return failed
 
     def mountpoint_of(self, device: str) -> str | None:
         """Where ``device`` (the VM's name) is mounted right now, if it is."""
@@ -374,8 +442,7 @@ class Guest:
             if fs is None:
                 raise GuestReadError(f"{device}: not a filesystem of {self.vm}")
             self.check_deadline()
-            self.unmount()
-            self._mount(fs, "/")
+            self._mount(fs, "/", fresh=True)
             self._bare, mountpoint = device, "/"
         return self.usage(mountpoint)
 
@@ -669,6 +736,24 @@ def safe_mountpoint(path: str) -> str | None:
     if any(p in (".", "..") for p in parts):
         return None
     return "/" + "/".join(parts)
+
+
+def _mount_options(fs: Filesystem, top: bool) -> str:
+    if fs.subvol:
+        return f"ro,subvol={fs.subvol}"
+    return "ro,subvolid=5" if top and fs.type == "btrfs" else "ro"
+
+
+def _mount_results(out: str, mountpoints: list[str]) -> dict[str, str]:
+    """mount's message for each mountpoint whose ``m`` call did not print ``ok``."""
+    done: dict[int, str] = {}
+    for line in out.splitlines():
+        m = re.fullmatch(r"([ME])(\d+)=(.*)", line)
+        if m and int(m.group(2)) < len(mountpoints) and int(m.group(2)) not in done:
+            done[int(m.group(2))] = "" if m.group(1) == "M" and m.group(3) == "ok" \
+                else (m.group(3).strip() or "mount failed")
+    return {mp: done.get(i, "mount did not report") for i, mp in enumerate(mountpoints)
+            if done.get(i) != ""}
 
 
 def _short(e: Exception) -> str:
