@@ -57,7 +57,8 @@ def prepare_appliance(g: Any) -> bool:
     probes per disk per plug, competing with the inspection for the vCPU). Our
     hot-plugged disks are named from their SCSI product name (the label) before
     60-persistent-storage.rules would run ``scsi_id`` for their serial: the one
-    program udev started per disk, ~50 ms of the vCPU under TCG.
+    program udev started per disk, ~50 ms of the vCPU under TCG. Rules for
+    what an appliance never sees are masked (:data:`UNUSED_UDEV_RULES`).
     Volume groups and arrays are then opened only when an inspection asks, only
     from the VM being inspected."""
     try:
@@ -67,10 +68,27 @@ def prepare_appliance(g: Any) -> bool:
     return "shell=ok" in out.splitlines()
 
 
+#: udev rules an appliance has no use for once booted: hardware it never gains
+#: (input, sound, video, network, seats, serial and tape ports, firmware, power,
+#: multipath), systemd's unit tags (no systemd runs), Debian's device modes and
+#: ``sg`` loading (loaded at boot), e2scrub's snapshot hint. Masked, so the ~20
+#: events of each hot-plug and unplug are not run through them (in-appliance
+#: A/B: 14% less udev CPU per job, job 0.77 -> 0.70 s). A name an appliance
+#: lacks masks nothing; storage's own rules are never on this list.
+UNUSED_UDEV_RULES = (
+    "50-firmware", "60-autosuspend", "60-cdrom_id", "60-drm", "60-evdev", "60-fido-id",
+    "60-infiniband", "60-input-id", "60-kpartx", "60-persistent-alsa",
+    "60-persistent-input", "60-persistent-storage-tape", "60-persistent-v4l", "60-sensor",
+    "60-serial", "70-camera", "70-joystick", "70-memory", "70-mouse", "70-power-switch",
+    "70-touchpad", "70-uaccess", "71-seat", "73-seat-late", "73-special-net-names",
+    "75-net-description", "75-probe_mtd", "78-sound-card", "80-debian-compat",
+    "80-net-setup-link", "81-net-dhcp", "85-hwclock", "96-e2scrub", "99-systemd")
+
 _PREPARE_SCRIPT = """\
 echo shell=ok
 mkdir -p /run/udev/rules.d && : > /run/udev/rules.d/69-lvm.rules \\
   && : > /run/udev/rules.d/64-md-raid-assembly.rules || exit 0
+for r in UNUSED_UDEV_RULES; do : > /run/udev/rules.d/$r.rules; done
 src=/usr/lib/udev/rules.d/60-block.rules
 [ -r "$src" ] || src=/lib/udev/rules.d/60-block.rules
 [ -r "$src" ] && sed '/uevent}="change"/d' "$src" > /run/udev/rules.d/60-block.rules
@@ -80,7 +98,8 @@ ENV{ID_SERIAL}="$attr{model}", ENV{ID_SCSI_SERIAL}="$attr{model}"' \
   > /run/udev/rules.d/59-guestpool-serial.rules
 udevadm control --reload 2>/dev/null
 exit 0
-""".replace("HOTPLUG_VENDOR", HOTPLUG_VENDOR)
+""".replace("HOTPLUG_VENDOR", HOTPLUG_VENDOR).replace("UNUSED_UDEV_RULES",
+                                                     " ".join(UNUSED_UDEV_RULES))
 
 
 #: /proc/mounts through shell builtins (printf: dash's echo would read escapes)

@@ -72,7 +72,8 @@ def test_a_hot_plugged_disk_is_probed_once(shared_pool: PoolThread,
     appliance's one vCPU, while the inspection runs. Prepared appliances probe it
     once: its record is written before its partitions' and never again. And
     without a program: the disk's label comes from its SCSI product name, not
-    from ``scsi_id`` (~50 ms of the vCPU per disk under TCG)."""
+    from ``scsi_id`` (~50 ms of the vCPU per disk under TCG). And only through the
+    rules storage needs: systemd's (no systemd runs there) are masked."""
     vm = next(v for v in demo_fleet.vms if v.name.endswith("-debian"))
     r = shared_pool.inspect(same_group(vm), ["testinspectors:UdevRecords"])
     assert r.ok, r.error
@@ -80,6 +81,7 @@ def test_a_hot_plugged_disk_is_probed_once(shared_pool: PoolThread,
     assert written["disk"] and written["partitions"], written
     assert written["disk"] < min(written["partitions"]), written
     assert not written["scsi_id"], written
+    assert not written["systemd_tag"], written
 
 
 def test_bad_images_fail_cleanly_and_pool_goes_on(shared_pool: PoolThread, tmp_path: Path,

@@ -150,10 +150,11 @@ class WriteAttempt(Inspector):
 class UdevRecords(Inspector):
     """When udev last wrote the records of the VM's first disk and of its
     partitions (tests only): it rewrites a record each time it re-probes. And
-    whether it ran ``scsi_id`` for the disk (whose output sets ``ID_SCSI=1``)."""
+    whether it ran ``scsi_id`` for the disk (whose output sets ``ID_SCSI=1``), and
+    whether systemd's rules (masked in a prepared appliance) tagged it."""
 
     name = "test-udev-records"
-    version = "2"
+    version = "3"
 
     def run(self, guest: Guest, options: Any) -> Any:
         disk = guest.devices[0].rsplit("/", 1)[-1]
@@ -161,8 +162,9 @@ class UdevRecords(Inspector):
             f"udevadm settle; for s in /sys/block/{disk} /sys/block/{disk}/{disk}*; do "
             "read -r mm < $s/dev; echo \"${s##*/} $(stat -c %y /run/udev/data/b$mm)\"; "
             f"done; read -r mm < /sys/block/{disk}/dev; "
-            "grep -q '^E:ID_SCSI=1$' /run/udev/data/b$mm && echo scsi_id; exit 0"])
+            "grep -q '^E:ID_SCSI=1$' /run/udev/data/b$mm && echo scsi_id; "
+            "grep -q '^G:systemd$' /run/udev/data/b$mm && echo systemd; exit 0"])
         lines = str(out).split("\n")
         written = dict(line.split(" ", 1) for line in lines if " " in line)
         return {"disk": written.pop(disk, ""), "partitions": sorted(written.values()),
-                "scsi_id": "scsi_id" in lines}
+                "scsi_id": "scsi_id" in lines, "systemd_tag": "systemd" in lines}
