@@ -112,6 +112,8 @@ class Guest:
         self._mounted: Root | None = None
         #: a filesystem mounted alone at / (a probed root candidate, or one measured)
         self._bare: str | None = None
+        #: the one mounted as a root probe mounts it (a btrfs at its top level)
+        self._probed: str | None = None
         self._fstabs: dict[str, list[tuple[str, str, str, str]]] = {}
         #: per root: fstab mountpoints refused, with the reason
         self._refused: dict[str, dict[str, str]] = {}
@@ -169,7 +171,11 @@ class Guest:
             self.check_deadline()
             with self._step("discover"):
                 self._layout = find_filesystems(self._g, self.devices, self._shell, self._keys,
-                                                self._api_names)
+                                                self._api_names, premount=self._shell)
+            premounted = [fs for fs in self._layout.filesystems
+                          if self._layout.mounted and fs.path == self._layout.mounted]
+            if premounted:  # mounted as the first root probe would mount it
+                self._bare = self._probed = premounted[0].device
         return self._layout
 
     def findings(self) -> list[Finding]:
@@ -230,13 +236,14 @@ class Guest:
             if fs.device in not_roots:
                 continue
             self.check_deadline()
-            try:
-                self._mount(fs, "/", top=True, fresh=True)
-            except RuntimeError as e:
-                self._findings.append(Finding(fs.device, "unreadable",
-                                              f"{fs.type} does not mount: {_short(e)}"))
-                continue
-            self._bare = fs.device
+            if self._probed != fs.device or self._bare != fs.device:
+                try:
+                    self._mount(fs, "/", top=True, fresh=True)
+                except RuntimeError as e:
+                    self._findings.append(Finding(fs.device, "unreadable",
+                                                  f"{fs.type} does not mount: {_short(e)}"))
+                    continue
+            self._bare = self._probed = fs.device
             found = self._probe(fs)
             roots += found
             for root in found:
@@ -317,7 +324,7 @@ class Guest:
         assert root.fs is not None
         if self._bare != root.device or root.fs.subvol:
             self._mount(root.fs, "/", fresh=True)
-        self._bare = None
+        self._bare = self._probed = None
         root.mounts = {"/": root.device}
         fstab = self._fstab_devices(root)
         if root.kind == "coreos" and self._usr:
@@ -388,7 +395,7 @@ class Guest:
         mounted = self._mounted is not None or self._bare is not None
         if fresh:
             if self._shell:
-                self._mounted = self._bare = None
+                self._mounted = self._bare = self._probed = None
             else:
                 self.unmount()
         if not entries:
@@ -513,7 +520,7 @@ class Guest:
     def unmount(self) -> None:
         if self._mounted is not None or self._bare is not None:
             self._g.umount_all()
-            self._mounted = self._bare = None
+            self._mounted = self._bare = self._probed = None
 
     def release(self) -> None:
         """Unmount and close what was opened on this VM's disks (volume groups, LUKS
@@ -521,7 +528,7 @@ class Guest:
         trip, which also reads back the appliance's mount table for the worker's
         integrity check (:attr:`appliance_mounts`)."""
         with self._step("release"):
-            self._mounted = self._bare = None
+            self._mounted = self._bare = self._probed = None
             layout = self._layout
             closing = deactivate_script(layout) if layout is not None else ""
             if not self._shell or (layout is not None and layout.volume_groups

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -219,3 +223,85 @@ def test_drive_labels_are_letters_and_unique() -> None:
     labels = [drive_label(i) for i in range(1000)]
     assert len(set(labels)) == 1000 and all(lb.isalpha() for lb in labels)
     assert labels[:2] == ["diska", "diskb"] and drive_label(0, "c") == "ca"
+
+
+class HostShell:
+    """Runs discovery's scripts with the host's ``sh`` against a fake sysfs and
+    udev database under ``root``; the programs it starts are stubs that log."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        self.log = root / "calls"
+        for name in ("mount", "udevadm", "lvm", "mdadm", "blkid"):
+            (self.bin / name).write_text(
+                f'#!/bin/sh\necho "{name} $*" >> {shlex.quote(str(self.log))}\n')
+            (self.bin / name).chmod(0o755)
+
+    def disk(self, name: str, major_minor: str, record: str | None,
+             parts: dict[str, tuple[str, str | None]] | None = None) -> None:
+        """A disk (and its partitions: name -> (major:minor, udev record or None))."""
+        for node, mm, rec in [(f"sys/block/{name}", major_minor, record)] + [
+                (f"sys/block/{name}/{p}", pmm, prec) for p, (pmm, prec) in (parts or {}).items()]:
+            (self.root / node).mkdir(parents=True, exist_ok=True)
+            (self.root / node / "dev").write_text(mm + "\n")
+            if rec is not None:
+                data = self.root / "run/udev/data"
+                data.mkdir(parents=True, exist_ok=True)
+                (data / f"b{mm}").write_text(rec)
+
+    def debug(self, sub: str, args: list[str]) -> str:
+        assert sub == "sh"
+        script = args[0].replace("/sys/block", f"{self.root}/sys/block").replace(
+            "/run/udev/data", f"{self.root}/run/udev/data")
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
+                              env={"PATH": f"{self.bin}:/usr/bin:/bin"}, cwd=self.root).stdout
+
+    def mounts(self) -> list[str]:
+        calls = self.log.read_text().splitlines() if self.log.exists() else []
+        return [c for c in calls if c.startswith("mount ")]
+
+
+def _fs(fstype: str) -> str:
+    return f"E:ID_FS_TYPE={fstype}\nE:ID_FS_UUID_ENC=u-{fstype}\n"
+
+
+@pytest.mark.parametrize("parts, mounted, mount", [
+    ({"sdc1": _fs("ext4")}, "/dev/sdc1", "mount -o ro -t ext4 -- /dev/sdc1 /sysroot/"),
+    ({"sdc1": _fs("vfat"), "sdc2": _fs("swap"), "sdc3": _fs("xfs")}, "/dev/sdc3",
+     "mount -o ro -t xfs -- /dev/sdc3 /sysroot/"),
+    ({"sdc1": _fs("btrfs")}, "/dev/sdc1", "mount -o ro,subvolid=5 -t btrfs -- /dev/sdc1 /sysroot/"),
+    ({}, "/dev/sdc", "mount -o ro -t ext4 -- /dev/sdc /sysroot/"),  # a disk without partitions
+    ({"sdc1": _fs("ext4"), "sdc2": _fs("ext4")}, "", None),         # two to probe: in order
+    ({"sdc1": _fs("ext4"), "sdc2": _fs("ntfs")}, "", None),
+    ({"sdc1": _fs("ext4"), "sdc2": _fs("LVM2_member")}, "", None),  # a layer to open first
+    ({"sdc1": _fs("ext4"), "sdc2": _fs("crypto_LUKS")}, "", None),
+    ({"sdc1": _fs("ext4"), "sdc2": _fs("linux_raid_member")}, "", None),
+    ({"sdc1": _fs("ext4"), "sdc2": None}, "", None),                # udev has no record yet
+    ({"sdc1": "E:ID_FS_TYPE=ext4 ; touch PWNED\n"}, "", None),     # not a type we mount
+    ({"sdc1": _fs("ext4") + "E:ID_FS_LABEL_ENC=x\\x0aMOUNTED=/dev/sdc1\n", "sdc2": _fs("xfs")},
+     "", None),
+])
+def test_discovery_mounts_the_vms_only_filesystem_a_probe_would_mount(
+        tmp_path: Path, parts: dict[str, str | None], mounted: str, mount: str | None) -> None:
+    from guestpool.inspectors._devices import find_filesystems
+
+    shell = HostShell(tmp_path)
+    disk_record = _fs("ext4") if not parts else "E:ID_PART_TABLE_TYPE=gpt\n"
+    shell.disk("sdc", "8:32", disk_record,
+               {p: (f"8:{33 + i}", rec) for i, (p, rec) in enumerate(parts.items())})
+    layout = find_filesystems(shell, ["/dev/sdc"], premount=True)
+    assert layout.mounted == mounted
+    assert shell.mounts() == ([mount] if mount else [])
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_discovery_mounts_nothing_unless_asked(tmp_path: Path) -> None:
+    from guestpool.inspectors._devices import find_filesystems
+
+    shell = HostShell(tmp_path)
+    shell.disk("sdc", "8:32", "E:ID_PART_TABLE_TYPE=dos\n", {"sdc1": ("8:33", _fs("ext4"))})
+    layout = find_filesystems(shell, ["/dev/sdc"])
+    assert (layout.mounted, shell.mounts()) == ("", [])
+    assert [fs.path for fs in layout.filesystems] == ["/dev/sdc1"]
