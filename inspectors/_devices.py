@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guestpool._hotplug import device_listing
+from guestpool._hotplug import device_listing, shell_lines
 from guestpool._protocol import LuksKey
 
 #: appliance disk names are ours (udev's sdX), never the guest's; checked anyway
@@ -102,6 +102,7 @@ class Layout:
     names: dict[str, str] = field(default_factory=dict)
     #: the appliance device discovery left mounted read-only at /sysroot (the
     #: VM's only filesystem a probe would mount; a btrfs at its top level), or ""
+    #: (``premount`` only)
     mounted: str = ""
 
 
@@ -313,8 +314,8 @@ class _Discovery:
         script = _SHOW + _DISKS_SCRIPT.format(
             names=names, premount=f"premount {names}" if self.premount else "")
         out = str(self.g.debug("sh", [(_PREMOUNT if self.premount else "") + script]))
-        parts = [line[5:] for line in out.splitlines() if line.startswith("PART=")]
-        mounted = [line[8:] for line in out.splitlines() if line.startswith("MOUNTED=")]
+        parts = [line[5:] for line in shell_lines(out) if line.startswith("PART=")]
+        mounted = [line[8:] for line in shell_lines(out) if line.startswith("MOUNTED=")]
         tags = _tags(self.g, out)
         for i, dev in enumerate(self.devices):
             self.names[dev] = vm_disk_name(i)
@@ -326,8 +327,8 @@ class _Discovery:
                 if part_of(p, dev):
                     self._identify(self.names[p], tags.get(p, {}), tags.get(dev, {}))
         level = [(dev, tags.get(dev, {})) for dev in _candidates(self.devices, parts)]
-        if mounted and mounted[0] in dict(level):
-            self.layout.mounted = mounted[0]
+        if mounted:  # the script's last line when it mounted one
+            self.layout.mounted = mounted[-1]
         for _ in range(MAX_DEPTH):
             level = self._next_level(level)
             if not level:
@@ -398,7 +399,7 @@ class _Discovery:
         made: list[str] = []
         superblocks: dict[str, list[str]] = {}
         current: list[str] | None = None
-        for line in out.splitlines():
+        for line in shell_lines(out):
             key, _, value = line.partition("=")
             if key == "HELD":
                 node, _, dev = value.partition(" ")
@@ -476,7 +477,7 @@ class _Discovery:
         script = _LVM_SCRIPT.format(devices=" ".join(f"--devices {shlex.quote(p)}"
                                                      for p in pvs))
         out = str(self.g.debug("sh", [_SHOW + script]))
-        if "LVM=failed" in out.splitlines():
+        if "LVM=failed" in shell_lines(out):
             lvs, vgs = _activate_with_api(self.g, pvs)
             self.layout.volume_groups += vgs
             for fs in lvs:
@@ -484,9 +485,9 @@ class _Discovery:
             return [(fs.path, {"TYPE": fs.type, "UUID": fs.uuid, "LABEL": fs.label})
                     for fs in lvs]
         vgs = [vg.strip('"') for vg in dict.fromkeys(
-            line[3:] for line in out.splitlines() if line.startswith("VG="))]
+            line[3:] for line in shell_lines(out) if line.startswith("VG="))]
         vgs = [vg for vg in vgs if re.fullmatch(r"[A-Za-z0-9+_.-]{1,128}", vg)]
-        dm_names = sorted((line[3:] for line in out.splitlines() if line.startswith("DM=")),
+        dm_names = sorted((line[3:] for line in shell_lines(out) if line.startswith("DM=")),
                           key=lambda n: _split_dm_name(n) or ("", n))
         if not vgs:
             return []
@@ -565,7 +566,7 @@ def _records(out: str) -> dict[str, dict[str, str]]:
     """``KEY=value`` lines grouped under the ``DEVNAME=`` / ``DEV=`` line before them."""
     records: dict[str, dict[str, str]] = {}
     current: dict[str, str] = {}
-    for line in out.splitlines():
+    for line in shell_lines(out):
         key, sep, value = line.partition("=")
         if not sep or not re.fullmatch(r"[A-Z_]+", key):
             continue

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from guestpool._errors import InspectorError
-from guestpool._hotplug import PRINT_MOUNTS, outside_sysroot
+from guestpool._hotplug import PRINT_MOUNTS, outside_sysroot, shell_lines
 from guestpool._protocol import LuksKey
 
 from ._devices import (
@@ -43,8 +43,18 @@ _PREAD_CHUNK = 1024 * 1024
 #: TCG); NTFS and anything else go through the daemon's probing mount
 _TYPED_MOUNT = frozenset({"ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"})
 #: what the shell is given as a device: the appliance's own block devices
-#: (disks, partitions, md arrays, device-mapper nodes we or LVM named)
-_DEVICE_PATH = re.compile(r"/dev/(?:[sv]d[a-z]+\d*|md\d+|md/[\w.-]+|mapper/[\w.+-]+|dm-\d+)")
+#: (disks, partitions, md arrays, device-mapper nodes we or LVM named, LVM's
+#: /dev/VG/LV links when the stable API activated the groups)
+_DEVICE_PATH = re.compile(
+    r"/dev/(?:[sv]d[a-z]+\d*|md\d+|dm-\d+|[A-Za-z0-9+_.-]+/[A-Za-z0-9+_.-]+)")
+# Unmounts everything at /sysroot; BUSY=1 when something stays (a mount the next
+# one would stack on, which release could not fully undo).
+_UNMOUNT_ALL = """\
+umount -R /sysroot >/dev/null 2>&1
+while IFS= read -r l; do
+  case "$l" in *" /sysroot "*|*" /sysroot/"*) echo BUSY=1; exit 0;; esac
+done < /proc/mounts
+"""
 # m INDEX TYPE OPTIONS DEVICE TARGET: the named type first, then mount's own
 # probe; prints M<index>=ok, or E<index>=<mount's message> (its first line counts)
 _MOUNT_FN = """\
@@ -114,6 +124,9 @@ class Guest:
         self._bare: str | None = None
         #: the one mounted as a root probe mounts it (a btrfs at its top level)
         self._probed: str | None = None
+        #: /sysroot may hold a mount not tracked above (a shell round trip that
+        #: failed midway): the next fresh mount unmounts everything first
+        self._unsure = False
         self._fstabs: dict[str, list[tuple[str, str, str, str]]] = {}
         #: per root: fstab mountpoints refused, with the reason
         self._refused: dict[str, dict[str, str]] = {}
@@ -170,12 +183,14 @@ class Guest:
         if self._layout is None:
             self.check_deadline()
             with self._step("discover"):
+                unsure, self._unsure = self._unsure, self._unsure or self._shell  # may mount
                 self._layout = find_filesystems(self._g, self.devices, self._shell, self._keys,
                                                 self._api_names, premount=self._shell)
-            premounted = [fs for fs in self._layout.filesystems
-                          if self._layout.mounted and fs.path == self._layout.mounted]
+            mounted = self._layout.mounted
+            premounted = [fs for fs in self._layout.filesystems if mounted and fs.path == mounted]
             if premounted:  # mounted as the first root probe would mount it
                 self._bare = self._probed = premounted[0].device
+            self._unsure = unsure or (bool(mounted) and not premounted)
         return self._layout
 
     def findings(self) -> list[Finding]:
@@ -363,7 +378,10 @@ class Guest:
 
     def _mount_pending(self, root: Root, pending: list[tuple[Filesystem, str]]) -> None:
         """Mount the checked fstab entries; those that do not mount are left out."""
-        failed = self._mount_many(pending)
+        try:
+            failed = self._mount_many(pending)
+        except RuntimeError as e:  # the round trip failed: none of them counts
+            failed = {mountpoint: str(e) for _, mountpoint in pending}
         for fs, mountpoint in pending:
             if mountpoint not in failed:
                 root.mounts[mountpoint] = fs.device
@@ -392,27 +410,30 @@ class Guest:
         its own root), a program as costly as ``mount`` itself under TCG; our
         devices are the VM's, found by discovery, so that check cannot matter.
         """
-        mounted = self._mounted is not None or self._bare is not None
-        if fresh:
-            if self._shell:
-                self._mounted = self._bare = self._probed = None
-            else:
-                self.unmount()
-        if not entries:
-            return {}
-        calls = [(fs.type if fs.type in _TYPED_MOUNT else "", _mount_options(fs, top), fs,
-                  mountpoint) for fs, mountpoint in entries]
         if not self._shell:
-            return self._api_mounts(calls)
-        lines = [_MOUNT_FN, "umount -R /sysroot >/dev/null 2>&1\n" if fresh and mounted else ""]
+            if fresh:
+                self.unmount()
+            return self._api_mounts([_mount_call(fs, mp, top) for fs, mp in entries])
+        failed = {mp: f"not an appliance device: {fs.path!r}" for fs, mp in entries
+                  if not _appliance_device(fs.path)}
+        calls = [_mount_call(fs, mp, top) for fs, mp in entries if mp not in failed]
+        busy = self._mounted is not None or self._bare is not None or self._unsure
+        unmounting = fresh and busy
+        if not calls and not unmounting:
+            return failed
+        lines = [_MOUNT_FN, _UNMOUNT_ALL if unmounting else ""]
         for i, (vfstype, options, fs, mountpoint) in enumerate(calls):
-            if not _DEVICE_PATH.fullmatch(fs.path):
-                raise RuntimeError(f"not an appliance device: {fs.path!r}")
             lines.append("m " + " ".join(shlex.quote(a) for a in (
                 str(i), vfstype, options, fs.path, "/sysroot" + mountpoint.rstrip("/") + "/"))
                 + "\n")
+        self._unsure = True  # until the script has answered
         out = str(self._g.debug("sh", ["".join(lines) + "exit 0\n"]))
-        return _mount_results(out, [mountpoint for _, _, _, mountpoint in calls])
+        if "BUSY=1" in shell_lines(out):
+            raise RuntimeError(f"{self.vm}'s filesystems could not be unmounted from /sysroot")
+        if fresh:
+            self._mounted = self._bare = self._probed = None
+        self._unsure = False
+        return failed | _mount_results(out, [mountpoint for _, _, _, mountpoint in calls])
 
     def _api_mounts(self, calls: list[tuple[str, str, Filesystem, str]]) -> dict[str, str]:
         failed = {}
@@ -518,9 +539,10 @@ class Guest:
         return next((f for f in fss if f.device == spec), None)
 
     def unmount(self) -> None:
-        if self._mounted is not None or self._bare is not None:
+        if self._mounted is not None or self._bare is not None or self._unsure:
             self._g.umount_all()
             self._mounted = self._bare = self._probed = None
+            self._unsure = False
 
     def release(self) -> None:
         """Unmount and close what was opened on this VM's disks (volume groups, LUKS
@@ -529,6 +551,7 @@ class Guest:
         integrity check (:attr:`appliance_mounts`)."""
         with self._step("release"):
             self._mounted = self._bare = self._probed = None
+            self._unsure = False
             layout = self._layout
             closing = deactivate_script(layout) if layout is not None else ""
             if not self._shell or (layout is not None and layout.volume_groups
@@ -542,7 +565,7 @@ class Guest:
             script = "umount -R /sysroot >/dev/null 2>&1\n" + closing + PRINT_MOUNTS
             table = str(self._g.debug("sh", [script]))
             if any(f[1] == "/sysroot" or f[1].startswith("/sysroot/")
-                   for f in (line.split() for line in table.splitlines()) if len(f) >= 2):
+                   for f in (line.split() for line in shell_lines(table)) if len(f) >= 2):
                 raise RuntimeError(f"{self.vm}'s filesystems are still mounted")
             self.appliance_mounts = outside_sysroot(table)
 
@@ -745,16 +768,27 @@ def safe_mountpoint(path: str) -> str | None:
     return "/" + "/".join(parts)
 
 
-def _mount_options(fs: Filesystem, top: bool) -> str:
+def _mount_call(fs: Filesystem, mountpoint: str, top: bool
+                ) -> tuple[str, str, Filesystem, str]:
+    """(type to name or "", options, filesystem, mountpoint) of one mount."""
+    options = "ro"
     if fs.subvol:
-        return f"ro,subvol={fs.subvol}"
-    return "ro,subvolid=5" if top and fs.type == "btrfs" else "ro"
+        options = f"ro,subvol={fs.subvol}"
+    elif top and fs.type == "btrfs":
+        options = "ro,subvolid=5"
+    return fs.type if fs.type in _TYPED_MOUNT else "", options, fs, mountpoint
+
+
+def _appliance_device(path: str) -> bool:
+    """Whether ``path`` may be handed to the appliance's shell as a device."""
+    return _DEVICE_PATH.fullmatch(path) is not None \
+        and not any(part in (".", "..") for part in path.split("/"))
 
 
 def _mount_results(out: str, mountpoints: list[str]) -> dict[str, str]:
     """mount's message for each mountpoint whose ``m`` call did not print ``ok``."""
     done: dict[int, str] = {}
-    for line in out.splitlines():
+    for line in shell_lines(out):
         m = re.fullmatch(r"([ME])(\d+)=(.*)", line)
         if m and int(m.group(2)) < len(mountpoints) and int(m.group(2)) not in done:
             done[int(m.group(2))] = "" if m.group(1) == "M" and m.group(3) == "ok" \

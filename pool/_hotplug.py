@@ -65,7 +65,7 @@ def prepare_appliance(g: Any) -> bool:
         out = str(g.debug("sh", [_PREPARE_SCRIPT]))
     except RuntimeError:
         return False
-    return "shell=ok" in out.splitlines()
+    return "shell=ok" in shell_lines(out)
 
 
 #: udev rules an appliance has no use for once booted: hardware it never gains
@@ -106,10 +106,18 @@ exit 0
 PRINT_MOUNTS = "while IFS= read -r l; do printf '%s\\n' \"$l\"; done < /proc/mounts\nexit 0\n"
 
 
+def shell_lines(out: str) -> list[str]:
+    """The lines of a ``debug sh`` output, split where the shell split them: at
+    ``\n`` only. Guest text in it (udev keeps a label's UTF-8 as is; mount echoes
+    a guest's mountpoint) may hold U+2028, U+0085 or other characters Python's
+    ``splitlines`` also breaks at, which would forge a line."""
+    return out.split("\n")
+
+
 def outside_sysroot(table: str) -> frozenset[str]:
     """The lines of a /proc/mounts text that are the appliance's own, not under
     /sysroot (where guests are mounted)."""
-    return frozenset(line for line in table.splitlines()
+    return frozenset(line for line in shell_lines(table)
                      if len(f := line.split()) >= 2 and f[1] != "/sysroot"
                      and not f[1].startswith("/sysroot/"))
 
