@@ -276,11 +276,15 @@ async def run_round(
             def batch_that_fits() -> int:
                 """A warm pool outlives the round: a job that cannot finish in the
                 budget left would be cancelled, its appliance killed and rebooted,
-                so near the end batches shrink to what fits (0: start none)."""
+                so near the end batches shrink to what fits (0: start none). A job
+                costs what the plan says, or what this round's jobs took if more
+                (a store without history plans with a default)."""
                 if not warm:
                     return batch
                 left = budget_scope.deadline - anyio.current_time()
-                return min(batch, math.floor(left / plan.job)) if plan.job > 0 else batch
+                done = [job_seconds(r, strategy) for r in report.inspected]
+                cost = max(plan.job, sum(done) / len(done)) if done else plan.job
+                return min(batch, math.floor(left / cost)) if cost > 0 else batch
 
             async def runner() -> None:
                 mine: str | None = None  # the trust group this runner serves
@@ -395,6 +399,13 @@ async def _match_findings(store: Store, report: RoundReport, folder: str) -> Non
     report.drift += changes
 
 
+def job_seconds(r: InspectResult, strategy: str) -> float:
+    """What one VM's job cost its appliance (a cold job: its inspection only)."""
+    if strategy != "pooled":
+        return r.timings.get("inspect", 0.0)
+    return sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
+
+
 def _keep_costs(store: Store, report: RoundReport, strategy: str,
                 disks: Mapping[str, int]) -> None:
     """Measured costs for the next plans: boot, per-VM job (overall and by kind,
@@ -404,9 +415,8 @@ def _keep_costs(store: Store, report: RoundReport, strategy: str,
                           len(report.boot_seconds))
     by_kind: dict[str, list[float]] = {}
     for r in report.inspected:
-        job = (sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
-               if strategy == "pooled" else r.timings.get("inspect", 0.0))
-        by_kind.setdefault(vm_kind(r.results, disks.get(r.vm, 1)), []).append(job)
+        by_kind.setdefault(vm_kind(r.results, disks.get(r.vm, 1)), []).append(
+            job_seconds(r, strategy))
     jobs = [j for js in by_kind.values() for j in js]
     if jobs:
         store.update_cost(f"job-{strategy}", sum(jobs) / len(jobs), len(jobs))
