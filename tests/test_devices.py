@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.fake_sysfs import add_disk, in_tree
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -239,22 +240,13 @@ class HostShell:
                 f'#!/bin/sh\necho "{name} $*" >> {shlex.quote(str(self.log))}\n')
             (self.bin / name).chmod(0o755)
 
-    def disk(self, name: str, major_minor: str, record: str | None,
+    def disk(self, name: str, mm: str, record: str | None,
              parts: dict[str, tuple[str, str | None]] | None = None) -> None:
-        """A disk (and its partitions: name -> (major:minor, udev record or None))."""
-        for node, mm, rec in [(f"sys/block/{name}", major_minor, record)] + [
-                (f"sys/block/{name}/{p}", pmm, prec) for p, (pmm, prec) in (parts or {}).items()]:
-            (self.root / node).mkdir(parents=True, exist_ok=True)
-            (self.root / node / "dev").write_text(mm + "\n")
-            if rec is not None:
-                data = self.root / "run/udev/data"
-                data.mkdir(parents=True, exist_ok=True)
-                (data / f"b{mm}").write_text(rec)
+        add_disk(self.root, name, mm, record, parts)
 
     def debug(self, sub: str, args: list[str]) -> str:
         assert sub == "sh"
-        script = args[0].replace("/sys/block", f"{self.root}/sys/block").replace(
-            "/run/udev/data", f"{self.root}/run/udev/data")
+        script = in_tree(args[0], self.root)
         return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
                               env={"PATH": f"{self.bin}:/usr/bin:/bin"}, cwd=self.root).stdout
 

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.fake_sysfs import add_disk, in_tree
 
 from guestpool.inspectors import Guest
 from guestpool.inspectors._devices import Filesystem, Layout, find_filesystems
@@ -58,22 +59,14 @@ class Shell:
 
     def disk(self, name: str, mm: str, record: str | None,
              parts: dict[str, tuple[str, str | None]] | None = None) -> None:
-        for node, m, rec in [(f"sys/block/{name}", mm, record)] + [
-                (f"sys/block/{name}/{p}", pm, pr) for p, (pm, pr) in (parts or {}).items()]:
-            (self.root / node).mkdir(parents=True, exist_ok=True)
-            (self.root / node / "dev").write_text(m + "\n")
-            if rec is not None:
-                data = self.root / "run/udev/data"
-                data.mkdir(parents=True, exist_ok=True)
-                (data / f"b{m}").write_text(rec, encoding="utf-8")
+        add_disk(self.root, name, mm, record, parts)
 
     def debug(self, sub: str, args: list[str]) -> str:
         assert sub == "sh"
         self.n += 1
         if self.n in self.raise_on:
             raise RuntimeError("daemon: timed out")
-        script = args[0].replace("/sys/block", f"{self.root}/sys/block").replace(
-            "/run/udev/data", f"{self.root}/run/udev/data")
+        script = in_tree(args[0], self.root)
         return subprocess.run(["sh", "-c", script], capture_output=True, check=True,
                               env={"PATH": f"{self.bin}:/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
                               cwd=self.root).stdout.decode("utf-8")  # guestfs: strict UTF-8
