@@ -33,7 +33,7 @@ store_option = click.option("--store", "store_path", type=click.Path(path_type=P
 
 
 def _runs(store_path: Path | None) -> Any:
-    from guestpool._store import default_path
+    from guestpool.store._database import default_path
 
     from ._baselines import BootRuns
 
@@ -81,7 +81,7 @@ def bench_boot(passes: int, warmup: int, set_spec: str | None, compare_specs: tu
                fail_over_text: str, min_delta: float, top: int, detail_min: float,
                store_path: Path | None, json_out: Path | None, results: Path | None) -> None:
     """Boot real appliances: phases, initcalls, insmods (mean ± sd), baselines."""
-    from guestpool._accel import resolve_accel
+    from guestpool.appliance._accel import resolve_accel
 
     from . import _activities, _boot_plots, _regress, _variants, boot
 

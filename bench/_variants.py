@@ -60,8 +60,8 @@ def parse_cpu_models(text: str) -> frozenset[str]:
 
 def host_caps(accel: str) -> HostCaps:
     """Ask this host's qemu for its machines and CPU models."""
-    from guestpool._accel import qemu_binary
-    from guestpool._host import available_memory_mb
+    from guestpool.appliance._accel import qemu_binary
+    from guestpool.appliance._sizing import available_memory_mb
 
     qemu = qemu_binary()
     if qemu is None:
@@ -153,7 +153,7 @@ def _modules_for(kernel: str) -> str | None:
 
 def host_facts(accel: str) -> dict[str, Any]:
     """Kernel, qemu, libguestfs, supermin, CPU and accelerator, saved with a run."""
-    from guestpool._accel import qemu_binary
+    from guestpool.appliance._accel import qemu_binary
 
     def first_line(cmd: list[str]) -> str:
         try:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import anyio
 
 from guestpool import VM, Pool
-from guestpool._dispatch import take_batch
+from guestpool.rounds._dispatch import take_batch
 
 
 async def measure_batching(vms: Sequence[VM], sizes: Sequence[int],

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guestpool import GuestpoolError, SetupError
-from guestpool._accel import resolve_accel
+from guestpool.appliance._accel import resolve_accel
 
 BOOT_ANALYSIS_APPEND = "guestfs_boot_analysis=1 ignore_loglevel initcall_debug"
 

@@ -63,8 +63,8 @@ def bench_throughput(budget: float, pool: int | None, count: int, inspector_name
                      results: Path | None) -> None:
     """Measure B, A, W; predict VMs per budget; run cold and pooled for real."""
     from guestpool import default_pool_size, load_manifest
-    from guestpool._demo import generate
-    from guestpool._plan import SHUTDOWN_RESERVE_S
+    from guestpool.demo._fleet import generate
+    from guestpool.rounds._plan import SHUTDOWN_RESERVE_S
 
     from . import throughput
     from .plots import throughput_curves
@@ -126,7 +126,7 @@ def bench_throughput(budget: float, pool: int | None, count: int, inspector_name
 def bench_batch(sizes: str, count: int, inspector_names: str, results: Path | None) -> None:
     """Per-VM cost of attaching 1, 2, 4… VMs to one appliance at once."""
     from guestpool import load_manifest
-    from guestpool._demo import generate
+    from guestpool.demo._fleet import generate
 
     from .batching import measure_batching
 
@@ -185,7 +185,7 @@ def bench_vulns(vms: int, packages: int, advisories: int, versions_per_package: 
 def bench_inspectors(count: int, results: Path | None) -> None:
     """Per-VM cost of each built-in inspector; cheap `os` against full inspect_os."""
     from guestpool import load_manifest
-    from guestpool._demo import generate
+    from guestpool.demo._fleet import generate
 
     from .inspectors import measure_inspectors
 
@@ -214,7 +214,7 @@ def bench_inspectors(count: int, results: Path | None) -> None:
 def bench_service_load(load: int, count: int, results: Path | None) -> None:
     """A scan through `guestpool serve`, quiet and under LOAD status requests (loopback)."""
     from guestpool import load_manifest
-    from guestpool._demo import generate
+    from guestpool.demo._fleet import generate
 
     from .service_load import run_load_bench
 

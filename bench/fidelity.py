@@ -142,7 +142,7 @@ def reference(vm: VM, keys: list[Key]) -> dict[str, Any]:
     """libguestfs's answer for one VM on a fresh handle (a boot per VM)."""
     import guestfs
 
-    from guestpool._accel import resolve_accel
+    from guestpool.appliance._accel import resolve_accel
 
     start = time.monotonic()
     g = guestfs.GuestFS(python_return_dict=True)

@@ -27,11 +27,11 @@ from typing import Any
 import anyio
 
 from guestpool import VM, Appliance, Disk, Pool, RoundOptions, Store
-from guestpool._nats import NatsSettings, open_coordinator, write_config
-from guestpool._nats._agent import Agent
-from guestpool._nats._config import COORDINATOR_USER, agent_user
-from guestpool._nats._connect import connected
-from guestpool._plan import DEFAULT_COSTS
+from guestpool.nats import NatsSettings, open_coordinator, write_config
+from guestpool.nats._agent import Agent
+from guestpool.nats._config import COORDINATOR_USER, agent_user
+from guestpool.nats._connect import connected
+from guestpool.rounds._plan import DEFAULT_COSTS
 
 from .simulate import Costs, SimAppliance
 
@@ -122,14 +122,14 @@ async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: f
 async def _drain(url: str, passwords: Path, db: Path, count: int) -> dict[str, Any]:
     """The coordinator's own ceiling: ``count`` results already waiting in the
     stream (as after a coordinator restart), stored as fast as it can."""
-    from guestpool._nats._messages import JobResult, encode
-    from guestpool._nats._subjects import result_id, results_subject
+    from guestpool.nats._messages import JobResult, encode
+    from guestpool.nats._subjects import result_id, results_subject
 
     store = Store(db)
     round_id = store.start_round(60, "pooled", 0, None)
     async with connected(settings(url, passwords, None), "bench-publisher") as nc:
         js = nc.jetstream()
-        from guestpool._nats._connect import ensure_streams
+        from guestpool.nats._connect import ensure_streams
 
         await ensure_streams(js)
         for i in range(count):

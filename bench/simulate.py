@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 
 from guestpool import VM, Appliance, Disk, Pool, RoundOptions, RoundReport, run_round
-from guestpool import _protocol as msg
-from guestpool._plan import Strategy
-from guestpool._round import DEFAULT_BATCH
+from guestpool.appliance import _protocol as msg
+from guestpool.rounds._plan import Strategy
+from guestpool.rounds._round import DEFAULT_BATCH
 
 LABEL = "SIMULATION"
 

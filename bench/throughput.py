@@ -21,8 +21,8 @@ from typing import Any
 import anyio
 
 from guestpool import VM, Pool, RoundOptions, RoundReport, run_round
-from guestpool._plan import SHUTDOWN_RESERVE_S
-from guestpool._round import order_fleet
+from guestpool.rounds._plan import SHUTDOWN_RESERVE_S
+from guestpool.rounds._round import order_fleet
 
 
 @dataclass

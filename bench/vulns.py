@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guestpool import _vulns
+from guestpool.supply import _matching as _vulns
 
 LABEL = "SYNTHETIC"
 

@@ -6,18 +6,12 @@ filesystems), ``_builtin`` and ``_inventory`` (the built-in inspectors),
 ``_registry`` (finding, resolving and running inspectors).
 """
 
-from guestpool._protocol import InspectorSpec as InspectorSpec
+from guestpool.inspectors._specs import InspectorSpec
 
-from ._api import Inspector as Inspector
-from ._devices import Filesystem as Filesystem
-from ._guest import DeadlineExceeded as DeadlineExceeded
-from ._guest import Guest as Guest
-from ._guest import GuestReadError as GuestReadError
-from ._guest import Root as Root
-from ._registry import DEFAULT_INSPECTORS as DEFAULT_INSPECTORS
-from ._registry import available as available
-from ._registry import resolve as resolve
-from ._registry import resolve_specs as resolve_specs
+from ._api import Inspector
+from ._devices import Filesystem
+from ._guest import DeadlineExceeded, Guest, GuestReadError, Root
+from ._registry import DEFAULT_INSPECTORS, available, resolve, resolve_specs
 
 __all__ = [
     "DEFAULT_INSPECTORS",

@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guestpool._hotplug import device_listing, shell_lines
-from guestpool._protocol import LuksKey
+from ._shell import device_listing, shell_lines
+from ._specs import LuksKey
 
 #: appliance disk names are ours (udev's sdX), never the guest's; checked anyway
 #: because they go into a shell command line

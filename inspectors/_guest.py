@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from guestpool._errors import InspectorError
-from guestpool._hotplug import PRINT_MOUNTS, outside_sysroot, shell_lines
-from guestpool._protocol import LuksKey
 
 from ._devices import (
     Filesystem,
@@ -31,6 +29,8 @@ from ._devices import (
     deactivate_script,
     find_filesystems,
 )
+from ._shell import PRINT_MOUNTS, outside_sysroot, shell_lines
+from ._specs import LuksKey
 
 __all__ = ["DeadlineExceeded", "Filesystem", "Finding", "Guest", "GuestReadError", "Root"]
 

@@ -12,12 +12,12 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from guestpool._errors import InspectorError
-from guestpool._protocol import InspectorSpec, encoded_size
 
 from ._api import Inspector
 from ._builtin import FilesystemsInspector, HostnameInspector, OSInspector
 from ._guest import DeadlineExceeded, Guest
 from ._inventory import FilesInspector, PackagesInspector, ServicesInspector, UsersInspector
+from ._specs import InspectorSpec, encoded_size
 
 #: The built-in inspectors: a new one is a module plus a line here.
 BUILTINS: tuple[type[Inspector], ...] = (

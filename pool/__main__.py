@@ -1,5 +1,5 @@
 """``python -m guestpool``: the command line."""
 
-from guestpool._cli import main
+from guestpool.cli._main import main
 
 main()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guestpool import SetupError
-from guestpool._accel import resolve_accel
+from guestpool.appliance._accel import resolve_accel
 
 
 def test_accel_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,7 +23,7 @@ def test_accel_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("GUESTPOOL_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GUESTPOOL_ACCEL", raising=False)
     calls = []
-    monkeypatch.setattr("guestpool._accel.probe_kvm",
+    monkeypatch.setattr("guestpool.appliance._accel.probe_kvm",
                         lambda: calls.append(1) or (False, "hangs"))
     assert resolve_accel().source == "probe"
     assert resolve_accel().source == "cache"
@@ -38,7 +38,7 @@ def test_the_kvm_probe_answers_within_its_deadline() -> None:
     import subprocess
     import time
 
-    from guestpool._accel import probe_kvm
+    from guestpool.appliance._accel import probe_kvm
 
     t = time.monotonic()
     ok, why = probe_kvm(deadline=8)

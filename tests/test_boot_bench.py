@@ -185,7 +185,7 @@ def test_saved_runs_come_back_reanalysed_newest_first(tmp_path: Path) -> None:
 @pytest.fixture
 def recorded_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """`bench boot` with passes from the recording, slowed by append=slow."""
-    from guestpool import _accel as accel
+    from guestpool.appliance import _accel as accel
 
     def fake_passes(variants: dict[str, dict[str, Any]], passes: int, warmup: int = 3,
                     progress: Any = None) -> list[boot.Pass]:

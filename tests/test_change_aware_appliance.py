@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from guestpool import VM, RoundOptions, Store, run_round
-from guestpool._demo import image_from_tree
-from guestpool._safety import SafetyPolicy
+from guestpool.demo._fleet import image_from_tree
+from guestpool.fleet._safety import SafetyPolicy
 
 pytestmark = pytest.mark.appliance
 

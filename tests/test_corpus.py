@@ -15,9 +15,9 @@ import pytest
 from helpers.corpus import Corpus
 from helpers.native import hive_values, rpm_packages
 
-from guestpool import _corpus as corpus_mod
-from guestpool import _regf as regf
 from guestpool.bench import fidelity
+from guestpool.demo import _corpus as corpus_mod
+from guestpool.demo import _regf as regf
 from guestpool.inspectors import _rpmdb as rpmdb
 from guestpool.inspectors._ndb import ndb_blobs
 
@@ -276,7 +276,7 @@ def _found(corpus: Corpus, names: list[str]) -> set[tuple[str, str]]:
 def _found_once(corpus: Corpus, names: list[str]) -> set[tuple[str, str]]:
     import guestfs
 
-    from guestpool._accel import resolve_accel
+    from guestpool.appliance._accel import resolve_accel
 
     g = guestfs.GuestFS(python_return_dict=True)
     try:

@@ -15,9 +15,9 @@ from helpers.fleet import DemoFleet, sha256
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool._demo import HARD_KINDS, KINDS, QUICKSTART, WEIGHTS, plan
-from guestpool._demo_hard import OS_FACTS, TEMPLATES
-from guestpool._safety import SafetyPolicy, check_vm
+from guestpool.demo._fleet import HARD_KINDS, KINDS, QUICKSTART, WEIGHTS, plan
+from guestpool.demo._hard import OS_FACTS, TEMPLATES
+from guestpool.fleet._safety import SafetyPolicy, check_vm
 
 HARD_FLEET = QUICKSTART + len(HARD_KINDS) + 9  # 40: every hard kind, then one more
 

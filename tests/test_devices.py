@@ -147,8 +147,8 @@ UDEV_LUKS = ("DEV=/dev/sdc\nPART=/dev/sdc1\nDEV=/dev/sdc1\nID_FS_TYPE=ext4\nPART
 
 
 def test_luks_opens_with_the_vms_keys_and_says_when_it_cannot() -> None:
-    from guestpool._protocol import LuksKey
     from guestpool.inspectors._devices import Finding, find_filesystems
+    from guestpool.inspectors._specs import LuksKey
 
     inner = "DEVNAME=/dev/mapper/luks-c0de-0303\nTYPE=ext4\nUUID=inner\n"
     answers = {"records show": UDEV_LUKS, "blkid -c /dev/null -p -o export": inner}
@@ -219,7 +219,7 @@ def test_api_names_follow_the_order_disks_were_added() -> None:
 
 
 def test_drive_labels_are_letters_and_unique() -> None:
-    from guestpool._hotplug import drive_label
+    from guestpool.appliance._hotplug import drive_label
 
     labels = [drive_label(i) for i in range(1000)]
     assert len(set(labels)) == 1000 and all(lb.isalpha() for lb in labels)

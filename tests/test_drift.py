@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from guestpool._drift import diff, diff_results
+from guestpool.store._drift import diff, diff_results
 
 
 def _entry(value: Any, version: str = "1", ok: bool = True) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def test_manifest_parsing(tmp_path: Path) -> None:
 def test_luks_keys_in_a_manifest(tmp_path: Path) -> None:
     """Keys are paths (relative to the manifest) with an optional VM device name; the
     passphrase is the key file's first line, read when asked, hidden from any repr."""
-    from guestpool._safety import SafetyPolicy, check_vm, luks_keys
+    from guestpool.fleet._safety import SafetyPolicy, check_vm, luks_keys
 
     (tmp_path / "vm.img").write_bytes(b"\0" * 4096)
     (tmp_path / "all.key").write_text("open sesame\nsecond line is not the key\n")
@@ -65,8 +65,8 @@ def test_bad_key_entries_are_one_line_errors(tmp_path: Path, keys: str, message:
 
 def test_key_files_are_confined_and_checked(tmp_path: Path) -> None:
     from guestpool import ImageError
-    from guestpool._fleet import VM, Disk, KeyFile
-    from guestpool._safety import SafetyPolicy, check_vm, luks_keys
+    from guestpool.fleet._model import VM, Disk, KeyFile
+    from guestpool.fleet._safety import SafetyPolicy, check_vm, luks_keys
 
     fleet = tmp_path / "fleet"
     fleet.mkdir()

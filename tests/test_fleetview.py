@@ -15,7 +15,7 @@ import pytest
 from helpers.stored_results import deb, latest, os_value, packages_value
 
 from guestpool import VM, Disk, InspectResult, Store
-from guestpool import _fleetview as fv
+from guestpool.store import _fleetview as fv
 
 GP = [sys.executable, "-m", "guestpool"]
 HOSTILE = "[bold red]<script>alert(1)</script>"

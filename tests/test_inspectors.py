@@ -13,10 +13,10 @@ from helpers.fleet import DemoFleet
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool._demo import image_from_tree
-from guestpool._distro import full_version
+from guestpool.demo._fleet import image_from_tree
 from guestpool.inspectors._inventory import fingerprint, parse_authorized_keys
 from guestpool.inspectors._registry import BUILTINS
+from guestpool.supply._distro import full_version
 
 ALL = ["os", "filesystems", "packages", "users", "files", "services"]
 VERSIONS = {cls.name: cls.version for cls in BUILTINS}
@@ -146,7 +146,7 @@ def test_authorized_keys_parsing() -> None:
 @pytest.mark.appliance
 def test_windows_registry_values_are_read_through_the_facade(shared_pool: PoolThread,
                                                              tmp_path: Path) -> None:
-    from guestpool._regf import Key, hive
+    from guestpool.demo._regf import Key, hive
 
     tree = tmp_path / "win"
     config = tree / "Windows" / "System32" / "config"

@@ -14,8 +14,8 @@ from helpers.corpus import Corpus
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool._corpus import SUSE_PACKAGES
-from guestpool._drift import diff
+from guestpool.demo._corpus import SUSE_PACKAGES
+from guestpool.store._drift import diff
 
 FACTS = ("type", "distro", "major_version", "minor_version", "product_name", "hostname",
          "arch", "root", "mountpoints", "package_format")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers.fleet import DemoFleet
 
-from guestpool._accel import resolve_accel
+from guestpool.appliance._accel import resolve_accel
 
 pytestmark = pytest.mark.appliance
 USER = "gp-test-user"

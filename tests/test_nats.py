@@ -23,9 +23,9 @@ from helpers.server import AUTH, Server
 from prometheus_client.parser import text_string_to_metric_families
 
 from guestpool import VM, Disk, RoundOptions, Store, write_manifest
-from guestpool._nats import HostsRoundReport, open_coordinator
-from guestpool._nats._connect import connected
-from guestpool._nats._subjects import JOBS_STREAM
+from guestpool.nats import HostsRoundReport, open_coordinator
+from guestpool.nats._connect import connected
+from guestpool.nats._subjects import JOBS_STREAM
 
 TESTS = Path(__file__).parent
 HOSTS = ["A", "B", "C"]
@@ -225,7 +225,7 @@ def _cannot_pull_another_hosts_jobs(server: NatsServer) -> None:
     async def main() -> tuple[list[str], bytes]:
         async with connected(server.settings(), "admin") as admin:
             js = admin.jetstream()
-            from guestpool._nats._connect import ensure_host, ensure_streams
+            from guestpool.nats._connect import ensure_host, ensure_streams
 
             await ensure_streams(js)
             for host in ("A", "B"):
@@ -289,8 +289,8 @@ def test_service_scans_across_hosts_and_shows_them(server: NatsServer, agents: A
 def test_a_job_longer_than_the_ack_wait_is_kept_by_in_progress_acks(
         server: NatsServer, agents: Agents) -> None:
     async def main() -> int:
-        from guestpool._nats._connect import ensure_host, ensure_streams
-        from guestpool._nats._messages import Job, encode
+        from guestpool.nats._connect import ensure_host, ensure_streams
+        from guestpool.nats._messages import Job, encode
 
         async with connected(server.settings(), "admin") as nc:
             js = nc.jetstream()

@@ -10,9 +10,9 @@ import pytest
 from helpers.fake_pool import EntryAppliance
 
 from guestpool import VM, Appliance, Disk, Pool, RoundOptions, Store, plan_round, run_round
-from guestpool import _protocol as msg
-from guestpool._plan import vm_kind
+from guestpool.appliance import _protocol as msg
 from guestpool.bench.simulate import Costs
+from guestpool.rounds._plan import vm_kind
 
 
 def entries(distro: str | None, devices: list[str] | None) -> dict[str, object]:

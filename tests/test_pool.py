@@ -16,7 +16,7 @@ def test_pool_arguments_are_checked() -> None:
 
 
 def test_workers_inherit_no_credentials() -> None:
-    from guestpool._appliance import worker_environment
+    from guestpool.appliance._process import worker_environment
 
     env = worker_environment("/tmp/w", {
         "PATH": "/usr/bin", "GUESTPOOL_TOKEN": "s3cret", "GUESTPOOL_ACCEL": "tcg",

@@ -18,8 +18,8 @@ from helpers.pool_thread import PoolThread
 from helpers.proc import wait_for_line
 
 from guestpool import VM, Disk, RoundOptions, Store, run_round, write_manifest
-from guestpool._demo import image_from_tree
 from guestpool.bench.simulate import Costs, simulate
+from guestpool.demo._fleet import image_from_tree
 
 pytestmark = pytest.mark.appliance
 

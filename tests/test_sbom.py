@@ -14,8 +14,9 @@ from helpers.stored_results import deb, demo_latest, latest, os_value, packages_
 from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from guestpool import GuestpoolError, _sbom
-from guestpool._distro import distro
+from guestpool import GuestpoolError
+from guestpool.supply import _sbom
+from guestpool.supply._distro import distro
 
 KINDS = ("debian", "fedora", "alpine")
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from helpers.server import AUTH, Server, tiny_manifest
 
-from guestpool._service._queue import MAX_STARTS, ScanQueue
+from guestpool.service._queue import MAX_STARTS, ScanQueue
 
 
 @pytest.fixture

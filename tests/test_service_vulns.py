@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from guestpool import InspectResult, Store, _findings
+from guestpool import InspectResult, Store
+from guestpool.supply import _findings
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import pytest
 from helpers.fleet import DemoFleet
 
 from guestpool import VM, FleetError, ImageError, RoundOptions, run_round
-from guestpool._safety import check_vm
-from guestpool._sources import (
+from guestpool.fleet._safety import check_vm
+from guestpool.fleet._sources import (
     GUESTPOOL_XMLNS,
     FolderSource,
     LibvirtSource,
@@ -308,7 +308,7 @@ def test_libvirt_uris_are_local_drivers_only(tmp_path: Path) -> None:
 
 def test_allow_format_mismatch_reaches_the_policy(tmp_path: Path) -> None:
     """The CLI option flows through RoundOptions into the source's safety policy."""
-    from guestpool._cli import _round_options
+    from guestpool.cli._main import _round_options
 
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "x.img"), "1M"],
                    check=True)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from guestpool import VM, Disk, InspectResult, Store, _store, plan_round
-from guestpool._drift import diff_results
-from guestpool._export import export
-from guestpool._round import order_fleet
+from guestpool import VM, Disk, InspectResult, Store, plan_round
+from guestpool.rounds._round import order_fleet
+from guestpool.store import _database as _store
+from guestpool.store._drift import diff_results
+from guestpool.store._export import export
 
 
 def vm(name: str, group: str = "g", priority: int = 0) -> VM:

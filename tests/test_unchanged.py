@@ -16,9 +16,9 @@ from helpers.fake_pool import CountingSpawn, fake_pool
 from helpers.qemu_images import qemu_img
 
 from guestpool import VM, Disk, RoundOptions, Store, run_round
-from guestpool._fingerprint import Fingerprint, difference, file_state, take_fingerprint
-from guestpool._safety import ChainFiles, SafetyPolicy, check_vm
-from guestpool._unchanged import verify
+from guestpool.fleet._safety import ChainFiles, SafetyPolicy, check_vm
+from guestpool.rounds._fingerprint import Fingerprint, difference, file_state, take_fingerprint
+from guestpool.rounds._unchanged import verify
 
 HOSTNAME = RoundOptions(budget=60, inspectors=["hostname"], pool_size=1)
 
@@ -243,7 +243,7 @@ async def test_the_command_line_plans_unchanged_vms_and_checks_max_age(tmp_path:
     import sys
 
     from guestpool import write_manifest
-    from guestpool._sources import open_source
+    from guestpool.fleet._sources import open_source
 
     fleet, store = small_fleet(tmp_path), Store(tmp_path / "r.db")
     write_manifest(tmp_path / "fleet.json", fleet)

@@ -29,7 +29,9 @@ from helpers.osv import (
 )
 from helpers.stored_results import deb, demo_vm, latest, os_value, packages_value
 
-from guestpool import GuestpoolError, _osv, _vulns
+from guestpool import GuestpoolError
+from guestpool.supply import _matching as _vulns
+from guestpool.supply import _osv
 
 DEBIAN_12 = os_value("debian", "12", "deb", "Debian GNU/Linux 12 (bookworm)")
 ALPINE_320 = os_value("alpine", "3.20.1", "apk", "Alpine Linux v3.20")
@@ -287,7 +289,7 @@ def test_staleness(index: _vulns.OsvIndex) -> None:
     ("debian", "", None),
 ])
 def test_ecosystem_of_a_distribution(distro: str, version: str, expected: str | None) -> None:
-    from guestpool._distro import distro as distro_of
+    from guestpool.supply._distro import distro as distro_of
     product = {"almalinux": "AlmaLinux 9.4 (Seafoam Ocelot)"}.get(distro, "")
     dist = distro_of(latest("v", os_value(distro, version, "deb", product), None))
     assert _vulns.ecosystem(dist) == expected

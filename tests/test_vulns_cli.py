@@ -21,8 +21,9 @@ from helpers.stored_results import DEBIAN_12_OS, deb, demo_vm, latest, packages_
 from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from guestpool import InspectResult, Store, _findings
-from guestpool._round import RoundReport, _match_findings
+from guestpool import InspectResult, Store
+from guestpool.rounds._round import RoundReport, _match_findings
+from guestpool.supply import _findings
 
 GP = [sys.executable, "-m", "guestpool"]
 SEEDS = range(1000, 1006)

@@ -12,8 +12,8 @@ import pytest
 from helpers.fake_pool import FAST, CountingSpawn, fake_pool
 
 from guestpool import VM, Disk, RoundOptions, RoundReport, Store, run_round
-from guestpool._periodic import run_periodic
-from guestpool._round import preview
+from guestpool.rounds._periodic import run_periodic
+from guestpool.rounds._round import preview
 
 OPTIONS = RoundOptions(budget=60, inspectors=["hostname"], pool_size=2, skip_unchanged=False)
 
@@ -91,9 +91,9 @@ async def test_a_trust_group_switch_between_rounds_pays_its_boots(
 
 async def test_the_service_keeps_one_fleets_pool_warm_and_switches_fleets(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from guestpool._appliance import WorkerAppliance
-    from guestpool._service import Service
-    from guestpool._service._queue import ScanQueue
+    from guestpool.appliance._process import WorkerAppliance
+    from guestpool.service import Service
+    from guestpool.service._queue import ScanQueue
 
     spawn = CountingSpawn()
     monkeypatch.setattr(WorkerAppliance, "spawn", spawn)

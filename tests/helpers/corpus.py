@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from guestpool import VM, load_manifest
-from guestpool._corpus import build_corpus
 from guestpool.bench.fidelity import Key, manifest_keys
+from guestpool.demo._corpus import build_corpus
 from helpers.fleet import sha256
 
 

@@ -6,9 +6,9 @@ import random
 from typing import Any
 
 from guestpool import Appliance, Pool
-from guestpool import _protocol as msg
-from guestpool._safety import SafetyPolicy
+from guestpool.appliance import _protocol as msg
 from guestpool.bench.simulate import Costs, SimAppliance
+from guestpool.fleet._safety import SafetyPolicy
 
 FAST = Costs(boot=(0.05, 0.0), attach=(0.005, 0.0), inspect=(0.01, 0.0), detach=(0.005, 0.0))
 

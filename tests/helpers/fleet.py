@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from guestpool import VM, load_manifest
-from guestpool._demo import generate
+from guestpool.demo._fleet import generate
 
 
 def sha256(path: str) -> str:

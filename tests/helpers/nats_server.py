@@ -9,8 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from guestpool._nats import NatsSettings, write_config
-from guestpool._nats._config import COORDINATOR_USER, agent_user
+from guestpool.nats import NatsSettings, write_config
+from guestpool.nats._config import COORDINATOR_USER, agent_user
 from helpers.server import free_port
 
 

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from guestpool import _demo as demo
+from guestpool.demo import _fleet as demo
 from guestpool.inspectors import _rpmdb as rpmdb
 from guestpool.inspectors._inventory import PackagesInspector
 from guestpool.inspectors._osfacts import distro_of_os_release_id

@@ -84,7 +84,7 @@ class Layouts(Inspector):
 
 def appliance_mounts(guest: Guest) -> list[str]:
     """The appliance's own mount table (outside /sysroot), as the worker checks it."""
-    from guestpool._worker import appliance_mounts as table
+    from guestpool.appliance._worker import appliance_mounts as table
 
     return sorted(table(guest.handle))
 

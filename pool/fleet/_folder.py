@@ -1,0 +1,79 @@
+"""A folder of images as a source: one VM per image, or per subfolder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guestpool._errors import FleetError
+
+from ._model import FORMATS, VM, Disk
+
+log = logging.getLogger("guestpool")
+EXTENSIONS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw"}
+
+
+def _sidecar(image: Path) -> dict[str, Any]:
+    for candidate in (image.with_name(image.name + ".json"), image.with_suffix(".json")):
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text())
+            except ValueError as e:
+                raise FleetError(f"sidecar {candidate} is not valid JSON: {e}") from None
+            if not isinstance(data, dict):
+                raise FleetError(f"sidecar {candidate} must hold a JSON object")
+            return data
+    fmt = image.with_name(image.name + ".format")
+    if fmt.is_file():
+        return {"format": fmt.read_text().strip()}
+    return {}
+
+
+@dataclass
+class FolderSource:
+    """Images in a folder: the extension (.qcow2, .raw, .img) or a sidecar
+    (``IMAGE.json`` with format, trust_group, tags, priority) declares the format.
+    A subfolder is one VM whose disks are its images, in name order."""
+
+    path: Path
+    name: str = "folder"
+    allowed_roots: list[str] = field(default_factory=list)
+    shared_roots: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # a subfolder VM's disks stay in its subfolder; single images share the folder
+        self.allowed_roots = [str(self.path.resolve())]
+
+    def _disk(self, image: Path) -> tuple[Disk, dict[str, Any]] | None:
+        meta = _sidecar(image)
+        fmt = meta.get("format") or EXTENSIONS.get(image.suffix)
+        if fmt is None:
+            log.warning("skipping %s: no declared format (extension or sidecar)", image)
+            return None
+        if fmt not in FORMATS:
+            raise FleetError(f"{image}: format {fmt!r} is not one of {FORMATS}")
+        return Disk(str(image), fmt), meta
+
+    def load(self) -> list[VM]:
+        if not self.path.is_dir():
+            raise FleetError(f"folder source {self.path} is not a folder")
+        vms = []
+        for entry in sorted(self.path.iterdir()):
+            if entry.name.startswith(".") or entry.suffix in (".json", ".format"):
+                continue
+            images = sorted(p for p in entry.iterdir() if p.is_file()) if entry.is_dir() \
+                else [entry]
+            found = [d for p in images if p.suffix not in (".json", ".format")
+                     and (d := self._disk(p)) is not None]
+            if not found:
+                continue
+            meta = found[0][1]
+            home = None if entry.is_file() else str(entry.resolve())
+            vms.append(VM(entry.stem if entry.is_file() else entry.name,
+                          tuple(d for d, _ in found), tags=tuple(meta.get("tags", ())),
+                          trust_group=str(meta.get("trust_group", "default")),
+                          priority=int(meta.get("priority", 0)), home=home))
+        return vms

@@ -1,0 +1,77 @@
+"""What travels over NATS, as typed msgspec messages (JSON on the wire)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from guestpool.fleet._model import VM
+from guestpool.inspectors._specs import InspectorSpec
+from guestpool.store._results import InspectResult
+
+
+class Job(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Inspect one VM of ``host``'s own fleet, by name: the coordinator never
+    sends a path, the agent reads disks only from its local source."""
+
+    round_id: int
+    host: str
+    vm: str
+    #: wall-clock (epoch) second after which no agent starts or continues this job
+    deadline: float
+    inspectors: list[InspectorSpec]
+
+
+class JobResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    round_id: int
+    host: str
+    result: dict[str, Any]
+
+    def inspect_result(self) -> InspectResult:
+        return InspectResult(**{k: v for k, v in self.result.items() if k in WIRE_FIELDS})
+
+
+#: what of an ``InspectResult`` travels to the coordinator: not its disk
+#: fingerprint (change detection is the agent host's business) nor the derived state
+WIRE_FIELDS = frozenset(InspectResult.__dataclass_fields__) - {"fingerprint"}
+
+
+def wire_result(result: InspectResult) -> dict[str, Any]:
+    return {k: getattr(result, k) for k in WIRE_FIELDS}
+
+
+class HostInfo(msgspec.Struct, frozen=True):
+    """One agent's heartbeat in the hosts bucket: its inventory and capacity."""
+
+    host: str
+    #: epoch second of this heartbeat
+    seen: float
+    heartbeat: float
+    pool_size: int
+    strategy: str
+    #: measured means, ``boot`` and ``job-<strategy>`` (as the store keeps them)
+    costs: dict[str, float]
+    vms: list[VM]
+    ready: bool = False
+    agent: str = ""
+
+    def alive(self, now: float) -> bool:
+        """Heard from within three heartbeats (clocks kept by NTP)."""
+        return now - self.seen <= 3 * self.heartbeat + 1.0
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return msgspec.json.encode(message)
+
+
+def decode_job(data: bytes) -> Job:
+    return msgspec.json.decode(data, type=Job)
+
+
+def decode_result(data: bytes) -> JobResult:
+    return msgspec.json.decode(data, type=JobResult)
+
+
+def decode_host(data: bytes) -> HostInfo:
+    return msgspec.json.decode(data, type=HostInfo)

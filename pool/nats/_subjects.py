@@ -1,0 +1,55 @@
+"""Names on the NATS server: streams, subjects, consumers and the hosts bucket.
+
+One place decides them, so the agent, the coordinator and the server
+configuration (``_config``) agree, permissions included.
+"""
+
+from __future__ import annotations
+
+import re
+
+from guestpool._errors import SetupError
+
+JOBS_STREAM = "GUESTPOOL_JOBS"
+RESULTS_STREAM = "GUESTPOOL_RESULTS"
+HOSTS_BUCKET = "guestpool-hosts"
+COORDINATOR_CONSUMER = "coordinator"
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+def check_host(name: str) -> str:
+    """A host name usable as one subject token and a consumer name."""
+    if not _HOST.fullmatch(name):
+        raise SetupError(f"host name {name!r}: use letters, digits, - and _ (up to 63)")
+    return name
+
+
+def jobs_subject(host: str) -> str:
+    return f"guestpool.jobs.{host}"
+
+
+def results_subject(host: str) -> str:
+    return f"guestpool.results.{host}"
+
+
+def host_consumer(host: str) -> str:
+    """The durable pull consumer every agent of ``host`` shares."""
+    return f"host-{host}"
+
+
+def inbox_prefix(host: str | None) -> str:
+    """Reply subjects of one host's agents: no other host may subscribe to them."""
+    return f"_INBOX.{host}" if host else "_INBOX"
+
+
+def kv_key_subject(host: str) -> str:
+    return f"$KV.{HOSTS_BUCKET}.{host}"
+
+
+def job_id(round_id: int, vm: str) -> str:
+    return f"job:{round_id}:{vm}"
+
+
+def result_id(round_id: int, vm: str) -> str:
+    """The de-duplication id of a result: a round covers a VM once."""
+    return f"result:{round_id}:{vm}"

@@ -1,0 +1,209 @@
+"""The service's scheduler: runs queued scans one after another, each a round.
+
+The pool stays booted between the rounds of one fleet (a keeper task holds it
+warm); a scan of another fleet, another trust domain, closes it first and
+starts a new one, so an appliance never serves two fleets and only one pool's
+appliances use memory at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from guestpool._errors import GuestpoolError
+from guestpool.fleet._safety import SafetyPolicy
+from guestpool.fleet._sources import open_source
+from guestpool.inspectors._registry import resolve_specs
+from guestpool.rounds._pool import Pool
+from guestpool.rounds._round import RoundOptions, RoundReport, run_round
+from guestpool.store._database import Store
+from guestpool.store._results import InspectResult
+
+from ._metrics import Metrics
+from ._queue import ScanQueue
+from ._supply import OsvState
+
+log = logging.getLogger("guestpool")
+
+
+@dataclass
+class Service:
+    """State shared by the HTTP handlers and the scheduler."""
+
+    store: Store
+    queue: ScanQueue
+    #: the fleets this service may scan, by name: requests name one, never a path
+    fleets: dict[str, str]
+    token: str | None
+    open_reads: bool = False
+    paused: bool = False
+    options: RoundOptions = field(default_factory=RoundOptions)
+    metrics: Metrics = field(default_factory=Metrics)
+    pool: Pool | None = None
+    running: str | None = None
+    cancel: anyio.Event | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    allow_remote_libvirt: bool = False
+    #: Host headers a request may carry when there is no token (the bind address)
+    hosts: frozenset[str] = frozenset()
+    #: the OSV folder (``options.osv``) and its index, for /vulns
+    vulns: OsvState = field(default_factory=OsvState)
+    #: with ``serve --nats``: the coordinator (``_nats.Coordinator``); scans then
+    #: run across the agents' hosts (``_hosts``)
+    coordinator: Any = None
+    #: each host's share of the last round across hosts
+    host_tallies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the fleet ``pool`` is kept warm for
+    warm_fleet: str | None = None
+    #: (set to let the warm pool's keeper close it, set by the keeper once closed)
+    _keeper_events: tuple[anyio.Event, anyio.Event] | None = None
+    _keepers: TaskGroup | None = None
+
+    def __post_init__(self) -> None:
+        if self.vulns.folder is None:
+            self.vulns.folder = self.options.osv
+
+    def default_fleet(self) -> str | None:
+        """The fleet a request that names none scans: the only one configured."""
+        return next(iter(self.fleets)) if len(self.fleets) == 1 else None
+
+    # -- scheduling ----------------------------------------------------------------
+
+    def estimate_start(self, scan_id: str) -> float:
+        """Seconds from now until this scan can start (budgets of those ahead)."""
+        wait = 0.0
+        for s in self.queue.queued_ahead(scan_id):
+            budget = float(s["request"].get("budget", self.options.budget))
+            if s["state"] == "running" and s["started"]:
+                wait += max(0.0, budget - (time.time() - s["started"]))
+            else:
+                wait += budget
+        return wait
+
+    async def scheduler(self) -> None:
+        async with anyio.create_task_group() as keepers:
+            self._keepers = keepers
+            while True:
+                scan = None if self.paused else self.queue.next_queued()
+                if scan is None:
+                    with anyio.move_on_after(1.0):
+                        await self.wake.wait()
+                    self.wake = anyio.Event()
+                    continue
+                await self._run(scan)
+
+    async def _warm_pool(self, fleet: str, options: RoundOptions, safety: SafetyPolicy
+                         ) -> Pool:
+        """The pool kept booted for ``fleet``'s rounds: the one already warm, or a
+        new one once the pool of another fleet is closed (its qemus gone first)."""
+        if self.pool is not None and self.pool.running and self.warm_fleet == fleet:
+            return self.pool
+        if self._keeper_events is not None:
+            release, closed = self._keeper_events
+            release.set()
+            await closed.wait()
+        assert self._keepers is not None, "the scheduler is not running"
+        pool = options.pool(safety, on_event=self.metrics.on_event)
+        self._keeper_events = (anyio.Event(), anyio.Event())
+        self.pool, self.warm_fleet = pool, fleet
+        await self._keepers.start(self._keep_warm, pool, *self._keeper_events)
+        return pool
+
+    @staticmethod
+    async def _keep_warm(pool: Pool, release: anyio.Event, closed: anyio.Event,
+                         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold ``pool`` booted until ``release``; a pool that fails is logged and
+        the next round starts another."""
+        try:
+            async with pool.warm():
+                task_status.started()
+                await release.wait()
+        except Exception:
+            log.exception("the warm pool failed; the next scan starts a new one")
+        finally:
+            closed.set()
+
+    def kick(self) -> None:
+        self.wake.set()
+
+    async def _run(self, scan: dict[str, Any]) -> None:
+        req = scan["request"]
+        self.running, self.cancel = scan["id"], anyio.Event()
+        self.queue.start(scan["id"])
+        try:
+            await self._round(scan["id"], req, self.cancel)
+        except GuestpoolError as e:
+            self.queue.update(scan["id"], state="failed", finished=time.time(),
+                              errors=[{"kind": "scan", "message": str(e)}])
+        except Exception as e:  # one scan's failure must not stop the service
+            log.exception("scan %s failed", scan["id"])
+            self.queue.update(scan["id"], state="failed", finished=time.time(),
+                              errors=[{"kind": "internal",
+                                       "message": f"{type(e).__name__}: {e}"[:500]}])
+        finally:
+            self.running, self.cancel = None, None
+
+    async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
+        if self.coordinator is not None:
+            from ._nats_hosts import hosts_round
+
+            return await hosts_round(self, scan_id, req, cancel)
+        name = req.get("fleet") or self.default_fleet()
+        if name not in self.fleets:
+            raise GuestpoolError(f"fleet {name!r} is not configured for this service")
+        source = open_source(self.fleets[name], allow_remote_libvirt=self.allow_remote_libvirt)
+        vms = await anyio.to_thread.run_sync(source.load)
+        if req.get("vms"):
+            wanted = set(req["vms"])
+            vms = [v for v in vms if v.name in wanted]
+        on_result = self.progress_hook(scan_id, len(vms))
+        options = self.scan_options(req)
+        safety = options.safety(source)
+        pool = await self._warm_pool(name, options, safety)
+        self.metrics.pool_size.set(pool.size)
+        report: RoundReport = await run_round(vms, options, store=self.store, pool=pool,
+                                              safety=safety, stop=cancel, on_result=on_result,
+                                              whole_fleet=not req.get("vms"))
+        self.finish(scan_id, cancel, report, len(vms))
+
+    # -- shared by one-host rounds and rounds across hosts (``_hosts``) ----------------
+
+    def progress_hook(self, scan_id: str, total: int) -> Callable[[InspectResult], None]:
+        """Start the scan's progress at ``total`` VMs; the hook counts each result."""
+        self.progress = {"total": total, "done": 0, "covered": 0, "failed": 0,
+                         "unchanged": 0}
+        self.queue.update(scan_id, progress=self.progress)
+        errors: list[dict[str, Any]] = []
+
+        def on_result(r: InspectResult) -> None:
+            self.progress["done"] += 1
+            self.progress["covered" if r.ok else "failed"] += 1
+            self.progress["unchanged"] += r.state == "unchanged"
+            if not r.ok:
+                errors.append({"vm": r.vm, **(r.error or {})})
+            self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
+
+        return on_result
+
+    def scan_options(self, req: dict[str, Any]) -> RoundOptions:
+        """The service's round options with the request's budget and inspectors."""
+        return dataclasses.replace(
+            self.options, budget=float(req.get("budget", self.options.budget)),
+            inspectors=(resolve_specs(req["inspectors"], allow_paths=False)
+                        if req.get("inspectors") else self.options.inspectors))
+
+    def finish(self, scan_id: str, cancel: anyio.Event, report: RoundReport, vms: int) -> None:
+        self.queue.update(scan_id, state="cancelled" if cancel.is_set() else "done",
+                          finished=time.time(), summary=report.summary(),
+                          progress=self.progress)
+        self.metrics.coverage.set(len(report.covered) / vms if vms else 1.0)
+        self.metrics.overrun.set(report.overrun)
+        self.metrics.round_vms(report)

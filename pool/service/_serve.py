@@ -1,0 +1,105 @@
+"""Running the service: bind checks, the scheduler, periodic scans and the HTTP
+server in one task group, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from guestpool._errors import SetupError
+from guestpool.fleet._sources import open_source
+from guestpool.rounds._periodic import run_periodic, stop_on_signals
+from guestpool.rounds._round import RoundOptions
+from guestpool.store._database import Store
+
+from ._app import build_app
+from ._queue import ScanQueue
+from ._scheduler import Service
+
+
+def check_bind(host: str, token: str | None) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not token:
+        raise SetupError(f"refusing to listen on {host} without a token: set GUESTPOOL_TOKEN "
+                         "(or --token-file), or bind to 127.0.0.1")
+
+
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """Host headers that name a loopback bind (checked when there is no token)."""
+    names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost") \
+        else {f"[{host}]" if ":" in host else host}
+    return frozenset(f"{n}:{port}" for n in names)
+
+
+async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[str, str],
+                token: str | None, open_reads: bool, paused: bool, options: RoundOptions,
+                interval: float | None, allow_remote_libvirt: bool = False,
+                nats: Any = None) -> None:
+    """Run the API and the scheduler until SIGINT/SIGTERM; with ``interval``, also
+    queue a scan of every configured fleet every ``interval`` seconds. With
+    ``nats`` (``_nats.NatsSettings``; run on anyio's asyncio backend) scans run
+    across the hosts whose agents announce themselves, as the fleet "hosts"."""
+    from hypercorn.config import Config
+
+    if nats is None:
+        from hypercorn.trio import serve as hypercorn_serve
+    else:
+        from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[assignment]
+
+    check_bind(host, token)
+    for spec in fleets.values():
+        open_source(spec, allow_remote_libvirt=allow_remote_libvirt)  # refuse bad specs now
+    if nats is not None:
+        fleets = {"hosts": f"nats:{nats.url}"}
+    store = Store(store_path)
+    svc = Service(store, ScanQueue(store.path), fleets, token, open_reads, paused, options,
+                  allow_remote_libvirt=allow_remote_libvirt, hosts=allowed_hosts(host, port))
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    shutdown = anyio.Event()
+
+    async def queue_rounds(n: int) -> None:
+        assert interval is not None
+        slot = int(time.time() // interval)
+        for name in fleets:
+            # "monitor:" keys live outside every client's key namespace
+            svc.queue.submit({"fleet": name, "budget": min(options.budget, interval)},
+                             f"monitor:{name}:{slot}")
+        svc.kick()
+
+    async with _coordinating(svc, nats, store), anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, shutdown)
+        tg.start_soon(svc.scheduler)
+        tg.start_soon(svc.vulns.keep_loaded)
+        if interval is not None:
+            tg.start_soon(run_periodic, interval, queue_rounds)
+        await hypercorn_serve(build_app(svc), config,  # type: ignore[arg-type]
+                              shutdown_trigger=shutdown.wait)
+        if svc.cancel is not None:
+            svc.cancel.set()
+        tg.cancel_scope.cancel()
+    svc.queue.close()
+    store.close()
+
+
+@contextlib.asynccontextmanager
+async def _coordinating(svc: Service, nats: Any, store: Store) -> AsyncIterator[None]:
+    """With ``nats``: the coordinator (storing results, watching hosts) for the service."""
+    if nats is None:
+        yield
+        return
+    from guestpool.nats import open_coordinator
+
+    async with open_coordinator(nats, store) as coordinator:
+        svc.coordinator = coordinator
+        yield
