@@ -33,7 +33,7 @@ def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoFleet]:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
-    """The fidelity corpus (pool/_corpus.py): hard layouts with their expected.json."""
+    """The fidelity corpus (pool/demo/_corpus.py): hard layouts with their expected.json."""
     built = Corpus(tmp_path_factory.mktemp("corpus"))
     yield built
     changed = [p for p, digest in built.digests.items() if sha256(p) != digest]

@@ -94,7 +94,7 @@ def test_plan_counts_the_boots_of_trust_group_switches() -> None:
     assert one.predicted == 2 * 278 // 2  # no switch: as without groups
     three = plan_round(300, 300, 2, costs, groups=["a"] * 100 + ["b"] * 100 + ["c"] * 100)
     # each appliance keeps its group (a, b); when both are done both move to c: two
-    # switches, one boot each (pool/_dispatch.py), not both appliances at each change
+    # switches, one boot each (pool/rounds/_dispatch.py), not both appliances at each change
     assert three.predicted == (2 * 278 - 2 * 20) // 2 and three.group_switches == 2
     singles = plan_round(4, 300, 8, costs, groups=["a", "b", "c", "d"])
     assert singles.predicted == 4 and singles.fits  # one appliance per group, no waiting

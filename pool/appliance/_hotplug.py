@@ -1,7 +1,7 @@
 """Late binding inside the worker: hot-plug a VM's disks into a booted appliance
 over QMP, find them in the guest, and unplug them again.
 
-DESIGN.md, "Late binding of disks": the format driver is always explicit (never
+pool/README.md, "Late binding of disks": the format driver is always explicit (never
 probed), both block nodes are read-only, each disk is a ``scsi-hd`` whose serial
 is its label, so libguestfs's udev rule names it ``/dev/disk/guestfs/<label>``.
 The label is its SCSI product name too, so a prepared appliance's udev names it

@@ -10,8 +10,8 @@ fedora (qcow2, separate /boot, btrfs root), alpine (qcow2, apk db), lvm
 (root on a logical volume), twodisk (root + data disk mounted via fstab),
 data (no operating system).
 
-Hard kinds (``HARD_KINDS``, see ``_demo_hard``): layouts of real fleets taken
-from the fidelity corpus (pool/_corpus.py), each VM a qcow2 overlay on a
+Hard kinds (``HARD_KINDS``, see ``_hard``): layouts of real fleets taken
+from the fidelity corpus (pool/demo/_corpus.py), each VM a qcow2 overlay on a
 template copied once into the fleet folder. The first ``QUICKSTART`` VMs (what
 ``guestpool quickstart`` scans) are easy kinds only, exactly as before hard
 kinds existed, so the quickstart stays fast and needs no corpus. Right after

@@ -1,6 +1,6 @@
 """The capacity plan: how much of a fleet one round covers, from measured costs.
 
-See DESIGN.md, "Throughput model": pooled VMs(T) ≈ P·(T − B)/J, cold P·T/(B + J).
+See pool/README.md, "Throughput model": pooled VMs(T) ≈ P·(T − B)/J, cold P·T/(B + J).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def _needed_pool(runs: list[int], jobs: list[float], usable: float, boot: float,
 def _affinity_fit(groups: list[str], jobs: list[float], usable: float, pool_size: int,
                   boot: float, warm: bool = False) -> tuple[int, int]:
     """(VMs covered, trust-group switches) when the round dispatches as
-    ``pool/_dispatch.py`` does: each appliance keeps its trust group, and one
+    ``pool/rounds/_dispatch.py`` does: each appliance keeps its trust group, and one
     without a group (or whose group is done) takes the group fewest appliances
     serve, paying a boot if it served another; no switch is started that
     cannot finish a job in the time left. VM i costs ``jobs[i]``."""

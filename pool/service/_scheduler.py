@@ -57,7 +57,7 @@ class Service:
     #: the OSV folder (``options.osv``) and its index, for /vulns
     vulns: OsvState = field(default_factory=OsvState)
     #: with ``serve --nats``: the coordinator (``_nats.Coordinator``); scans then
-    #: run across the agents' hosts (``_hosts``)
+    #: run across the agents' hosts (``_nats_hosts``)
     coordinator: Any = None
     #: each host's share of the last round across hosts
     host_tallies: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -174,7 +174,7 @@ class Service:
                                               whole_fleet=not req.get("vms"))
         self.finish(scan_id, cancel, report, len(vms))
 
-    # -- shared by one-host rounds and rounds across hosts (``_hosts``) ----------------
+    # -- shared by one-host rounds and rounds across hosts (``_nats_hosts``) ----------------
 
     def progress_hook(self, scan_id: str, total: int) -> Callable[[InspectResult], None]:
         """Start the scan's progress at ``total`` VMs; the hook counts each result."""

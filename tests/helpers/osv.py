@@ -82,7 +82,7 @@ def write_osv(folder: Path) -> Path:
 def expected_demo_findings(kind: str, versions: dict[str, str]
                            ) -> dict[tuple[str, str], str | None]:
     """(advisory, package) -> fixed version a demo VM must be reported with,
-    from the package versions pool/_demo.py wrote for it (its ground truth)."""
+    from the package versions pool/demo/_fleet.py wrote for it (its ground truth)."""
     want: dict[tuple[str, str], str | None] = {}
     if kind == "alpine":
         want[("ALPINE-CVE-2023-42363", "busybox")] = None  # at last_affected: no fix yet

@@ -1,5 +1,5 @@
 """Stored results (``Store.latest`` shape) without an appliance: the demo
-fleet's package databases, written by pool/_demo.py and parsed by the real
+fleet's package databases, written by pool/demo/_fleet.py and parsed by the real
 packages inspector's parsers, and hand-made package lists."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def packages_value(fmt: str, pkgs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def demo_latest(kind: str, tmp: Path, seed: int = 1) -> dict[str, Any]:
     """The result the demo fleet's ``kind`` VM gives: its package database as
-    pool/_demo.py writes it, parsed by PackagesInspector's own parsers."""
+    pool/demo/_fleet.py writes it, parsed by PackagesInspector's own parsers."""
     return demo_vm(kind, tmp, seed)[0]
 
 
