@@ -16,18 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
 from guestpool import GuestpoolError
 
-console = Console(stderr=True)
-out = Console()
+from ._options import console, out, results_dir, results_option
 
-results_option = click.option("--results", type=click.Path(path_type=Path), default=None,
-                              help="Folder for JSON results and plots (default: bench/results).")
 store_option = click.option("--store", "store_path", type=click.Path(path_type=Path),
                             default=None, help="Results store (default: guestpool's own).")
 
@@ -41,8 +37,6 @@ def _runs(store_path: Path | None) -> Any:
 
 
 def _folder(results: Path | None) -> Path:
-    from .cli import results_dir
-
     return results_dir(results)
 
 

@@ -10,31 +10,13 @@ from typing import Any
 
 import anyio
 import click
-from rich.console import Console
 from rich.table import Table
 
 from guestpool import GuestpoolError
-from guestpool._paths import data_dir, writable_dir
+from guestpool._paths import data_dir
 from guestpool.inspectors._registry import parse_names
 
-console = Console(stderr=True)
-out = Console()
-
-
-def results_dir(path: Path | None) -> Path:
-    """Where figures go: --results, else ./bench/results in a checkout, else the data folder."""
-    if path is None:
-        here = Path("bench/results")
-        path = here if here.parent.is_dir() else data_dir() / "bench-results"
-    try:
-        writable_dir(path)
-    except OSError as e:
-        raise GuestpoolError(f"results folder {path} is not writable: {e.strerror}") from None
-    return path
-
-
-results_option = click.option("--results", type=click.Path(path_type=Path), default=None,
-                              help="Folder for JSON results and plots (default: bench/results).")
+from ._options import console, out, results_dir, results_option
 
 
 @click.group()

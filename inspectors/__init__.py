@@ -9,8 +9,9 @@ filesystems), ``_builtin`` and ``_inventory`` (the built-in inspectors),
 from guestpool.inspectors._specs import InspectorSpec
 
 from ._api import Inspector
-from ._devices import Filesystem
-from ._guest import DeadlineExceeded, Guest, GuestReadError, Root
+from ._files import DeadlineExceeded, GuestReadError
+from ._guest import Guest, Root
+from ._layout import Filesystem
 from ._registry import DEFAULT_INSPECTORS, available, resolve, resolve_specs
 
 __all__ = [

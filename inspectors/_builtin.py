@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._api import Inspector, _flatten
-from ._guest import Filesystem, Guest, Root, windows_systemroot
+from ._guest import Guest, Root, windows_systemroot
+from ._layout import Filesystem
 from ._osfacts import (
     INSPECT_FIELDS,
     WINDOWS_INSPECT_FIELDS,

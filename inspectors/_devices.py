@@ -31,103 +31,32 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from ._layout import MOUNTABLE, Filesystem, Finding, Layout, api_device, part_of, vm_disk_name
+from ._probe_output import (
+    _BLKID_SCRIPT,
+    _filesystem,
+    _records,
+    _safe_name,
+    _split_dm_name,
+    _superblock,
+    _tags,
+    unescape,
+)
 from ._shell import device_listing, shell_lines
 from ._specs import LuksKey
 
 #: appliance disk names are ours (udev's sdX), never the guest's; checked anyway
 #: because they go into a shell command line
 _DEVICE = re.compile(r"/dev/[sv]d[a-z]+")
+
+
 #: how many layers (md, LUKS, LVM) may stack on each other
 MAX_DEPTH = 6
-#: filesystem types the appliance's kernel mounts; anything else with a TYPE
-#: that is no container is reported as unsupported
-MOUNTABLE = frozenset({
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "ntfs", "exfat", "f2fs", "iso9660",
-    "udf", "squashfs", "hfsplus", "jfs", "minix", "swap"})
+
+
 _CONTAINERS = ("linux_raid_member", "crypto_LUKS", "LVM2_member")
-
-
-@dataclass
-class Filesystem:
-    """A filesystem of the VM. ``device`` is the VM's name for it; ``path`` the
-    appliance block device behind it; ``subvol`` a btrfs subvolume's path."""
-
-    device: str
-    type: str
-    uuid: str = ""
-    label: str = ""
-    path: str = ""
-    subvol: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.path:
-            self.path = self.device
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something on the VM's disks that could not be read, and why."""
-
-    device: str
-    kind: str
-    detail: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"device": self.device, "kind": self.kind, "detail": self.detail}
-
-
-@dataclass
-class Layout:
-    """What one VM's disks hold, as found in the appliance."""
-
-    #: partitions, whole disks, md arrays, opened LUKS devices and logical volumes
-    #: with a filesystem (no LVM swap), in disk order
-    filesystems: list[Filesystem]
-    #: volume groups activated for the VM
-    volume_groups: list[str]
-    #: the physical volumes LVM was run on alone (``--devices``); empty when the
-    #: stable API activated the groups
-    lvm_devices: list[str]
-    #: what could not be read
-    findings: list[Finding] = field(default_factory=list)
-    #: layers opened, in order: ("md", device) ("luks", mapname) ("lvm", LV dm names)
-    opened: list[tuple[str, ...]] = field(default_factory=list)
-    #: partition identities -> the VM's partition name, as Windows records drive
-    #: letters: ``mbr:<disk signature>:<byte offset>``, ``gpt:<partition GUID>``
-    partition_ids: dict[str, str] = field(default_factory=dict)
-    #: appliance block device -> the VM's name for it
-    names: dict[str, str] = field(default_factory=dict)
-    #: the appliance device discovery left mounted read-only at /sysroot (the
-    #: VM's only filesystem a probe would mount; a btrfs at its top level), or ""
-    #: (``premount`` only)
-    mounted: str = ""
-
-
-def vm_disk_name(index: int) -> str:
-    """The VM's name for its ``index``-th disk: sda..sdz, sdaa.. (as Linux names them)."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(ord("a") + rem) + letters
-    return f"/dev/sd{letters}"
-
-
-def api_device(path: str, api_names: Mapping[str, str]) -> str:
-    """The name libguestfs's API takes for the kernel's device ``path``.
-
-    The daemon renames ``/dev/sdX[N]`` by the order disks were added at launch
-    (``/dev/sda`` = the first), while the kernel names them in the order its SCSI
-    scan finished. Disks hot-plugged later are not renamed (``api_names`` is
-    empty); an appliance launched with the VM's disks (the cold strategy) passes
-    the kernel disk -> API disk map it read from the disks' labels."""
-    m = re.fullmatch(r"(/dev/sd[a-z]+)(\d*)", path)
-    if m is None or m.group(1) not in api_names:
-        return path
-    return api_names[m.group(1)] + m.group(2)
 
 
 def find_filesystems(g: Any, devices: list[str], shell: bool = True,
@@ -146,8 +75,6 @@ def find_filesystems(g: Any, devices: list[str], shell: bool = True,
     return _with_api(g, devices)
 
 
-# -- fast path ---------------------------------------------------------------------
-
 # Prints DEV=<device> and the ID_FS_* entries of the device's udev database
 # record, or NODB=1 when udev has not written that record (yet).
 _SHOW = """\
@@ -163,6 +90,7 @@ show() {
   fi
 }
 """
+
 
 # Disks and their partitions from sysfs. A partition's udev event can finish
 # after its disk's (whose link the attach waited for): then wait for udev once.
@@ -183,6 +111,7 @@ records show
 {premount}
 exit 0
 """
+
 
 # The VM's one Linux filesystem, when its disks hold nothing else a probe would
 # mount or a layer would open: mounted read-only at /sysroot, as the first probe
@@ -218,6 +147,7 @@ premount() {
 }
 """
 
+
 # --devices keeps LVM from scanning every disk of the appliance (0.3 s, not 0.9 s
 # per command); LVM older than 2.03.12 lacks it and gets the stable path instead.
 # vgchange waits for udev to process the new LVs, so their records are there, and
@@ -242,8 +172,6 @@ done
 exit 0
 """
 
-_BLKID_SCRIPT = "blkid -c /dev/null -p -o export {devices} 2>/dev/null; exit 0\n"
-
 
 # Per md array of the VM: the md device the kernel assembled already (a cold
 # appliance assembles at boot) as HELD=<node> <device>, else the superblock of its
@@ -263,6 +191,7 @@ md() {{
 {calls}
 exit 0
 """
+
 
 # A RAID1 member holds the whole array: mapped read-only past its superblock.
 _DM_SCRIPT = """\
@@ -517,114 +446,6 @@ class _Discovery:
         return [(dev, tags.get(dev, {})) for dev in devices]
 
 
-def _superblock(lines: list[str]) -> tuple[str, int, int, int] | None:
-    """(level, raid devices, data offset, array size) in 512-byte sectors, from
-    ``mdadm --examine`` (metadata 0.90 and 1.x: 0.90 and 1.0 keep data at 0)."""
-    fields = {}
-    for line in lines:
-        key, sep, value = line.partition(" : ")
-        if sep:
-            fields[key.strip()] = value.strip()
-    level = fields.get("Raid Level", "")
-    devices = re.match(r"[0-9]{1,3}\b", fields.get("Raid Devices", ""))
-    array = re.match(r"([0-9]{1,15})\b", fields.get("Array Size", ""))  # KiB
-    offset = re.match(r"([0-9]{1,15}) sectors", fields.get("Data Offset", "0 sectors"))
-    if not (level and devices and array and offset):
-        return None
-    size = int(array.group(1)) * 2  # a RAID1's size is its members' data size
-    return level, int(devices.group(0)), int(offset.group(1)), size
-
-
-def _split_dm_name(name: str) -> tuple[str, str] | None:
-    """(VG, LV) of a device-mapper name LVM made: ``VG-LV`` with hyphens doubled."""
-    m = re.fullmatch(r"((?:[^-]|--)+)-((?:[^-]|--)+)", name)
-    if not m:
-        return None
-    return m.group(1).replace("--", "-"), m.group(2).replace("--", "-")
-
-
-def _safe_name(name: str) -> str:
-    """A guest-chosen name, if it is harmless in a path and a result."""
-    return name if re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", name) and name not in (".", "..") \
-        else ""
-
-
-def _tags(g: Any, out: str) -> dict[str, dict[str, str]]:
-    """blkid-style tags of every device shown in ``out``; the ones udev had no
-    record of are probed with blkid (one more round trip)."""
-    records = _records(out)
-    unprobed = [dev for dev, rec in records.items() if "NODB" in rec]
-    probed = {}
-    if unprobed:
-        quoted = " ".join(shlex.quote(d) for d in unprobed)
-        probed = _records(str(g.debug("sh", [_BLKID_SCRIPT.format(devices=quoted)])))
-    return {dev: probed.get(dev, {}) if "NODB" in rec else _from_udev(rec)
-            for dev, rec in records.items()}
-
-
-def _records(out: str) -> dict[str, dict[str, str]]:
-    """``KEY=value`` lines grouped under the ``DEVNAME=`` / ``DEV=`` line before them."""
-    records: dict[str, dict[str, str]] = {}
-    current: dict[str, str] = {}
-    for line in shell_lines(out):
-        key, sep, value = line.partition("=")
-        if not sep or not re.fullmatch(r"[A-Z_]+", key):
-            continue
-        if key in ("DEVNAME", "DEV"):
-            current = records.setdefault(value, {})
-        else:
-            current[key] = value
-    return records
-
-
-_PART_TAGS = {"ID_PART_ENTRY_UUID": "PART_ENTRY_UUID",
-              "ID_PART_ENTRY_OFFSET": "PART_ENTRY_OFFSET",
-              "ID_PART_TABLE_UUID": "PTUUID", "ID_PART_TABLE_TYPE": "PTTYPE"}
-
-
-def _from_udev(record: dict[str, str]) -> dict[str, str]:
-    """udev's names and ``\\xNN`` escapes to blkid's names and escapes."""
-    tags = {"TYPE": record.get("ID_FS_TYPE", "")}
-    tags |= {theirs: record[ours] for ours, theirs in _PART_TAGS.items()
-             if re.fullmatch(r"[0-9A-Za-z-]{1,64}", record.get(ours, ""))}
-    for ours, theirs in (("UUID", "ID_FS_UUID_ENC"), ("LABEL", "ID_FS_LABEL_ENC")):
-        if theirs in record:
-            raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m.group(1), 16)]),
-                         record[theirs].encode("utf-8", "surrogateescape"))
-            tags[ours] = _blkid_escape(raw.decode("utf-8", "replace"))
-    return tags
-
-
-def _blkid_escape(value: str) -> str:
-    """What ``blkid -o export`` prints for ``value`` (before :func:`unescape`)."""
-    out = []
-    for ch in value.encode("utf-8"):
-        text = ""
-        if ch >= 128:
-            text, ch = "M-", ch - 128
-        if ch < 32 or ch == 0x7F:
-            text, ch = text + "^", ch ^ 0x40
-        out.append(text + ("\\" if chr(ch) in " \\\"'$`<>" else "") + chr(ch))
-    return "".join(out)
-
-
-def unescape(value: str) -> str:
-    """Undo blkid's backslash escapes (space, quotes, ``$<>`` and backslash itself).
-    Non-ASCII and control bytes stay in blkid's ``M-``/``^`` notation, exactly as
-    libguestfs's own ``blkid`` call returns them."""
-    return re.sub(r"\\(.)", r"\1", value)
-
-
-def _filesystem(dev: str, tags: dict[str, dict[str, str]]) -> Filesystem | None:
-    info = tags.get(dev) or {}
-    if not info.get("TYPE"):
-        return None
-    return Filesystem(dev, unescape(info["TYPE"]), unescape(info.get("UUID", "")),
-                      unescape(info.get("LABEL", "")))
-
-
-# -- stable path: one daemon call per question ----------------------------------------
-
 def _with_api(g: Any, devices: list[str]) -> Layout:
     """Plain partitions, whole disks and LVM only: daemons without ``debug sh``."""
     parts = [p for p in device_listing(g.list_partitions)
@@ -670,8 +491,6 @@ def _blkid(g: Any, dev: str) -> Filesystem | None:
     return _filesystem(dev, {dev: {k: str(v) for k, v in info.items()}} if info else {})
 
 
-# -- shared -------------------------------------------------------------------------
-
 def _candidates(devices: list[str], parts: list[str]) -> list[str]:
     """Partitions in disk order, and whole disks that have none."""
     out = []
@@ -679,10 +498,6 @@ def _candidates(devices: list[str], parts: list[str]) -> list[str]:
         own = sorted((p for p in parts if part_of(p, dev)), key=lambda p: int(p[len(dev):]))
         out.extend(own or [dev])
     return out
-
-
-def part_of(part: str, device: str) -> bool:
-    return part.startswith(device) and part[len(device):].isdigit()
 
 
 def _safe(fn: Any, *args: Any) -> Any:

@@ -7,27 +7,24 @@ inspector's deadline, because all guest data is hostile.
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import re
 import shlex
-import tempfile
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from guestpool._errors import InspectorError
-
-from ._devices import (
-    Filesystem,
-    Finding,
-    Layout,
-    api_device,
-    deactivate,
-    deactivate_script,
-    find_filesystems,
+from ._devices import deactivate, deactivate_script, find_filesystems
+from ._files import DeadlineExceeded, GuestFiles, GuestReadError
+from ._hive import open_hive
+from ._layout import Filesystem, Finding, Layout, api_device
+from ._mount_scripts import (
+    _MOUNT_FN,
+    _UNMOUNT_ALL,
+    _appliance_device,
+    _mount_call,
+    _mount_results,
+    _safe_subvolume,
+    safe_mountpoint,
 )
 from ._shell import PRINT_MOUNTS, outside_sysroot, shell_lines
 from ._specs import LuksKey
@@ -38,40 +35,6 @@ LINUX_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 WINDOWS_FS = ("ntfs",)
 _NOT_DISKS = ("swap", "proc", "sysfs", "tmpfs", "devpts")
 _FSTAB_MAX = 64 * 1024
-_PREAD_CHUNK = 1024 * 1024
-#: types mounted by name: ``mount`` then skips probing the device (~50 ms under
-#: TCG); NTFS and anything else go through the daemon's probing mount
-_TYPED_MOUNT = frozenset({"ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"})
-#: what the shell is given as a device: the appliance's own block devices
-#: (disks, partitions, md arrays, device-mapper nodes we or LVM named, LVM's
-#: /dev/VG/LV links when the stable API activated the groups)
-_DEVICE_PATH = re.compile(
-    r"/dev/(?:[sv]d[a-z]+\d*|md\d+|dm-\d+|[A-Za-z0-9+_.-]+/[A-Za-z0-9+_.-]+)")
-# Unmounts everything at /sysroot; BUSY=1 when something stays (a mount the next
-# one would stack on, which release could not fully undo).
-_UNMOUNT_ALL = """\
-umount -R /sysroot >/dev/null 2>&1
-while IFS= read -r l; do
-  case "$l" in *" /sysroot "*|*" /sysroot/"*) echo BUSY=1; exit 0;; esac
-done < /proc/mounts
-"""
-# m INDEX TYPE OPTIONS DEVICE TARGET: the named type first, then mount's own
-# probe; prints M<index>=ok, or E<index>=<mount's message> (its first line counts)
-_MOUNT_FN = """\
-m() {
-  if [ -n "$2" ] && mount -o "$3" -t "$2" -- "$4" "$5" 2>/dev/null; then echo "M$1=ok"; return; fi
-  if err=$(mount -o "$3" -- "$4" "$5" 2>&1); then echo "M$1=ok"
-  else printf 'E%s=%s\\n' "$1" "$err"; fi
-}
-"""
-
-
-class DeadlineExceeded(InspectorError):
-    """The inspector ran past its own deadline."""
-
-
-class GuestReadError(InspectorError):
-    """A path in the guest could not be read (missing, not a file, refused)."""
 
 
 @dataclass
@@ -92,7 +55,7 @@ class Root:
     fs: Filesystem | None = field(default=None, repr=False, compare=False)
 
 
-class Guest:
+class Guest(GuestFiles):
     """Read-only access to one VM's disks inside a booted appliance.
 
     ``devices`` are the appliance device names of this VM's disks, in the VM's
@@ -105,7 +68,7 @@ class Guest:
     def __init__(self, handle: Any, vm: str, devices: list[str], *, shell: bool = True,
                  keys: Sequence[LuksKey] = (), api_names: Mapping[str, str] | None = None
                  ) -> None:
-        self._g = handle
+        super().__init__(handle)
         self.vm = vm
         self.devices = list(devices)
         #: kernel disk -> libguestfs API disk, for an appliance launched with the
@@ -113,7 +76,6 @@ class Guest:
         self._api_names = dict(api_names or {})
         self._shell = shell
         self._keys = tuple(keys)
-        self._deadline = float("inf")
         self._layout: Layout | None = None
         self._roots: list[Root] | None = None
         #: filesystems that look like a separate /usr (CoreOS keeps its OS there)
@@ -131,46 +93,11 @@ class Guest:
         #: per root: fstab mountpoints refused, with the reason
         self._refused: dict[str, dict[str, str]] = {}
         self._findings: list[Finding] = []
-        #: seconds spent per step of the facade itself (discover, probe, mount,
-        #: release); what inspectors spend beyond that is their own reading
-        self.steps: dict[str, float] = {}
         #: the appliance's mount table outside /sysroot, read by :meth:`release`
         #: (None: not read)
         self.appliance_mounts: frozenset[str] | None = None
 
-    @contextlib.contextmanager
-    def _step(self, name: str) -> Iterator[None]:
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.steps[name] = self.steps.get(name, 0.0) + time.monotonic() - start
-
-    # -- expert escape hatch -------------------------------------------------
-
-    @property
-    def handle(self) -> Any:
-        """The raw ``guestfs.GuestFS`` handle. For experts: it bypasses every bound,
-        uses the appliance's device names (``Filesystem.path``; an appliance
-        launched with the VM's disks renames ``/dev/sdX`` in API calls, see
-        :func:`~guestpool.inspectors._devices.api_device`), sees other VMs'
-        disks when several are attached, and must not be used to write (the disks
-        are read-only at the qemu level anyway). The VM's LVM volume groups, md
-        arrays and LUKS devices are open only once :meth:`filesystems` has run."""
-        return self._g
-
     # -- deadlines -----------------------------------------------------------
-
-    def set_deadline(self, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
-
-    def time_left(self) -> float:
-        """Seconds before the running inspector's deadline."""
-        return max(0.0, self._deadline - time.monotonic())
-
-    def check_deadline(self) -> None:
-        if time.monotonic() > self._deadline:
-            raise DeadlineExceeded("inspector ran past its deadline")
 
     # -- discovery -----------------------------------------------------------
 
@@ -571,148 +498,6 @@ class Guest:
 
     # -- bounded reads -------------------------------------------------------
 
-    def kinds(self, paths: Iterable[str], follow: bool = True) -> dict[str, str | None]:
-        """What each absolute path is: ``file``, ``dir``, ``link`` (a symlink, when
-        not followed or dangling), ``other`` (device, FIFO, socket), or None.
-
-        One ``lstat`` round trip per folder (1 ms under TCG, where each
-        ``is_file`` costs 10 ms); only symlinks are followed one by one, inside
-        the guest."""
-        self.check_deadline()
-        g = self._g
-        by_dir: dict[str, list[str]] = {}
-        for path in paths:
-            folder, _, name = path.rpartition("/")
-            if name:
-                by_dir.setdefault(folder or "/", []).append(name)
-        out: dict[str, str | None] = {}
-        for folder, names in by_dir.items():
-            base = folder.rstrip("/")
-            try:
-                stats = g.lstatnslist(folder, names)
-            except RuntimeError:
-                stats = [{"st_ino": -1}] * len(names)
-            for name, st in zip(names, stats, strict=False):
-                path = f"{base}/{name}"
-                if st["st_ino"] < 0:
-                    out[path] = None
-                    continue
-                kind = {0o100000: "file", 0o040000: "dir", 0o120000: "link"}.get(
-                    st["st_mode"] & 0o170000, "other")
-                if kind == "link" and follow:
-                    kind = ("file" if g.is_file(path, followsymlinks=True)
-                            else "dir" if g.is_dir(path, followsymlinks=True) else "link")
-                out[path] = kind
-        return out
-
-    def read_bytes(self, path: str, max_bytes: int = 1024 * 1024) -> bytes:
-        """At most ``max_bytes`` of a regular file (symlinks followed inside the guest)."""
-        self.check_deadline()
-        g = self._g
-        try:
-            if self.kinds([path]).get(path) != "file":
-                raise GuestReadError(f"{path}: not a regular file")
-            out = b""
-            while len(out) < max_bytes:
-                want = min(_PREAD_CHUNK, max_bytes - len(out))
-                chunk = g.pread(path, want, len(out))
-                out += chunk
-                if len(chunk) < want:  # end of file: no extra round trip to learn it
-                    break
-                self.check_deadline()
-            return out
-        except RuntimeError as e:
-            raise GuestReadError(f"{path}: {e}") from None
-
-    def read_text(self, path: str, max_bytes: int = 1024 * 1024) -> str:
-        return self.read_bytes(path, max_bytes).decode("utf-8", errors="replace")
-
-    def read_lines(self, path: str, max_bytes: int = 1024 * 1024, max_lines: int = 100_000
-                   ) -> list[str]:
-        return self.read_text(path, max_bytes).splitlines()[:max_lines]
-
-    def exists(self, path: str) -> bool:
-        self.check_deadline()
-        return bool(self._g.exists(path))
-
-    def is_file(self, path: str, follow: bool = False) -> bool:
-        """Whether ``path`` is a regular file (``follow``: through symlinks, inside
-        the guest)."""
-        self.check_deadline()
-        return bool(self._g.is_file(path, followsymlinks=follow))
-
-    def is_dir(self, path: str) -> bool:
-        self.check_deadline()
-        return bool(self._g.is_dir(path))
-
-    def stat(self, path: str) -> dict[str, int]:
-        """lstat of ``path``: mode, size, uid, gid, mtime (symlinks not followed)."""
-        self.check_deadline()
-        try:
-            st = self._g.lstatns(path)
-        except RuntimeError as e:
-            raise GuestReadError(f"{path}: {e}") from None
-        return {"mode": st["st_mode"], "size": st["st_size"], "uid": st["st_uid"],
-                "gid": st["st_gid"], "mtime": st["st_mtime_sec"]}
-
-    def listdir(self, path: str, limit: int = 10_000) -> list[str]:
-        """Names in a folder. A name that is not UTF-8 comes back with its bad
-        bytes escaped (``\\xff``); such a name cannot be opened by later calls."""
-        self.check_deadline()
-        try:
-            names: list[str] = self._g.ls(path)
-        except UnicodeDecodeError:
-            names = self._raw_names(path)
-        except RuntimeError as e:
-            raise GuestReadError(f"{path}: {e}") from None
-        return names[:limit]
-
-    def _raw_names(self, path: str) -> list[str]:
-        with tempfile.NamedTemporaryFile(prefix="gp-ls0-") as tmp:
-            try:
-                self._g.ls0(path, tmp.name)
-            except RuntimeError as e:
-                raise GuestReadError(f"{path}: {e}") from None
-            data = Path(tmp.name).read_bytes()[: 16 * 1024 * 1024]
-        return [n.decode("utf-8", "backslashreplace") for n in data.split(b"\0") if n]
-
-    def glob(self, pattern: str, limit: int = 1000) -> list[str]:
-        """Paths matching a shell pattern, at most ``limit``."""
-        self.check_deadline()
-        try:
-            paths: list[str] = self._g.glob_expand(pattern)
-        except UnicodeDecodeError:  # a name that is not UTF-8: match folder by folder
-            folder, _, leaf = pattern.rpartition("/")
-            try:
-                names = self.listdir(folder or "/", limit=100_000)
-            except GuestReadError:
-                return []
-            paths = [f"{folder}/{n}" for n in names if fnmatch.fnmatchcase(n, leaf)]
-        except RuntimeError:
-            return []
-        return paths[:limit]
-
-    def checksum(self, path: str, algorithm: str = "sha256", max_size: int = 256 * 1024 * 1024
-                 ) -> str:
-        """Digest computed inside the appliance; refuses files larger than ``max_size``."""
-        st = self.stat(path)
-        if (st["mode"] & 0o170000) != 0o100000:
-            raise GuestReadError(f"{path}: not a regular file")
-        if st["size"] > max_size:
-            raise GuestReadError(f"{path}: {st['size']} bytes is over the {max_size}-byte cap")
-        try:
-            return str(self._g.checksum(algorithm, path))
-        except RuntimeError as e:
-            raise GuestReadError(f"{path}: {e}") from None
-
-    def usage(self, mountpoint: str) -> dict[str, int]:
-        """Size, used and free bytes of the filesystem mounted at ``mountpoint``."""
-        self.check_deadline()
-        st = self._g.statvfs(mountpoint)
-        size = st["blocks"] * st["frsize"]
-        free = st["bfree"] * st["frsize"]
-        return {"size": size, "used": size - free, "free": st["bavail"] * st["frsize"]}
-
     def registry_value(self, hive: str, key: str, value: str,
                        max_hive_size: int = 512 * 1024 * 1024) -> Any:
         """One value from a Windows registry hive file of the mounted guest.
@@ -724,8 +509,6 @@ class Guest:
         as a list of str, others as bytes. The hive is opened read-only inside the
         appliance.
         """
-        from ._windows import open_hive
-
         with open_hive(self, hive, max_hive_size) as h:
             node = h.node(key)
             if not node:
@@ -735,76 +518,9 @@ class Guest:
                 raise GuestReadError(f"{hive}: key {key!r} has no value {value!r}")
             return h.value(handle)
 
-    def os_release(self) -> dict[str, str]:
-        """/etc/os-release (or /usr/lib/os-release) of the mounted root, parsed."""
-        for path in ("/etc/os-release", "/usr/lib/os-release"):
-            try:
-                lines = self.read_lines(path, max_bytes=16 * 1024, max_lines=200)
-            except GuestReadError:
-                continue
-            out = {}
-            for line in lines:
-                key, sep, value = line.partition("=")
-                if sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
-                    try:
-                        out[key] = " ".join(shlex.split(value))
-                    except ValueError:
-                        out[key] = value.strip("\"'")
-            return out
-        return {}
-
-
-def safe_mountpoint(path: str) -> str | None:
-    """An fstab mountpoint in canonical form, or None when it could leave the
-    guest's tree: relative, ``..`` or ``.`` components, control characters, or
-    longer than a path may be. (Symlinks are checked at mount time.)"""
-    path = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8) & 0xFF), path)  # \040
-    if not path.startswith("/") or len(path) > 4096 \
-            or any(ord(c) < 32 or ord(c) == 127 for c in path):
-        return None
-    parts = [p for p in path.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        return None
-    return "/" + "/".join(parts)
-
-
-def _mount_call(fs: Filesystem, mountpoint: str, top: bool
-                ) -> tuple[str, str, Filesystem, str]:
-    """(type to name or "", options, filesystem, mountpoint) of one mount."""
-    options = "ro"
-    if fs.subvol:
-        options = f"ro,subvol={fs.subvol}"
-    elif top and fs.type == "btrfs":
-        options = "ro,subvolid=5"
-    return fs.type if fs.type in _TYPED_MOUNT else "", options, fs, mountpoint
-
-
-def _appliance_device(path: str) -> bool:
-    """Whether ``path`` may be handed to the appliance's shell as a device."""
-    return _DEVICE_PATH.fullmatch(path) is not None \
-        and not any(part in (".", "..") for part in path.split("/"))
-
-
-def _mount_results(out: str, mountpoints: list[str]) -> dict[str, str]:
-    """mount's message for each mountpoint whose ``m`` call did not print ``ok``."""
-    done: dict[int, str] = {}
-    for line in shell_lines(out):
-        m = re.fullmatch(r"([ME])(\d+)=(.*)", line)
-        if m and int(m.group(2)) < len(mountpoints) and int(m.group(2)) not in done:
-            done[int(m.group(2))] = "" if m.group(1) == "M" and m.group(3) == "ok" \
-                else (m.group(3).strip() or "mount failed")
-    return {mp: done.get(i, "mount did not report") for i, mp in enumerate(mountpoints)
-            if done.get(i) != ""}
-
 
 def _short(e: Exception) -> str:
     return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-
-
-def _safe_subvolume(path: str) -> bool:
-    """A btrfs subvolume path from the guest, safe inside mount options."""
-    return bool(path) and len(path) <= 255 and re.fullmatch(r"[A-Za-z0-9_.@+/-]+", path) \
-        is not None and ".." not in path.split("/")
 
 
 def _symlink_to(g: Any, path: str, target: str) -> bool:

@@ -15,7 +15,8 @@ from guestpool._errors import InspectorError
 from . import _rpmdb as rpmdb
 from ._api import Inspector
 from ._bdb import BDBError, hash_values
-from ._guest import Guest, GuestReadError
+from ._files import GuestReadError
+from ._guest import Guest
 from ._ndb import NDBError, ndb_blobs
 from ._sandbox import sqlite_blobs
 

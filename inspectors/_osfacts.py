@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._guest import Guest, GuestReadError
+from ._files import GuestReadError
+from ._guest import Guest
 
 _SMALL = 16 * 1024  # libguestfs reads release files of at most a few KiB
 

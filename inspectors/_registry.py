@@ -15,7 +15,8 @@ from guestpool._errors import InspectorError
 
 from ._api import Inspector
 from ._builtin import FilesystemsInspector, HostnameInspector, OSInspector
-from ._guest import DeadlineExceeded, Guest
+from ._files import DeadlineExceeded
+from ._guest import Guest
 from ._inventory import FilesInspector, PackagesInspector, ServicesInspector, UsersInspector
 from ._specs import InspectorSpec, encoded_size
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from guestpool import VM, RoundOptions, Store, run_round
-from guestpool.demo._fleet import image_from_tree
+from guestpool.demo._images import image_from_tree
 from guestpool.fleet._safety import SafetyPolicy
 
 pytestmark = pytest.mark.appliance

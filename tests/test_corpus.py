@@ -16,8 +16,11 @@ from helpers.corpus import Corpus
 from helpers.native import hive_values, rpm_packages
 
 from guestpool.bench import fidelity
-from guestpool.demo import _corpus as corpus_mod
+from guestpool.demo import _images as images
+from guestpool.demo import _layouts as layouts
+from guestpool.demo import _packages as packages
 from guestpool.demo import _regf as regf
+from guestpool.demo import _windows_guest as windows_guest
 from guestpool.inspectors import _rpmdb as rpmdb
 from guestpool.inspectors._ndb import ndb_blobs
 
@@ -25,14 +28,14 @@ from guestpool.inspectors._ndb import ndb_blobs
 
 
 def test_windows_hives_read_by_hivex(tmp_path: Path) -> None:
-    software, system = corpus_mod.windows_hives(33 * 1024 * 1024)
+    software, system = windows_guest.windows_hives(33 * 1024 * 1024)
     (tmp_path / "SOFTWARE").write_bytes(software)
     (tmp_path / "SYSTEM").write_bytes(system)
     cv = hive_values(tmp_path / "SOFTWARE", ["Microsoft", "Windows NT", "CurrentVersion"])
     assert cv["ProductName"] == "Windows Server 2019 Standard"
     assert (cv["CurrentMajorVersionNumber"], cv["CurrentMinorVersionNumber"]) == (10, 0)
     assert cv["CurrentBuildNumber"] == "17763" and cv["InstallationType"] == "Server"
-    app = corpus_mod.WIN_APPS[1]
+    app = windows_guest.WIN_APPS[1]
     uninstall = hive_values(tmp_path / "SOFTWARE", ["Microsoft", "Windows", "CurrentVersion",
                                                     "Uninstall", app[0]])
     assert uninstall["DisplayName"] == app[1] and uninstall["DisplayVersion"] == app[2]
@@ -45,7 +48,7 @@ def test_windows_hives_read_by_hivex(tmp_path: Path) -> None:
                                               "Parameters"])
     assert tcpip["Hostname"] == "win-corpus01"
     mapping = hive_values(tmp_path / "SYSTEM", ["MountedDevices"])["\\DosDevices\\C:"]
-    assert mapping == (corpus_mod.WIN_DISK_ID.to_bytes(4, "little")
+    assert mapping == (windows_guest.WIN_DISK_ID.to_bytes(4, "little")
                        + (33 * 1024 * 1024).to_bytes(8, "little"))
 
 
@@ -61,12 +64,12 @@ def test_regf_small_binary_and_multi_string_values(tmp_path: Path) -> None:
 def test_berkeley_db_rpmdb_is_read_by_librpm(tmp_path: Path) -> None:
     if shutil.which("db_load") is None:
         pytest.skip("db_load missing: bootstrap installs db5.3-util")
-    corpus_mod.write_rpm_bdb(tmp_path, corpus_mod.CENTOS_PACKAGES)
+    packages.write_rpm_bdb(tmp_path, layouts.CENTOS_PACKAGES)
     dump = subprocess.run(["db_dump", "-p", str(tmp_path / "Packages")], capture_output=True,
                           text=True, check=True).stdout
     assert "type=hash" in dump
     got = sorted(rpm_packages(tmp_path))
-    assert got == sorted(corpus_mod.CENTOS_PACKAGES)
+    assert got == sorted(layouts.CENTOS_PACKAGES)
 
 
 def test_sqlite_rpmdb_needs_its_index_tables_to_be_read_read_only(tmp_path: Path) -> None:
@@ -75,23 +78,23 @@ def test_sqlite_rpmdb_needs_its_index_tables_to_be_read_read_only(tmp_path: Path
     rpmdb.write_sqlite(str(bare / "rpmdb.sqlite"), [("bash", "5.2.26", "3.fc40", "x86_64")])
     with pytest.raises(AssertionError, match="cannot open"):
         rpm_packages(bare)  # what libguestfs meets on the demo fleet's fedora VMs
-    corpus_mod._rpm_sqlite(full, corpus_mod.RPM_PACKAGES)
+    packages._rpm_sqlite(full, layouts.RPM_PACKAGES)
     got = rpm_packages(full / "var/lib/rpm")
-    assert [(n, v, r) for n, _, v, r, _ in got] == corpus_mod.RPM_PACKAGES
+    assert [(n, v, r) for n, _, v, r, _ in got] == layouts.RPM_PACKAGES
 
 
 def test_pacman_desc_and_version_split(tmp_path: Path) -> None:
-    pk = corpus_mod._pacman(tmp_path, [("zstd", "1:1.5.6-1"), ("bash", "5.2.026-2")])
+    pk = packages._pacman(tmp_path, [("zstd", "1:1.5.6-1"), ("bash", "5.2.026-2")])
     desc = (tmp_path / "var/lib/pacman/local/zstd-1:1.5.6-1/desc").read_text()
     assert "%NAME%\nzstd\n" in desc and "%VERSION%\n1:1.5.6-1\n" in desc
     assert pk[0] == {"name": "zstd", "epoch": 1, "version": "1.5.6", "release": "1",
                      "arch": "x86_64"}
-    assert corpus_mod._evr("2:9.0.1378-2+deb12u2") == (2, "9.0.1378", "2+deb12u2")
-    assert corpus_mod._evr("8+deb8u11") == (0, "8+deb8u11", "")
+    assert packages._evr("2:9.0.1378-2+deb12u2") == (2, "9.0.1378", "2+deb12u2")
+    assert packages._evr("8+deb8u11") == (0, "8+deb8u11", "")
 
 
 def test_minimal_dpkg_status_counts_installed_only(tmp_path: Path) -> None:
-    pk = corpus_mod._deb_packages(tmp_path, [("a", "1-1", "install ok installed"),
+    pk = packages._deb_packages(tmp_path, [("a", "1-1", "install ok installed"),
                                              ("b", "2", "installed ok"),
                                              ("c", "3-1", "deinstall ok config-files")], None)
     assert [p["name"] for p in pk] == ["a", "b"]
@@ -102,7 +105,7 @@ def test_minimal_dpkg_status_counts_installed_only(tmp_path: Path) -> None:
 def test_pe_executable_is_x86_64_to_file(tmp_path: Path) -> None:
     if shutil.which("file") is None:
         pytest.skip("file(1) missing")
-    (tmp_path / "cmd.exe").write_bytes(corpus_mod.pe_executable())
+    (tmp_path / "cmd.exe").write_bytes(windows_guest.pe_executable())
     out = subprocess.run(["file", "-b", str(tmp_path / "cmd.exe")], capture_output=True,
                          text=True, check=True).stdout
     assert out.startswith("PE32+ executable") and "x86-64" in out
@@ -116,7 +119,7 @@ def host_built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any
     """Every corpus VM's host part (what runs before the appliance session)."""
     d = tmp_path_factory.mktemp("corpus-host")
     vms: list[Any] = []
-    for i, build in enumerate(corpus_mod.BUILDERS):
+    for i, build in enumerate(layouts.BUILDERS):
         t = d / f"tree{i}"
         t.mkdir()
         made = build(d, t)
@@ -166,18 +169,18 @@ def test_host_made_filesystems_carry_the_uuids_fstab_names(host_built: tuple[Pat
     d, _ = host_built
     parts = _partitions(d / "centos7.img")
     root = _blkid(d / "centos7.img", parts[2])
-    assert (root["TYPE"], root["UUID"]) == ("xfs", corpus_mod._uuid(0x702))
+    assert (root["TYPE"], root["UUID"]) == ("xfs", layouts._uuid(0x702))
     ext = _partitions(d / "mbr-extended.img")
     assert sorted(ext) == [1, 2, 5, 6, 7]
     assert _blkid(d / "mbr-extended.img", ext[6])["TYPE"] == "xfs"
-    assert _blkid(d / "mbr-extended.img", ext[5])["UUID"] == corpus_mod._uuid(0xC02)
+    assert _blkid(d / "mbr-extended.img", ext[5])["UUID"] == layouts._uuid(0xC02)
     gpt = _partitions(d / "coreos.img")
     assert _blkid(d / "coreos.img", gpt[2])["LABEL"] == "USR-A"
     assert _blkid(d / "coreos.img", gpt[1])["TYPE"] == "vfat"
-    assert _blkid(d / "whole-disk.img")["UUID"] == corpus_mod._uuid(0xD01)
+    assert _blkid(d / "whole-disk.img")["UUID"] == layouts._uuid(0xD01)
     win = subprocess.run(["sfdisk", "--dump", str(d / "windows.img")], capture_output=True,
                          text=True, check=True).stdout
-    assert f"label-id: 0x{corpus_mod.WIN_DISK_ID:08x}" in win
+    assert f"label-id: 0x{windows_guest.WIN_DISK_ID:08x}" in win
 
 
 def test_opensuse_image_holds_its_ndb_rpmdb_where_leap_keeps_it(
@@ -197,7 +200,7 @@ def test_opensuse_image_holds_its_ndb_rpmdb_where_leap_keeps_it(
     blobs = ndb_blobs(debugfs("cat /usr/lib/sysimage/rpm/Packages.db"))
     got = [(h["name"], h.get("epoch"), h["version"], h["release"], h["arch"])
            for h in map(rpmdb.parse_header, blobs) if h is not None]
-    assert got == corpus_mod.SUSE_PACKAGES
+    assert got == layouts.SUSE_PACKAGES
     for link, target in (("/var/lib/rpm", b"../../usr/lib/sysimage/rpm"),
                          ("/etc/os-release", b"../usr/lib/os-release")):
         stat = debugfs(f"stat {link}")
@@ -208,7 +211,7 @@ def test_xfs_protofile_describes_the_tree(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/hostname").write_text("x\n")
     (tmp_path / "bin").symlink_to("usr/bin")
-    proto = corpus_mod._protofile(tmp_path).splitlines()
+    proto = images._protofile(tmp_path).splitlines()
     assert proto[:3] == ["/dev/null", "0 0", "d--755 0 0"]
     assert " bin l--777 0 0 usr/bin" in proto
     assert f"  hostname ---644 0 0 {tmp_path}/etc/hostname" in proto

@@ -15,8 +15,8 @@ from helpers.fleet import DemoFleet, sha256
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool.demo._fleet import HARD_KINDS, KINDS, QUICKSTART, WEIGHTS, plan
 from guestpool.demo._hard import OS_FACTS, TEMPLATES
+from guestpool.demo._kinds import HARD_KINDS, KINDS, QUICKSTART, WEIGHTS, plan
 from guestpool.fleet._safety import SafetyPolicy, check_vm
 
 HARD_FLEET = QUICKSTART + len(HARD_KINDS) + 9  # 40: every hard kind, then one more

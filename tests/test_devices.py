@@ -43,7 +43,8 @@ NODB=1
 
 
 def test_fast_probe_reads_udev_and_blkids_only_what_udev_lacks() -> None:
-    from guestpool.inspectors._devices import Filesystem, find_filesystems
+    from guestpool.inspectors._devices import find_filesystems
+    from guestpool.inspectors._layout import Filesystem
 
     g = ScriptedHandle({"records show": UDEV_FEDORA,
                         "blkid -c /dev/null -p -o export /dev/sdc2":
@@ -57,7 +58,8 @@ def test_fast_probe_reads_udev_and_blkids_only_what_udev_lacks() -> None:
 
 
 def test_fast_probe_activates_only_this_vms_volume_groups() -> None:
-    from guestpool.inspectors._devices import Filesystem, find_filesystems
+    from guestpool.inspectors._devices import find_filesystems
+    from guestpool.inspectors._layout import Filesystem
 
     udev = "DEV=/dev/sdd\nPART=/dev/sdd1\nDEV=/dev/sdd1\nID_FS_TYPE=LVM2_member\n"
     lvm = ('VG="vg0"\nDM=vg0-root\nDEV=/dev/mapper/vg0-root\nID_FS_TYPE=ext4\n'
@@ -81,15 +83,15 @@ def test_device_names_are_checked_before_they_reach_a_shell() -> None:
 
 @given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126)))
 def test_udev_values_read_like_blkid_values(label: str) -> None:
-    from guestpool.inspectors._devices import _from_udev, unescape
+    from guestpool.inspectors._probe_output import _from_udev, unescape
 
     enc = "".join(c if c.isalnum() or c in "#+-.:=@_" else f"\\x{ord(c):02x}" for c in label)
     assert unescape(_from_udev({"ID_FS_TYPE": "ext4", "ID_FS_LABEL_ENC": enc})["LABEL"]) == label
 
 
 def test_likely_roots_are_probed_first() -> None:
-    from guestpool.inspectors._devices import Filesystem
     from guestpool.inspectors._guest import _root_likelihood
+    from guestpool.inspectors._layout import Filesystem
 
     fss = [Filesystem("/dev/sdc1", "ext4", label="boot"), Filesystem("/dev/sdc2", "xfs"),
            Filesystem("/dev/sdc3", "ext4"), Filesystem("/dev/rhel/home", "xfs"),
@@ -99,7 +101,8 @@ def test_likely_roots_are_probed_first() -> None:
 
 
 def test_lvm_without_devices_option_falls_back_to_the_stable_api() -> None:
-    from guestpool.inspectors._devices import Filesystem, find_filesystems
+    from guestpool.inspectors._devices import find_filesystems
+    from guestpool.inspectors._layout import Filesystem
 
     class OldLvm(ScriptedHandle):
         def pvuuid(self, dev: str) -> str:
@@ -147,7 +150,8 @@ UDEV_LUKS = ("DEV=/dev/sdc\nPART=/dev/sdc1\nDEV=/dev/sdc1\nID_FS_TYPE=ext4\nPART
 
 
 def test_luks_opens_with_the_vms_keys_and_says_when_it_cannot() -> None:
-    from guestpool.inspectors._devices import Finding, find_filesystems
+    from guestpool.inspectors._devices import find_filesystems
+    from guestpool.inspectors._layout import Finding
     from guestpool.inspectors._specs import LuksKey
 
     inner = "DEVNAME=/dev/mapper/luks-c0de-0303\nTYPE=ext4\nUUID=inner\n"
@@ -207,7 +211,7 @@ def test_hostile_array_and_group_names_stay_out_of_names_and_shells() -> None:
 def test_api_names_follow_the_order_disks_were_added() -> None:
     """The kernel named the VM's first disk sdb (its SCSI scan finished the other
     first): API calls get libguestfs's name for it; other devices pass as they are."""
-    from guestpool.inspectors._devices import api_device
+    from guestpool.inspectors._layout import api_device
 
     names = {"/dev/sdb": "/dev/sda", "/dev/sda": "/dev/sdb"}
     assert api_device("/dev/sdb1", names) == "/dev/sda1"

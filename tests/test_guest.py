@@ -10,7 +10,8 @@ import pytest
 from helpers.fake_guest import FakeHandle
 
 from guestpool.inspectors import Guest
-from guestpool.inspectors._guest import Filesystem, safe_mountpoint
+from guestpool.inspectors._layout import Filesystem
+from guestpool.inspectors._mount_scripts import safe_mountpoint
 
 
 def test_guest_reads_are_bounded() -> None:

@@ -13,8 +13,10 @@ import pytest
 from helpers.fake_sysfs import add_disk, in_tree
 
 from guestpool.inspectors import Guest
-from guestpool.inspectors._devices import Filesystem, Layout, find_filesystems
-from guestpool.inspectors._guest import Root, safe_mountpoint
+from guestpool.inspectors._devices import find_filesystems
+from guestpool.inspectors._guest import Root
+from guestpool.inspectors._layout import Filesystem, Layout
+from guestpool.inspectors._mount_scripts import safe_mountpoint
 
 _STUB = """#!/bin/sh
 log={log}; tbl={tbl}

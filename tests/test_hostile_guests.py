@@ -11,7 +11,7 @@ import pytest
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool.demo._fleet import image_from_tree
+from guestpool.demo._images import image_from_tree
 
 pytestmark = pytest.mark.appliance
 

@@ -13,7 +13,7 @@ from helpers.fleet import DemoFleet
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool.demo._fleet import image_from_tree
+from guestpool.demo._images import image_from_tree
 from guestpool.inspectors._inventory import fingerprint, parse_authorized_keys
 from guestpool.inspectors._registry import BUILTINS
 from guestpool.supply._distro import full_version

@@ -14,7 +14,7 @@ from helpers.corpus import Corpus
 from helpers.pool_thread import PoolThread
 
 from guestpool import VM
-from guestpool.demo._corpus import SUSE_PACKAGES
+from guestpool.demo._layouts import SUSE_PACKAGES
 from guestpool.store._drift import diff
 
 FACTS = ("type", "distro", "major_version", "minor_version", "product_name", "hostname",

@@ -19,7 +19,7 @@ from helpers.proc import wait_for_line
 
 from guestpool import VM, Disk, RoundOptions, Store, run_round, write_manifest
 from guestpool.bench.simulate import Costs, simulate
-from guestpool.demo._fleet import image_from_tree
+from guestpool.demo._images import image_from_tree
 
 pytestmark = pytest.mark.appliance
 

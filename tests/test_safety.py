@@ -19,8 +19,8 @@ from helpers.fleet import DemoFleet, sha256
 from helpers.qemu_images import CASES, FormatCase, make_image, qemu_img
 
 from guestpool import VM, Disk, ImageError, RoundOptions, Store, run_round
+from guestpool.fleet._manifest import ManifestSource
 from guestpool.fleet._safety import SafetyPolicy, check_disk, confine
-from guestpool.fleet._sources import ManifestSource
 
 SECRET = "guestpool-host-secret-7f3a9c"
 

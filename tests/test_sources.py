@@ -19,18 +19,12 @@ import pytest
 from helpers.fleet import DemoFleet
 
 from guestpool import VM, FleetError, ImageError, RoundOptions, run_round
+from guestpool.fleet._folder import FolderSource
+from guestpool.fleet._libvirt import GUESTPOOL_XMLNS, LibvirtSource, check_uri, domain_to_vm
+from guestpool.fleet._manifest import ManifestSource
+from guestpool.fleet._nova import NovaSource
 from guestpool.fleet._safety import check_vm
-from guestpool.fleet._sources import (
-    GUESTPOOL_XMLNS,
-    FolderSource,
-    LibvirtSource,
-    ManifestSource,
-    NovaSource,
-    check_uri,
-    domain_to_vm,
-    open_source,
-    safety_policy,
-)
+from guestpool.fleet._sources import open_source, safety_policy
 
 URI = "qemu:///system"
 TEST_DOMAINS = "gp-test-"  # every domain a test defines starts so

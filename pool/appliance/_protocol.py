@@ -172,6 +172,7 @@ class Failure(msgspec.Struct, frozen=True, tag="failure"):
 
 Reply = Booted | Attached | Inspected | Detached | Pong | ColdDone | Closed | Failure
 
+
 class RequestFrame(msgspec.Struct, frozen=True):
     id: int
     request: Request

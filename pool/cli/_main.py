@@ -6,14 +6,12 @@ import contextlib
 import json
 import logging
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import click
-from rich.console import Console
 from rich.table import Table
 
 from guestpool._errors import GuestpoolError
@@ -23,11 +21,17 @@ from guestpool.inspectors._registry import parse_names
 from guestpool.rounds._round import DEFAULT_BATCH, RoundOptions
 
 from ._nats import nats_options
-
-console = Console(stderr=True)
-out = Console()
-
-EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
+from ._output import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    console,
+    out,
+    print_plan,
+    print_report,
+    print_round,
+)
 
 
 @click.group()
@@ -142,7 +146,7 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
         if as_json:
             out.print_json(json.dumps(plan.to_dict()))
         else:
-            _print_plan(plan)
+            print_plan(plan)
         return EXIT_OK
     progress = ScanProgress(console, len(vms), options.budget, quiet=as_json)
     safety = options.safety(source)
@@ -156,68 +160,10 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
                                              store=store, on_result=progress.on_result),
                            backend="trio")
     store.close()
-    _print_report(report, as_json)
+    print_report(report, as_json)
     if report.failed:
         return EXIT_FAILED
     return EXIT_INCOMPLETE if report.not_reached else EXIT_OK
-
-
-def _print_plan(plan: Any) -> None:
-    table = Table(title="capacity plan")
-    table.add_column("measure")
-    table.add_column("value")
-    table.add_row("VMs in fleet", str(plan.vms))
-    table.add_row("budget", f"{plan.budget:.0f} s")
-    table.add_row("appliances", str(plan.pool_size))
-    source = "measured mean" if plan.measured else "default: no round measured yet"
-    table.add_row(f"boot ({source})", f"{plan.boot:.1f} s")
-    table.add_row(f"per-VM job ({source})", f"{plan.job:.1f} s")
-    table.add_row("VMs priced by their kind's cost", str(plan.by_kind))
-    table.add_row("VMs verified unchanged (no appliance)", str(plan.unchanged))
-    table.add_row("trust-group switches", str(plan.group_switches))
-    table.add_row("predicted VMs this round", str(plan.predicted))
-    table.add_row("appliances for full coverage", str(plan.needed_pool))
-    out.print(table)
-    if not plan.fits:
-        console.print(f"[yellow]warning:[/] the fleet will not fit in one round: about "
-                      f"{plan.predicted} of {plan.vms} VMs; successive rounds cover the rest "
-                      "(stalest first)")
-
-
-def _print_report(report: Any, as_json: bool) -> None:
-    summary = report.summary()
-    if as_json:
-        summary["vms"] = [r.to_dict() for r in report.results]
-        summary["not_reached"] = report.not_reached
-        summary["drift"] = report.drift
-        out.print_json(json.dumps(summary, default=str))
-        return
-    table = Table(title="scan summary")
-    table.add_column("measure")
-    table.add_column("value")
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
-        table.add_row(key, str(value))
-    if report.plan is not None:
-        table.add_row("predicted vs covered", f"{report.plan.predicted} predicted, "
-                                              f"{len(report.covered)} covered")
-    distros = Counter(
-        (r.results.get("os", {}).get("value") or {}).get("distro", "none")
-        for r in report.covered if "os" in r.results)
-    if distros:
-        table.add_row("guests by distro", ", ".join(f"{k}: {v}" for k, v in
-                                                     sorted(distros.items())))
-    if report.boot_seconds:
-        mean_boot = sum(report.boot_seconds) / len(report.boot_seconds)
-        table.add_row("mean boot", f"{mean_boot:.1f} s")
-    if report.drift:
-        kinds = Counter(c["kind"] for c in report.drift)
-        table.add_row("drift", ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))
-    for r in report.failed:
-        table.add_row(f"failed: {r.vm}", f"{r.error['kind']}: {r.error['message'][:100]}"
-                      if r.error else "?")
-    out.print(table)
 
 
 round_options = [
@@ -343,7 +289,7 @@ def monitor(fleet: str, interval: float, rounds: int | None, as_json: bool,
         async def one_round(n: int) -> None:
             # the source is read again every round: the fleet changes
             report = await run_round(source, options, store=store, stop=stop, pool=pool)
-            _print_round(n, report, as_json)
+            print_round(n, report, as_json)
 
         async with pool.warm(), anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signals, stop, stopping)
@@ -353,21 +299,6 @@ def monitor(fleet: str, interval: float, rounds: int | None, as_json: bool,
     anyio.run(main, backend="trio")
     store.close()
     sys.exit(EXIT_OK)
-
-
-def _print_round(n: int, report: Any, as_json: bool) -> None:
-    summary = report.summary()
-    kinds = Counter(c["kind"] for c in report.drift)
-    summary["drift_by_kind"] = dict(kinds)
-    if as_json:
-        print(json.dumps(summary), flush=True)
-        return
-    console.print(f"round {n}: covered {summary['covered']} (inspected {summary['inspected']}, "
-                  f"unchanged {summary['unchanged']}), failed {summary['failed']}, "
-                  f"not reached {summary['not_reached']} in {summary['elapsed_s']} s, "
-                  f"{summary['boots']} boots; drift: "
-                  + (", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"),
-                  highlight=False)
 
 
 def _open_store(path: Path | None) -> Any:

@@ -69,7 +69,7 @@ def scan_hosts(settings: Any, options: RoundOptions, as_json: bool, store_path: 
     from guestpool.nats import open_coordinator
     from guestpool.store._database import Store
 
-    from ._main import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, _print_report, console
+    from ._output import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, console, print_report
 
     store = Store(store_path)
 
@@ -83,7 +83,7 @@ def scan_hosts(settings: Any, options: RoundOptions, as_json: bool, store_path: 
                       f"results in {store.path}", highlight=False)
     report = anyio.run(main, backend="asyncio")
     store.close()
-    _print_report(report, as_json)
+    print_report(report, as_json)
     if report.failed:
         return EXIT_FAILED
     return EXIT_INCOMPLETE if report.not_reached or report.hosts_missing else EXIT_OK
@@ -122,7 +122,7 @@ def agent(fleet: str, host_name: str, pool: int | None, strategy: str, accel: st
     from guestpool.nats._subjects import check_host
     from guestpool.rounds._periodic import stop_on_signals
 
-    from ._main import console
+    from ._output import console
 
     check_host(host_name)
     settings = settings_from(kw, agent_user(host_name))
@@ -166,7 +166,7 @@ def nats_config(hosts: str, folder: Path, port: int, store_dir: str, tls: bool,
     allowed only its own jobs and results, and a coordinator user."""
     from guestpool.nats import write_config
 
-    from ._main import console
+    from ._output import console
 
     names = [h.strip() for h in hosts.split(",") if h.strip()]
     for path in write_config(folder, names, port=port, store_dir=store_dir, tls=tls,

@@ -27,14 +27,11 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +41,18 @@ from guestpool.fleet._model import VM, Disk, write_manifest
 from guestpool.inspectors import _rpmdb as rpmdb
 from guestpool.inspectors._osfacts import distro_of_os_release_id
 
+from ._hard import build_hard_vm, prepare_templates
+from ._images import MiB, _assemble, _finish, _mkfs, _need_tools, _write
+from ._kinds import HARD_KINDS, Spec, plan
+
 GENERATOR_VERSION = "8"  # 7: fedora has /usr/bin/dnf; 8: hard kinds after the first 24
-KINDS = ("debian", "fedora", "alpine", "lvm", "twodisk", "data")
-# Share of each kind in a large fleet (the first VMs cover every kind once).
-WEIGHTS = {"debian": 5, "fedora": 2, "alpine": 2, "lvm": 1, "twodisk": 1, "data": 1}
-#: corpus VMs that become demo kinds of the same name (real-fleet layouts)
-HARD_KINDS = (
-    "btrfs-subvol",  # Fedora 40, root and /home on btrfs subvolumes
-    "mdraid",  # Debian 11, md RAID1 over two disks, LVM on the array
-    "luks-lvm",  # Ubuntu 22.04, LVM on LUKS, with its key file
-    "coreos",  # Container Linux: /usr on its own partition
-    "windows",  # Windows Server 2019, NTFS with registry hives
-    "centos7",  # CentOS 7: Berkeley DB rpmdb, no os-release, xfs root
-    "arch",  # Arch Linux, pacman
-)
-QUICKSTART = 24  # the first VMs: easy kinds only (guestpool quickstart's default count)
-HARD_EVERY = 10  # after the first hard kinds, every 10th VM is a hard kind
+
+
 TEMPLATE_UUID = "5e1ec7ed-0000-4000-8000-000000000001"  # shared by every debian clone
-MiB = 1024 * 1024
+
+
 ROOT_MB = 64
+
 
 DEBIAN_PACKAGES = [
     ("base-files", "12.4+deb12u5"), ("bash", "5.2.15-2+b2"), ("coreutils", "9.1-1"),
@@ -72,26 +62,40 @@ DEBIAN_PACKAGES = [
     ("cron", "3.0pl1-162"), ("apt", "2.6.1"), ("tzdata", "2024a-0+deb12u1"),
     ("vim-tiny", "2:9.0.1378-2"),
 ]
+
+
 #: dpkg's Source field where it differs from the package name; "name (version)"
 #: when the binary was rebuilt without a source change (a binNMU: bash's +b2)
 DEBIAN_SOURCES = {"bash": "bash (5.2.15-2)", "libc6": "glibc", "openssh-server": "openssh",
                   "libssl3": "openssl", "vim-tiny": "vim"}
+
+
 #: planted versions, each in about half the VMs: one upload before a security
 #: fix (the tests' OSV fixture and README name the advisories)
 DEBIAN_VULNERABLE = {"openssl": "3.0.11-1~deb12u1", "libssl3": "3.0.11-1~deb12u1",
                      "openssh-server": "1:9.2p1-2+deb12u1"}
+
+
 ALPINE_VULNERABLE = {"openssh-server": "9.7_p1-r3"}
+
+
 FEDORA_PACKAGES = [
     ("bash", "5.2.26", "3.fc40"), ("coreutils", "9.4", "6.fc40"), ("glibc", "2.39", "8.fc40"),
     ("openssh-server", "9.6p1", "1.fc40.4"), ("systemd", "255.4", "1.fc40"),
     ("sudo", "1.9.15", "2.p5.fc40"), ("kernel-core", "6.8.5", "301.fc40"),
 ]
+
+
 ALPINE_PACKAGES = [
     ("alpine-baselayout", "3.6.5-r0"), ("busybox", "1.36.1-r29"), ("musl", "1.2.5-r0"),
     ("openssh-server", "9.7_p1-r4"), ("apk-tools", "2.14.4-r0"), ("ca-certificates", "20240226-r0"),
 ]
+
+
 #: apk's origin (the aport a package was built from), written for every package
 ALPINE_ORIGINS = {"openssh-server": "openssh"}
+
+
 OS_RELEASE = {
     "debian": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n'
               'VERSION_ID="12"\nVERSION="12 (bookworm)"\nID=debian\n',
@@ -100,58 +104,13 @@ OS_RELEASE = {
     "alpine": 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.20.1\n'
               'PRETTY_NAME="Alpine Linux v3.20"\n',
 }
+
+
 DISTRO = {"debian": "debian", "lvm": "debian", "twodisk": "debian", "fedora": "fedora",
           "alpine": "alpine"}
+
+
 PKG = {"debian": ("deb", "apt"), "fedora": ("rpm", "dnf"), "alpine": ("apk", "apk")}
-
-
-def _run(cmd: list[str]) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SetupError(f"{cmd[0]} failed: {r.stderr.strip()[:300]}")
-
-
-def _need_tools() -> None:
-    missing = [t for t in ("mke2fs", "mkfs.btrfs", "sfdisk", "qemu-img", "fallocate")
-               if shutil.which(t) is None]
-    if missing:
-        raise SetupError(f"demo fleet needs {', '.join(missing)}: run `bash pool/bootstrap.sh`")
-
-
-@dataclass
-class Spec:
-    name: str
-    kind: str
-    index: int
-    seed: int
-
-
-def plan(count: int) -> list[Spec]:
-    kinds: list[str] = list(KINDS)
-    cycle = [k for k, w in WEIGHTS.items() for _ in range(w)]
-    while len(kinds) < count:
-        kinds.append(_hard_kind(len(kinds)) or cycle[len(kinds) % len(cycle)])
-    return [Spec(f"vm{i:05d}-{k}", k, i, 1000 + i) for i, k in enumerate(kinds[:count])]
-
-
-def _hard_kind(index: int) -> str | None:
-    """The hard kind of VM ``index``, or None for an easy one (see the module docstring)."""
-    after = index - QUICKSTART
-    if after < 0:
-        return None
-    if after < len(HARD_KINDS):
-        return HARD_KINDS[after]
-    after -= len(HARD_KINDS)
-    return HARD_KINDS[after // HARD_EVERY % len(HARD_KINDS)] if after % HARD_EVERY == 0 else None
-
-
-# -- guest file trees ----------------------------------------------------------
-
-def _write(root: Path, rel: str, content: str | bytes, mode: int = 0o644) -> None:
-    path = root / rel.lstrip("/")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content.encode() if isinstance(content, str) else content)
-    os.chmod(path, mode)
 
 
 def _users(rng: random.Random, spec: Spec) -> list[dict[str, Any]]:
@@ -261,81 +220,6 @@ def _packages(root: Path, distro: str, rng: random.Random) -> dict[str, str]:
     return out
 
 
-# -- filesystems and disks -----------------------------------------------------
-
-def _mkfs(kind: str, stage: Path, out: Path, size_mb: int, fs_uuid: str, label: str) -> None:
-    out.unlink(missing_ok=True)
-    with open(out, "wb") as f:
-        f.truncate(size_mb * MiB)
-    if kind == "btrfs":
-        _run(["mkfs.btrfs", "-q", "-f", "-r", str(stage), "-U", fs_uuid, "-L", label, str(out)])
-    else:
-        _run(["mke2fs", "-q", "-F", "-t", "ext4", "-U", fs_uuid, "-L", label, "-E",
-              "root_owner=0:0", "-d", str(stage), str(out)])
-
-
-def _copy_data(src: Path, dst_fd: int, offset: int) -> None:
-    """Copy the data regions of a sparse file into ``dst_fd`` at ``offset``."""
-    fd = os.open(src, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            os.lseek(fd, start, os.SEEK_SET)
-            left = end - start
-            dst = offset + start
-            while left > 0:
-                chunk = os.read(fd, min(left, 4 * MiB))
-                if not chunk:
-                    break
-                os.pwrite(dst_fd, chunk, dst)
-                dst += len(chunk)
-                left -= len(chunk)
-            pos = end
-    finally:
-        os.close(fd)
-
-
-def _assemble(out: Path, size_mb: int, parts: list[tuple[int, Path]],
-              header: tuple[Path, int] | None, layout: str | None) -> None:
-    """Write a disk: partition table (sfdisk ``layout``) or a cached header, then
-    each filesystem image at its byte offset."""
-    out.unlink(missing_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        os.ftruncate(fd, size_mb * MiB)
-        if header is not None:
-            _copy_data(header[0], fd, 0)
-    finally:
-        os.close(fd)
-    if layout is not None:
-        r = subprocess.run(["sfdisk", "-q", str(out)], input=layout, capture_output=True,
-                           text=True)
-        if r.returncode:
-            raise SetupError(f"sfdisk failed: {r.stderr.strip()[:300]}")
-    fd = os.open(out, os.O_WRONLY)
-    try:
-        for offset, image in parts:
-            _copy_data(image, fd, offset)
-    finally:
-        os.close(fd)
-
-
-def _finish(raw: Path, fmt: str) -> Path:
-    if fmt == "qcow2":
-        q = raw.with_suffix(".qcow2")
-        _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(q)])
-        raw.unlink()
-        return q
-    _run(["fallocate", "--dig-holes", str(raw)])
-    return raw
-
-
 def build_vm(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None) -> dict[str, Any]:
     """Build one VM's disks; return its manifest entry and ground truth."""
     with tempfile.TemporaryDirectory(prefix="gp-demo-") as tmp_s:
@@ -415,23 +299,9 @@ LVM_DISK_MB = 80
 def _build_any(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None,
                templates: dict[str, Any]) -> dict[str, Any]:
     if spec.kind in HARD_KINDS:
-        from ._hard import build_hard_vm
 
         return build_hard_vm(spec, outdir, templates)
     return build_vm(spec, outdir, lvm_header)
-
-
-def image_from_tree(tree: Path, out: Path, size_mb: int, fmt: str = "raw",
-                    label: str = "root") -> Disk:
-    """A one-partition disk whose ext4 filesystem (labelled ``label``) holds ``tree``
-    (special files, odd names and sparse files included): for tests and custom fleets."""
-    _need_tools()
-    with tempfile.TemporaryDirectory(prefix="gp-tree-") as tmp:
-        fs = Path(tmp) / "fs"
-        _mkfs("ext4", tree, fs, size_mb, str(uuid.uuid4()), label)
-        raw = out.with_suffix(".img")
-        _assemble(raw, size_mb + 2, [(MiB, fs)], None, "start=2048, type=83\n")
-        return Disk(str(_finish(raw, fmt)), fmt)
 
 
 def lvm_header(progress: Callable[[str], None] | None = None) -> tuple[str, int]:
@@ -497,7 +367,6 @@ def generate(outdir: Path, count: int, progress: Callable[[str], None] | None = 
     hard = [s for s in specs if s.kind in HARD_KINDS]
     templates: dict[str, Any] = {}
     if hard:
-        from ._hard import prepare_templates
 
         templates = prepare_templates(outdir, progress)
         if progress:

@@ -22,7 +22,8 @@ from guestpool.fleet._model import VM, Disk
 
 from ._corpus import GENERATOR_VERSION as CORPUS_VERSION
 from ._corpus import build_corpus
-from ._fleet import HARD_KINDS, Spec, _run
+from ._images import _run
+from ._kinds import HARD_KINDS, Spec
 
 TEMPLATES = "templates"
 

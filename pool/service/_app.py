@@ -29,6 +29,7 @@ from ._console import routes as console_routes
 from ._nats_hosts import hosts_state, update_metrics
 from ._openapi import OPENAPI
 from ._queue import FINAL, MAX_BUDGET
+from ._responses import problem as _problem
 from ._scheduler import Service
 from ._status_page import pool_state, render_status
 from ._supply import handlers as vuln_handlers
@@ -40,10 +41,6 @@ MAX_BODY = 1024 * 1024
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers=headers)
-
-
-def _problem(status: int, message: str) -> JSONResponse:
-    return _json({"error": message}, status)
 
 
 def _scan_view(svc: Service, scan: dict[str, Any]) -> dict[str, Any]:

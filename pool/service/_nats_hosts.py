@@ -8,8 +8,6 @@ import html
 import time
 from typing import Any
 
-import anyio
-
 from ._scheduler import Service
 
 
@@ -51,16 +49,3 @@ def render_hosts(svc: Service) -> str:
     return ("<h2 id=\"hosts\">Hosts</h2><table><tr><th>host</th><th>state</th><th>pool</th>"
             "<th>VMs</th><th>covered</th><th>failed</th><th>not reached</th></tr>"
             f"{rows}</table>")
-
-
-async def hosts_round(svc: Service, scan_id: str, req: dict[str, Any],
-                      cancel: anyio.Event) -> None:
-    """One scan as a round across hosts (the request's budget and inspectors)."""
-    assert svc.coordinator is not None
-    on_result = svc.progress_hook(
-        scan_id, sum(len(i.vms) for i in svc.coordinator.known_hosts.values()))
-    report = await svc.coordinator.round(svc.scan_options(req), stop=cancel,
-                                         on_result=on_result)
-    svc.host_tallies = {h: t.to_dict() for h, t in report.hosts.items()}
-    svc.progress["total"] = len(report.results) + len(report.not_reached)
-    svc.finish(scan_id, cancel, report, svc.progress["total"])

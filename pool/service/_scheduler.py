@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -27,8 +27,11 @@ from guestpool.store._database import Store
 from guestpool.store._results import InspectResult
 
 from ._metrics import Metrics
+
+if TYPE_CHECKING:
+    from guestpool.nats import Coordinator
+from ._osv_state import OsvState
 from ._queue import ScanQueue
-from ._supply import OsvState
 
 log = logging.getLogger("guestpool")
 
@@ -56,9 +59,9 @@ class Service:
     hosts: frozenset[str] = frozenset()
     #: the OSV folder (``options.osv``) and its index, for /vulns
     vulns: OsvState = field(default_factory=OsvState)
-    #: with ``serve --nats``: the coordinator (``_nats.Coordinator``); scans then
+    #: with ``serve --nats``: the coordinator; scans then
     #: run across the agents' hosts (``_nats_hosts``)
-    coordinator: Any = None
+    coordinator: Coordinator | None = None
     #: each host's share of the last round across hosts
     host_tallies: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the fleet ``pool`` is kept warm for
@@ -153,9 +156,7 @@ class Service:
 
     async def _round(self, scan_id: str, req: dict[str, Any], cancel: anyio.Event) -> None:
         if self.coordinator is not None:
-            from ._nats_hosts import hosts_round
-
-            return await hosts_round(self, scan_id, req, cancel)
+            return await self._hosts_round(scan_id, req, cancel)
         name = req.get("fleet") or self.default_fleet()
         if name not in self.fleets:
             raise GuestpoolError(f"fleet {name!r} is not configured for this service")
@@ -173,6 +174,18 @@ class Service:
                                               safety=safety, stop=cancel, on_result=on_result,
                                               whole_fleet=not req.get("vms"))
         self.finish(scan_id, cancel, report, len(vms))
+
+    async def _hosts_round(self, scan_id: str, req: dict[str, Any],
+                               cancel: anyio.Event) -> None:
+        """One scan as a round across hosts (the request's budget and inspectors)."""
+        assert self.coordinator is not None
+        on_result = self.progress_hook(
+            scan_id, sum(len(i.vms) for i in self.coordinator.known_hosts.values()))
+        report = await self.coordinator.round(self.scan_options(req), stop=cancel,
+                                             on_result=on_result)
+        self.host_tallies = {h: t.to_dict() for h, t in report.hosts.items()}
+        self.progress["total"] = len(report.results) + len(report.not_reached)
+        self.finish(scan_id, cancel, report, self.progress["total"])
 
     # -- shared by one-host rounds and rounds across hosts (``_nats_hosts``) ----------------
 

@@ -8,7 +8,7 @@ import ipaddress
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -21,6 +21,9 @@ from guestpool.store._database import Store
 from ._app import build_app
 from ._queue import ScanQueue
 from ._scheduler import Service
+
+if TYPE_CHECKING:
+    from guestpool.nats import NatsSettings
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -43,10 +46,10 @@ def allowed_hosts(host: str, port: int) -> frozenset[str]:
 async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[str, str],
                 token: str | None, open_reads: bool, paused: bool, options: RoundOptions,
                 interval: float | None, allow_remote_libvirt: bool = False,
-                nats: Any = None) -> None:
+                nats: NatsSettings | None = None) -> None:
     """Run the API and the scheduler until SIGINT/SIGTERM; with ``interval``, also
     queue a scan of every configured fleet every ``interval`` seconds. With
-    ``nats`` (``_nats.NatsSettings``; run on anyio's asyncio backend) scans run
+    ``nats`` (run on anyio's asyncio backend) scans run
     across the hosts whose agents announce themselves, as the fleet "hosts"."""
     from hypercorn.config import Config
 
@@ -93,7 +96,8 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[s
 
 
 @contextlib.asynccontextmanager
-async def _coordinating(svc: Service, nats: Any, store: Store) -> AsyncIterator[None]:
+async def _coordinating(svc: Service, nats: NatsSettings | None,
+                       store: Store) -> AsyncIterator[None]:
     """With ``nats``: the coordinator (storing results, watching hosts) for the service."""
     if nats is None:
         yield

@@ -1,17 +1,12 @@
-"""SBOM and vulnerability endpoints of the service, and the OSV index it keeps.
-
-The index is built in a worker thread when the service starts and rebuilt
-when the folder's files change (checked every ``RECHECK_S``); requests are
-served from the last good index meanwhile. Matching and SBOM building are
-CPU-bound and run in worker threads, never on the event loop.
-"""
+"""SBOM and vulnerability endpoints of the service. Matching and SBOM building
+are CPU-bound and run in worker threads, never on the event loop; the OSV
+index they match against is the service's :class:`OsvState`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -21,52 +16,12 @@ from guestpool._errors import GuestpoolError
 from guestpool.store._database import Store
 from guestpool.supply import _findings, _sbom
 from guestpool.supply import _matching as _vulns
-from guestpool.supply._osv import how_to_fill
 
-if TYPE_CHECKING:
-    from ._scheduler import Service
+from ._responses import problem as _problem
+from ._scheduler import Service
 
 Handler = Callable[[Request], Awaitable[Response]]
-RECHECK_S = 30.0
 MEDIA_TYPES = {"cyclonedx": "application/vnd.cyclonedx+json", "spdx": "application/spdx+json"}
-
-
-@dataclass
-class OsvState:
-    """The service's OSV folder and its current index (None until read)."""
-
-    folder: str | None = None
-    index: _vulns.OsvIndex | None = None
-    error: str | None = None
-
-    async def keep_loaded(self, recheck: float = RECHECK_S) -> None:
-        """Build the index now, then rebuild it whenever the folder changes."""
-        if self.folder is None:
-            return
-        folder = self.folder
-        while True:
-            try:
-                self.index = await anyio.to_thread.run_sync(_findings.index_for, folder)
-                self.error = None
-            except GuestpoolError as e:
-                self.error = str(e)
-            await anyio.sleep(recheck)
-
-    def unavailable(self) -> Response | None:
-        """503 saying what to do while there is no index to match with."""
-        if self.folder is None:
-            return _problem(503, "no OSV folder configured: start the service with --osv DIR; "
-                                 + how_to_fill("DIR"))
-        if self.index is None:
-            if self.error is not None:
-                return _problem(503, self.error)
-            return JSONResponse({"error": f"reading OSV advisories in {self.folder}; "
-                                          "try again shortly"}, 503, {"Retry-After": "10"})
-        return None
-
-
-def _problem(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status)
 
 
 def handlers(svc: Service) -> dict[str, Handler]:

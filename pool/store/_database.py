@@ -483,7 +483,6 @@ class Store:
                 for r in self._db.execute(sql + " ORDER BY id", args)]
 
 
-
 def _state(row: sqlite3.Row) -> str:
     """A result row's state; rows from before the column: inspected or failed."""
     return str(row["state"]) if row["state"] else ("inspected" if row["ok"] else "failed")
