@@ -154,6 +154,7 @@ def load_manifest(path: str | Path) -> Fleet:
 
 
 def write_manifest(path: Path, vms: Iterable[VM]) -> None:
+    """Write ``vms`` as a fleet.json manifest, atomically (a reader never sees half)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"vms": [vm.to_dict() for vm in vms]}, indent=1))
     tmp.replace(path)

@@ -4,7 +4,8 @@ Owns: ``_serve`` (the process: bind checks, task group, shutdown), ``_queue``
 (persisted scan requests), ``_scheduler`` (runs them as rounds), ``_metrics``
 (Prometheus), ``_app`` (routes and auth: every HTTP route is there),
 ``_status_page``, ``_console`` and ``_charts`` (HTML views), ``_openapi``,
-``_supply`` (SBOM and vulnerability endpoints), ``_nats_hosts`` (scans across
+``_supply`` (SBOM and vulnerability endpoints) with ``_osv_state`` (the OSV
+index it keeps), ``_responses`` (one shape for error answers), ``_nats_hosts`` (scans across
 NATS hosts, with ``serve --nats``).
 
 May import: ``rounds``, ``nats`` and everything below them. Never ``cli``.
