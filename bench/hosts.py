@@ -95,14 +95,12 @@ async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: f
         report = await coordinator.round(RoundOptions(budget=budget, inspectors=["hostname"]))
         cpu = time.process_time() - cpu0
         # results published before the deadline but not yet stored
-        t = time.monotonic()
-        while coordinator.stored - stored0 < len(report.results) + 0:
+        while coordinator.stored - stored0 < len(report.results):
             await anyio.sleep(0.05)
-        drained = coordinator.stored - stored0
-        settle_end = time.monotonic() + 3
+        settle_end = time.monotonic() + 3  # late results: refused, the round is closed
         while time.monotonic() < settle_end:
             await anyio.sleep(0.25)
-        late = coordinator.stored - stored0 - drained
+        late = coordinator.refused["round-closed"]
     store.close()
     s = report.summary()
     return {"hosts": hosts, "budget_s": budget, "elapsed_s": round(report.elapsed, 2),
@@ -116,14 +114,14 @@ async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: f
             "load_average_1m": round(os.getloadavg()[0], 1),
             "coordinator_max_rss_mb": round(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "stored_after_round_end": late, "agents_warm_s": round(warm, 1)}
+            "refused_after_round_end": late, "agents_warm_s": round(warm, 1)}
 
 
 async def _drain(url: str, passwords: Path, db: Path, count: int) -> dict[str, Any]:
     """The coordinator's own ceiling: ``count`` results already waiting in the
     stream (as after a coordinator restart), stored as fast as it can."""
-    from guestpool.nats._messages import JobResult, encode
-    from guestpool.nats._subjects import result_id, results_subject
+    from guestpool.nats._messages import HostInfo, JobResult, encode
+    from guestpool.nats._subjects import HOSTS_BUCKET, result_id, results_subject
 
     store = Store(db)
     round_id = store.start_round(60, "pooled", 0, None)
@@ -132,12 +130,17 @@ async def _drain(url: str, passwords: Path, db: Path, count: int) -> dict[str, A
         from guestpool.nats._connect import ensure_streams
 
         await ensure_streams(js)
+        # a result counts only for a VM its host announced
+        kv = await js.key_value(HOSTS_BUCKET)
+        await kv.put("h000", encode(HostInfo(
+            "h000", time.time(), 2.0, 1, "pooled", {},
+            [VM(f"drain-{i}", (Disk(f"/simulated/drain-{i}.raw", "raw"),)) for i in range(count)])))
         for i in range(count):
             result = {"vm": f"drain-{i}", "ok": True, "results": {"hostname": {
                 "inspector": "hostname", "version": "1", "ok": True, "value": f"vm{i}",
                 "seconds": 0.01}}, "timings": {"attach": 0.1, "inspect": 1.2, "detach": 0.1}}
             await js.publish(results_subject("h000"), encode(JobResult(round_id, "h000", result)),
-                             headers={"Nats-Msg-Id": result_id(round_id, f"drain-{i}")})
+                             headers={"Nats-Msg-Id": result_id(round_id, "h000", f"drain-{i}", "")})
     cpu0, t0 = time.process_time(), time.monotonic()
     async with open_coordinator(settings(url, passwords, None), store) as coordinator:
         while coordinator.stored < count:

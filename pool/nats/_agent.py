@@ -39,7 +39,14 @@ from guestpool.rounds._round import RoundOptions
 
 from ._connect import ACK_WAIT_S, NatsSettings, connected
 from ._messages import HostInfo, JobResult, decode_job, encode, wire_result
-from ._subjects import HOSTS_BUCKET, JOBS_STREAM, check_host, host_consumer, result_id
+from ._subjects import (
+    HOSTS_BUCKET,
+    JOBS_STREAM,
+    check_host,
+    host_consumer,
+    result_id,
+    results_subject,
+)
 
 log = logging.getLogger("guestpool")
 #: seconds between re-reads of the local fleet source
@@ -190,7 +197,7 @@ class Agent:
             log.warning("agent %s: dropping a malformed job", self.host)
             await msg.term()
             return
-        rid = result_id(job.round_id, job.vm)
+        rid = result_id(job.round_id, self.host, job.vm, job.nonce)
         if rid in self._done:  # delivered again after our ack was lost
             self.stats.redelivered_done += 1
             await msg.ack()
@@ -247,7 +254,7 @@ class Agent:
         """Into the results stream, retried until the server has it (the id makes
         a repeat harmless)."""
         data = encode(result)
-        subject = f"guestpool.results.{self.host}"
+        subject = results_subject(self.host)
         while True:
             try:
                 await self.js.publish(subject, data, timeout=5.0, headers={"Nats-Msg-Id": rid})

@@ -7,13 +7,22 @@ not only during a round: results of a round a killed coordinator left behind
 wait in the stream and are stored when it comes back (under their own round).
 A result is acknowledged after it is committed; one delivered again finds its
 (round, VM) already in the store and is only acknowledged.
+
+A result counts only from the host that owns the VM: the host is the one whose
+results subject the message came on (the server lets each host's user publish
+there and nowhere else), never the message's own ``host`` field; the VM must be
+one that host announced (for the round in progress: one queued to it), and the
+round must be open. Anything else is refused, logged and counted
+(:attr:`Coordinator.refused`), never stored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +51,7 @@ from ._subjects import (
     RESULTS_STREAM,
     job_id,
     jobs_subject,
+    results_host,
 )
 
 log = logging.getLogger("guestpool")
@@ -88,6 +98,11 @@ class Coordinator:
         self.nc, self.js, self.store = nc, nc.jetstream(), store
         self.stored = 0
         self.duplicates = 0
+        #: results refused since the coordinator started, by reason: ``malformed``,
+        #: ``wrong-host`` (the message names a host other than its subject's),
+        #: ``not-announced`` (a VM that host did not announce, or was not sent),
+        #: ``round-closed`` (a round that is not open in the store)
+        self.refused: Counter[str] = Counter()
         self.known_hosts: dict[str, HostInfo] = {}
         self._consumers: set[str] = set()
         self._round: HostsRoundReport | None = None
@@ -109,9 +124,15 @@ class Coordinator:
             entry = await kv.get(key)
             if entry.value:
                 try:
-                    found[key] = decode_host(entry.value)
+                    info = decode_host(entry.value)
                 except ValueError:
                     log.warning("coordinator: unreadable heartbeat of host %s", key)
+                    continue
+                if info.host != key:  # the key is the host's own (server permissions)
+                    log.warning("coordinator: host %s announced itself as %r; ignored", key,
+                                info.host)
+                    continue
+                found[key] = info
         self.known_hosts = found
         return found
 
@@ -155,32 +176,57 @@ class Coordinator:
                 log.info("coordinator: results not fetched (%s); retrying", type(e).__name__)
                 await anyio.sleep(0.5)
                 continue
+            senders = {results_host(msg.subject) for msg in msgs}
+            if not senders <= self.known_hosts.keys():  # a host announced since we looked
+                with contextlib.suppress(*_NATS_ERRORS):
+                    await self.hosts()
             for msg in msgs:
                 self._store(msg)
             for msg in msgs:
                 with contextlib.suppress(*_NATS_ERRORS):  # if lost: delivered again,
                     await msg.ack()                        # then only acknowledged
 
+    def _refuse(self, reason: str, host: str | None, detail: str) -> None:
+        self.refused[reason] += 1
+        log.warning("coordinator: refused a result from host %s (%s): %s", host or "?",
+                    reason, detail)
+
     def _store(self, msg: Msg) -> None:
+        host = results_host(msg.subject)
         try:
             jr = decode_result(msg.data)
             result = jr.inspect_result()
         except (ValueError, TypeError):
-            log.warning("coordinator: dropping a malformed result")
+            self._refuse("malformed", host, "not a result")
+            return
+        if host is None or jr.host != host:
+            self._refuse("wrong-host", host, f"it names host {jr.host!r}")
+            return
+        report = self._round
+        current = report is not None and jr.round_id == report.round_id
+        if current:
+            owner = self._expected.get(result.vm)
+        else:
+            info = self.known_hosts.get(host)
+            owner = host if info is not None and any(
+                vm.name == result.vm for vm in info.vms) else None
+        if owner != host:
+            self._refuse("not-announced", host, f"VM {result.vm!r} is not one of its "
+                         + ("jobs this round" if current else "VMs"))
+            return
+        if not current and not self.store.round_open(jr.round_id):
+            self._refuse("round-closed", host, f"round {jr.round_id} is not open")
             return
         if self.store.has_result(jr.round_id, result.vm):
             self.duplicates += 1
             return
         drift = self.store.record(jr.round_id, result)
         self.stored += 1
-        report = self._round
-        if report is None or jr.round_id != report.round_id:
-            return
-        if self._expected.get(result.vm) != jr.host:
+        if not current or report is None:
             return
         report.results.append(result)
         report.drift += drift
-        tally = report.hosts[jr.host]
+        tally = report.hosts[host]
         if result.ok:
             tally.covered += 1
         else:
@@ -261,8 +307,9 @@ class Coordinator:
         await _retrying(lambda: ensure_host(self.js, host))
         self._consumers.add(host)
         for vm in order:
-            data = encode(Job(report.round_id, host, vm.name, deadline, specs))
-            headers = {"Nats-Msg-Id": job_id(report.round_id, vm.name)}
+            data = encode(Job(report.round_id, host, vm.name, deadline, specs,
+                              secrets.token_hex(8)))
+            headers = {"Nats-Msg-Id": job_id(report.round_id, host, vm.name)}
             await _retrying(lambda d=data, h=headers: self.js.publish(  # type: ignore[misc]
                 jobs_subject(host), d, timeout=5.0, headers=h))
             report.hosts[host].queued += 1

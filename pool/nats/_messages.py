@@ -21,9 +21,16 @@ class Job(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: wall-clock (epoch) second after which no agent starts or continues this job
     deadline: float
     inspectors: list[InspectorSpec]
+    #: random per job, seen only by the coordinator and ``host``: part of the
+    #: result's de-duplication id (see ``_subjects.result_id``)
+    nonce: str = ""
 
 
 class JobResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One VM's result. ``host`` is the sender's claim: the coordinator believes
+    the subject the server let the message through on, and refuses a result
+    whose claim differs."""
+
     round_id: int
     host: str
     result: dict[str, Any]

@@ -32,6 +32,14 @@ def results_subject(host: str) -> str:
     return f"guestpool.results.{host}"
 
 
+def results_host(subject: str) -> str | None:
+    """The host whose results subject this is, or None. The server lets each host's
+    user publish on its own results subject only, so this, not a field of the
+    message, says which host sent a result."""
+    prefix, _, host = subject.rpartition(".")
+    return host if prefix == "guestpool.results" and _HOST.fullmatch(host) else None
+
+
 def host_consumer(host: str) -> str:
     """The durable pull consumer every agent of ``host`` shares."""
     return f"host-{host}"
@@ -46,10 +54,13 @@ def kv_key_subject(host: str) -> str:
     return f"$KV.{HOSTS_BUCKET}.{host}"
 
 
-def job_id(round_id: int, vm: str) -> str:
-    return f"job:{round_id}:{vm}"
+def job_id(round_id: int, host: str, vm: str) -> str:
+    return f"job:{round_id}:{host}:{vm}"
 
 
-def result_id(round_id: int, vm: str) -> str:
-    """The de-duplication id of a result: a round covers a VM once."""
-    return f"result:{round_id}:{vm}"
+def result_id(round_id: int, host: str, vm: str, nonce: str) -> str:
+    """The de-duplication id of a result: a round covers a host's VM once. The
+    job's ``nonce`` is known only to the coordinator and that host (no other host
+    may read its jobs), so no host can publish an id first that would make the
+    server drop another host's result as a duplicate."""
+    return f"result:{round_id}:{host}:{vm}:{nonce}"

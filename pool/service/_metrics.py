@@ -44,6 +44,11 @@ class Metrics:
                            "alive or missing (serve --nats)", ["state"], registry=r)
         self.host_vms = Gauge("guestpool_host_vms", "Each host's VMs in the last round "
                               "across hosts, by outcome", ["host", "state"], registry=r)
+        self.results_refused = Gauge(
+            "guestpool_nats_results_refused", "Results from hosts the coordinator refused "
+            "since it started, by reason: wrong-host (sent as another host), not-announced "
+            "(a VM that host did not announce or was not sent), round-closed, malformed",
+            ["reason"], registry=r)
 
         self.fleet_freshness = Gauge(
             "guestpool_fleet_vms", "Live VMs by freshness of their last good inspection "

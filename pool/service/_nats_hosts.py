@@ -26,6 +26,9 @@ def hosts_state(svc: Service) -> dict[str, Any]:
 
 
 def update_metrics(svc: Service) -> None:
+    if svc.coordinator is not None:
+        for reason in ("wrong-host", "not-announced", "round-closed", "malformed"):
+            svc.metrics.results_refused.labels(reason).set(svc.coordinator.refused[reason])
     hosts = hosts_state(svc)["hosts"]
     alive = sum(h["alive"] for h in hosts)
     svc.metrics.hosts.labels("alive").set(alive)

@@ -228,6 +228,12 @@ class Store:
             raise
         return changes
 
+    def round_open(self, round_id: int) -> bool:
+        """Whether the round was started and has not ended (a round a killed
+        coordinator left stays open: its results may still come)."""
+        return self._db.execute("SELECT 1 FROM rounds WHERE id=? AND ended IS NULL",
+                                (round_id,)).fetchone() is not None
+
     def has_result(self, round_id: int, vm: str) -> bool:
         """Whether round ``round_id`` already stored a result of ``vm``: a result
         delivered twice (at-least-once messaging) is then stored once."""
