@@ -82,6 +82,7 @@ def test_a_result_counts_only_from_the_host_that_owns_the_vm(server: NatsServer,
         closed = setup.start_round(30, "pooled", 1, None)
         setup.end_round(closed, {})
         open_round = setup.start_round(30, "pooled", 1, None)  # as a killed coordinator left it
+        uid, closed_uid = setup.round_uid(open_round), setup.round_uid(closed)
         setup.close()
         async with connected(server.settings(), "admin") as nc:
             await ensure_streams(nc.jetstream())
@@ -91,25 +92,35 @@ def test_a_result_counts_only_from_the_host_that_owns_the_vm(server: NatsServer,
         async with open_coordinator(server.settings(), store) as coordinator:
             await coordinator.hosts()
             # host A, on its own permitted subject, claims host B and B's VM
-            await send(server, "A", JobResult(open_round, "B", result("B-0", "forged")), "f1")
+            await send(server, "A", JobResult(open_round, "B", result("B-0", "forged"), uid),
+                       "f1")
             # ... names itself but B's VM, then a VM nobody announced
-            await send(server, "A", JobResult(open_round, "A", result("B-0", "forged")), "f2")
-            await send(server, "A", JobResult(open_round, "A", result("ghost", "forged")), "f3")
-            # ... its own VM, for a round that has ended and for one that never began
-            await send(server, "A", JobResult(closed, "A", result("A-0", "late")), "f4")
-            await send(server, "A", JobResult(open_round + 7, "A", result("A-0", "x")), "f5")
-            await send(server, "A", JobResult(open_round, "A", {"vm": 3}), "f6")
+            await send(server, "A", JobResult(open_round, "A", result("B-0", "forged"), uid),
+                       "f2")
+            await send(server, "A", JobResult(open_round, "A", result("ghost", "forged"), uid),
+                       "f3")
+            # ... its own VM, for a round that has ended, one that never began, and
+            # another store's round of the same number
+            await send(server, "A", JobResult(closed, "A", result("A-0", "late"), closed_uid),
+                       "f4")
+            await send(server, "A", JobResult(open_round + 7, "A", result("A-0", "x"), uid),
+                       "f5")
+            await send(server, "A", JobResult(open_round, "A", result("A-0", "x"), "other"),
+                       "f6")
+            await send(server, "A", JobResult(open_round, "A", {"vm": 3}, uid), "f7")
             # the owners' own results
-            await send(server, "B", JobResult(open_round, "B", result("B-0", "b-real")), "b1")
-            await send(server, "A", JobResult(open_round, "A", result("A-0", "a-real")), "a1")
-            await settled(coordinator, 8)
+            await send(server, "B", JobResult(open_round, "B", result("B-0", "b-real"), uid),
+                       "b1")
+            await send(server, "A", JobResult(open_round, "A", result("A-0", "a-real"), uid),
+                       "a1")
+            await settled(coordinator, 9)
             refused = dict(coordinator.refused)
             stored_count = coordinator.stored
         store.close()
         return refused, stored_count, open_round
 
     refused, stored_count, open_round = anyio.run(main, backend="asyncio")
-    assert refused == {"wrong-host": 1, "not-announced": 2, "round-closed": 2, "malformed": 1}
+    assert refused == {"wrong-host": 1, "not-announced": 2, "round-closed": 3, "malformed": 1}
     assert stored_count == 2
     assert hostnames(db, open_round) == {"A-0": "a-real", "B-0": "b-real"}
 
@@ -156,3 +167,25 @@ def test_a_host_cannot_announce_itself_as_another(server: NatsServer, tmp_path: 
         return hosts
 
     assert anyio.run(main, backend="asyncio") == {"C"}
+
+
+def test_a_coordinator_given_a_new_store_covers_every_vm(server: NatsServer,
+                                                         tmp_path: Path) -> None:
+    """Its first round is numbered 1 again: its jobs are not the old round 1's
+    duplicates, and the old round's results are not this round's."""
+    manifest = tmp_path / "fleet.json"
+    write_manifest(manifest, [VM(f"{h}-{i}", (Disk(f"/simulated/{h}{i}.raw", "raw"),))
+                              for h in "AB" for i in range(6)])
+    agents = Agents(server, manifest, tmp_path / "state")
+    try:
+        agents.start("A")
+        agents.start("B")
+        first = coordinated_round(server, tmp_path / "first.db")
+        second = coordinated_round(server, tmp_path / "second.db")
+    finally:
+        agents.close()
+    assert first.round_id == second.round_id == 1
+    for report, db in ((first, "first.db"), (second, "second.db")):
+        assert len(report.covered) == 12 and not report.not_reached, report.summary()
+        assert_once(stored(tmp_path / db, 1), "AB")
+        assert not any(t.duplicate_jobs for t in report.hosts.values())

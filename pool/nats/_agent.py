@@ -214,7 +214,8 @@ class Agent:
                 self.stats.jobs_expired += 1
                 await msg.term()
             else:
-                await self._publish(JobResult(job.round_id, self.host, result), rid)
+                await self._publish(JobResult(job.round_id, self.host, result, job.round_uid),
+                                    rid)
                 self._done.add(rid)
                 await msg.ack()
                 self.stats.jobs_done += 1

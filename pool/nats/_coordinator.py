@@ -32,6 +32,7 @@ import anyio
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import PubAck
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NoKeysError
 
@@ -70,6 +71,8 @@ class HostTally:
     not_reached: int = 0
     #: no heartbeat within three intervals at the round's start: nothing queued
     missing: bool = False
+    #: jobs the server did not queue, taking them for duplicates of another publish
+    duplicate_jobs: int = 0
     predicted: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +110,7 @@ class Coordinator:
         self._consumers: set[str] = set()
         self._round: HostsRoundReport | None = None
         self._expected: dict[str, str] = {}  # VM -> host, of the round in progress
+        self._round_uid = ""
         self._on_result: ResultHook | None = None
         self._changed = anyio.Event()
 
@@ -203,7 +207,8 @@ class Coordinator:
             self._refuse("wrong-host", host, f"it names host {jr.host!r}")
             return
         report = self._round
-        current = report is not None and jr.round_id == report.round_id
+        current = report is not None and jr.round_id == report.round_id \
+            and jr.round_uid == self._round_uid
         if current:
             owner = self._expected.get(result.vm)
         else:
@@ -214,8 +219,9 @@ class Coordinator:
             self._refuse("not-announced", host, f"VM {result.vm!r} is not one of its "
                          + ("jobs this round" if current else "VMs"))
             return
-        if not current and not self.store.round_open(jr.round_id):
-            self._refuse("round-closed", host, f"round {jr.round_id} is not open")
+        if not current and not self.store.round_open(jr.round_id, jr.round_uid):
+            self._refuse("round-closed", host, f"round {jr.round_id} ({jr.round_uid or '?'}) "
+                         "is not open in this store")
             return
         if self.store.has_result(jr.round_id, result.vm):
             self.duplicates += 1
@@ -275,6 +281,7 @@ class Coordinator:
         report.round_id = self.store.start_round(budget, options.strategy, report.pool_size,
                                                  report.plan.predicted)
         self._round, self._on_result = report, on_result
+        self._round_uid = self.store.round_uid(report.round_id)
         self._expected = {vm.name: h for h in live for vm in orders[h]}
         deadline = wall + budget - SHUTDOWN_RESERVE_S
         try:
@@ -308,10 +315,21 @@ class Coordinator:
         self._consumers.add(host)
         for vm in order:
             data = encode(Job(report.round_id, host, vm.name, deadline, specs,
-                              secrets.token_hex(8)))
-            headers = {"Nats-Msg-Id": job_id(report.round_id, host, vm.name)}
-            await _retrying(lambda d=data, h=headers: self.js.publish(  # type: ignore[misc]
-                jobs_subject(host), d, timeout=5.0, headers=h))
+                              secrets.token_hex(8), self._round_uid))
+            headers = {"Nats-Msg-Id": job_id(self._round_uid, host, vm.name)}
+            attempts = 0
+
+            async def publish(d: bytes = data, h: dict[str, str] = headers) -> PubAck:
+                nonlocal attempts
+                attempts += 1
+                return await self.js.publish(jobs_subject(host), d, timeout=5.0, headers=h)
+
+            ack = await _retrying(publish)
+            if ack.duplicate and attempts == 1:  # not a retry of ours: nothing was queued
+                report.hosts[host].duplicate_jobs += 1
+                log.error("coordinator: the server took the job of %s on host %s for a "
+                          "duplicate and did not queue it", vm.name, host)
+                continue
             report.hosts[host].queued += 1
 
     async def _wait(self, report: HostsRoundReport, stop: anyio.Event | None) -> None:

@@ -24,6 +24,8 @@ class Job(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: random per job, seen only by the coordinator and ``host``: part of the
     #: result's de-duplication id (see ``_subjects.result_id``)
     nonce: str = ""
+    #: the round's id across coordinators and stores (``Store.round_uid``)
+    round_uid: str = ""
 
 
 class JobResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -34,6 +36,9 @@ class JobResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     round_id: int
     host: str
     result: dict[str, Any]
+    #: the job's ``round_uid``: a result of another coordinator's (or store's)
+    #: round with the same number is not this round's
+    round_uid: str = ""
 
     def inspect_result(self) -> InspectResult:
         return InspectResult(**{k: v for k, v in self.result.items() if k in WIRE_FIELDS})

@@ -54,8 +54,10 @@ def kv_key_subject(host: str) -> str:
     return f"$KV.{HOSTS_BUCKET}.{host}"
 
 
-def job_id(round_id: int, host: str, vm: str) -> str:
-    return f"job:{round_id}:{host}:{vm}"
+def job_id(round_uid: str, host: str, vm: str) -> str:
+    """The de-duplication id of a job: by the round's uid, not its number, which
+    a coordinator given a new store starts again at 1."""
+    return f"job:{round_uid}:{host}:{vm}"
 
 
 def result_id(round_id: int, host: str, vm: str, nonce: str) -> str:

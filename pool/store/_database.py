@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ CREATE INDEX IF NOT EXISTS changes_round ON changes (round_id, vm);
 ADDED_COLUMNS = {"results": (("state", "TEXT"), ("inspected_at", "REAL"),
                              ("carried_from", "INTEGER"), ("kind", "TEXT")),
                  "vms": (("state", "TEXT"), ("state_at", "REAL"), ("inspected_at", "REAL"),
-                         ("kind", "TEXT"))}
+                         ("kind", "TEXT")),
+                 "rounds": (("uid", "TEXT"),)}
 FINGERPRINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS fingerprints (
     vm TEXT PRIMARY KEY, result_id INTEGER NOT NULL, context TEXT NOT NULL, files TEXT NOT NULL);
@@ -166,10 +168,18 @@ class Store:
 
     def start_round(self, budget: float, strategy: str, pool_size: int,
                     predicted: int | None) -> int:
+        """A new round's number. Beside it the round gets a ``uid`` unique across
+        stores (:meth:`round_uid`): two coordinators, or one given a new store,
+        both number their first round 1."""
         cur = self._db.execute(
-            "INSERT INTO rounds (started, budget, strategy, pool_size, predicted)"
-            " VALUES (?, ?, ?, ?, ?)", (time.time(), budget, strategy, pool_size, predicted))
+            "INSERT INTO rounds (started, budget, strategy, pool_size, predicted, uid)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), budget, strategy, pool_size, predicted, uuid.uuid4().hex))
         return int(cur.lastrowid or 0)
+
+    def round_uid(self, round_id: int) -> str:
+        row = self._db.execute("SELECT uid FROM rounds WHERE id=?", (round_id,)).fetchone()
+        return str(row[0]) if row and row[0] else ""
 
     def end_round(self, round_id: int, summary: dict[str, Any]) -> None:
         self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=?",
@@ -228,11 +238,12 @@ class Store:
             raise
         return changes
 
-    def round_open(self, round_id: int) -> bool:
-        """Whether the round was started and has not ended (a round a killed
-        coordinator left stays open: its results may still come)."""
-        return self._db.execute("SELECT 1 FROM rounds WHERE id=? AND ended IS NULL",
-                                (round_id,)).fetchone() is not None
+    def round_open(self, round_id: int, uid: str) -> bool:
+        """Whether this store started round ``round_id`` as ``uid`` and has not
+        ended it (a round a killed coordinator left stays open: its results may
+        still come)."""
+        return self._db.execute("SELECT 1 FROM rounds WHERE id=? AND uid=? AND ended IS NULL",
+                                (round_id, uid)).fetchone() is not None
 
     def has_result(self, round_id: int, vm: str) -> bool:
         """Whether round ``round_id`` already stored a result of ``vm``: a result
