@@ -1,4 +1,4 @@
-"""Drift: every kind of change the README names, from the generic diff and the
+"""Drift: every kind of change inspectors/README.md names, from the generic diff and the
 inspectors' own keys."""
 
 from __future__ import annotations

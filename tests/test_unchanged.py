@@ -38,7 +38,7 @@ def fingerprint(vm: VM) -> Fingerprint:
     check_vm(vm, SafetyPolicy(allowed_roots=[]), files)
     prints = take_fingerprint(files)
     assert prints is not None
-    time.sleep(0.02)  # a later write lands on a later clock tick (see README)
+    time.sleep(0.02)  # a later write lands on a later clock tick (see pool/README.md)
     return prints
 
 

@@ -47,7 +47,7 @@ class VM:
     """A virtual machine to inspect.
 
     ``trust_group`` decides which appliances may serve it: an appliance never
-    serves VMs of two groups (see README, security).
+    serves VMs of two groups (see pool/SECURITY.md).
     """
 
     name: str

@@ -18,8 +18,8 @@ Strategy = Literal["pooled", "cold"]
 SHUTDOWN_RESERVE_S = 2.0
 # Costs assumed by a store with no history: TCG, 2 cores, os+filesystems, batches
 # of two; job = the mean per-VM job of two fresh 300 s rounds over the 1,000-VM
-# demo fleet (0.88 and 0.91 s, 2026-12-03, bench/README.md "Session 8"). Every
-# round then replaces them.
+# demo fleet (0.88 and 0.91 s, 2026-12-03, bench/README.md "Budgeted rounds over
+# 1,000 VMs"). Every round then replaces them.
 DEFAULT_COSTS = {"boot": 18.0, "job": 0.9, "unchanged": 0.002}
 #: A logical volume as the VM names it (``/dev/VG/LV``, ``/dev/mapper/VG-LV``).
 _LV = re.compile(r"/dev/(?!disk/)[^/]+/[^/]+")
