@@ -115,7 +115,8 @@ def later(seconds: float, action: object) -> threading.Timer:
 
 
 def assert_once(names: list[str], hosts: str) -> None:
-    assert sorted(names) == sorted(f"{h}-{i}" for h in hosts for i in range(6)), names
+    """Each host's six VMs, each once, named across hosts as ``HOST:NAME``."""
+    assert sorted(names) == sorted(f"{h}:{h}-{i}" for h in hosts for i in range(6)), names
 
 
 def test_round_covers_both_hosts_once(server: NatsServer, agents: Agents,

@@ -67,7 +67,7 @@ async def settled(coordinator: Coordinator, handled: int) -> None:
 def hostnames(db: Path, round_id: int) -> dict[str, object]:
     store = Store(db)
     try:
-        return {r["vm"]: r["results"]["hostname"]["value"]
+        return {r["vm"]: r["results"].get("hostname", {}).get("value")
                 for r in store.results(round_id=round_id)}
     finally:
         store.close()
@@ -122,7 +122,7 @@ def test_a_result_counts_only_from_the_host_that_owns_the_vm(server: NatsServer,
     refused, stored_count, open_round = anyio.run(main, backend="asyncio")
     assert refused == {"wrong-host": 1, "not-announced": 2, "round-closed": 3, "malformed": 1}
     assert stored_count == 2
-    assert hostnames(db, open_round) == {"A-0": "a-real", "B-0": "b-real"}
+    assert hostnames(db, open_round) == {"A:A-0": "a-real", "B:B-0": "b-real"}
 
 
 def test_no_host_can_make_the_server_drop_anothers_result(server: NatsServer,
@@ -189,3 +189,20 @@ def test_a_coordinator_given_a_new_store_covers_every_vm(server: NatsServer,
         assert len(report.covered) == 12 and not report.not_reached, report.summary()
         assert_once(stored(tmp_path / db, 1), "AB")
         assert not any(t.duplicate_jobs for t in report.hosts.values())
+
+
+def test_the_same_vm_name_on_two_hosts_is_two_vms(server: NatsServer, tmp_path: Path) -> None:
+    manifest = tmp_path / "fleet.json"
+    write_manifest(manifest, [VM(f"any-{i}", (Disk(f"/simulated/any{i}.raw", "raw"),))
+                              for i in range(4)])  # every host's agent has them all
+    agents = Agents(server, manifest, tmp_path / "state")
+    try:
+        agents.start("A")
+        agents.start("B")
+        report = coordinated_round(server, tmp_path / "r.db")
+    finally:
+        agents.close()
+    names = sorted(stored(tmp_path / "r.db", report.round_id or 0))
+    assert names == sorted(f"{h}:any-{i}" for h in "AB" for i in range(4)), report.summary()
+    assert report.hosts["A"].covered == report.hosts["B"].covered == 4
+    assert not report.not_reached

@@ -8,17 +8,19 @@ wait in the stream and are stored when it comes back (under their own round).
 A result is acknowledged after it is committed; one delivered again finds its
 (round, VM) already in the store and is only acknowledged.
 
-A result counts only from the host that owns the VM: the host is the one whose
-results subject the message came on (the server lets each host's user publish
-there and nowhere else), never the message's own ``host`` field; the VM must be
-one that host announced (for the round in progress: one queued to it), and the
-round must be open. Anything else is refused, logged and counted
-(:attr:`Coordinator.refused`), never stored.
+A VM is named across hosts by its host and its own name (``A:web-1``): the same
+name on two hosts is two VMs. A result counts only from the host that owns the
+VM: the host is the one whose results subject the message came on (the server
+lets each host's user publish there and nowhere else), never the message's own
+``host`` field; the VM must be one that host announced (for the round in
+progress: one queued to it), and the round must be open. Anything else is
+refused, logged and counted (:attr:`Coordinator.refused`), never stored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -50,6 +52,7 @@ from ._subjects import (
     HOSTS_BUCKET,
     JOBS_STREAM,
     RESULTS_STREAM,
+    fleet_name,
     job_id,
     jobs_subject,
     results_host,
@@ -209,14 +212,15 @@ class Coordinator:
         report = self._round
         current = report is not None and jr.round_id == report.round_id \
             and jr.round_uid == self._round_uid
+        own_name, result.vm = result.vm, fleet_name(host, result.vm)
         if current:
             owner = self._expected.get(result.vm)
         else:
             info = self.known_hosts.get(host)
             owner = host if info is not None and any(
-                vm.name == result.vm for vm in info.vms) else None
+                vm.name == own_name for vm in info.vms) else None
         if owner != host:
-            self._refuse("not-announced", host, f"VM {result.vm!r} is not one of its "
+            self._refuse("not-announced", host, f"VM {own_name!r} is not one of its "
                          + ("jobs this round" if current else "VMs"))
             return
         if not current and not self.store.round_open(jr.round_id, jr.round_uid):
@@ -258,14 +262,9 @@ class Coordinator:
         report = HostsRoundReport(budget=budget, strategy=options.strategy)
         last = self.store.last_scanned()
         orders: dict[str, list[VM]] = {}
-        seen: set[str] = set()
         plans = []
         for host, info in sorted(infos.items()):
-            vms = [vm for vm in info.vms if vm.name not in seen]
-            if len(vms) < len(info.vms):
-                log.warning("host %s: VMs also on another host skipped: %s", host,
-                            sorted({vm.name for vm in info.vms} & seen))
-            seen.update(vm.name for vm in vms)
+            vms = [dataclasses.replace(vm, name=fleet_name(host, vm.name)) for vm in info.vms]
             orders[host] = order_fleet(vms, last)
             tally = report.hosts[host] = HostTally(vms=len(vms), missing=host not in live)
             if host in live:
@@ -314,7 +313,8 @@ class Coordinator:
         await _retrying(lambda: ensure_host(self.js, host))
         self._consumers.add(host)
         for vm in order:
-            data = encode(Job(report.round_id, host, vm.name, deadline, specs,
+            own_name = vm.name.removeprefix(fleet_name(host, ""))
+            data = encode(Job(report.round_id, host, own_name, deadline, specs,
                               secrets.token_hex(8), self._round_uid))
             headers = {"Nats-Msg-Id": job_id(self._round_uid, host, vm.name)}
             attempts = 0

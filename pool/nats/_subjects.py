@@ -24,6 +24,12 @@ def check_host(name: str) -> str:
     return name
 
 
+def fleet_name(host: str, vm: str) -> str:
+    """A VM's name across hosts: its host and its own name (``A:web-1``). Names
+    are unique per hypervisor only, so the same name on two hosts is two VMs."""
+    return f"{host}:{vm}"
+
+
 def jobs_subject(host: str) -> str:
     return f"guestpool.jobs.{host}"
 

@@ -5,7 +5,9 @@ simulator's appliances (no qemu) at real time (the bench's
     python -m helpers.nats_agent URL PASSWORD_DIR MANIFEST HOST[,HOST...] \
         --pool N --job SECONDS --boot SECONDS --state DIR
 
-Each host's agent gets MANIFEST's VMs whose names start with ``HOST-``.
+Each host's agent gets MANIFEST's VMs whose names start with ``HOST-``, and
+every host those whose names start with ``any-`` (VM names are unique per host
+only).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def main() -> None:
     costs = Costs(boot=(a.boot, 0.0), attach=(0.05, 0.0), inspect=(a.job, 0.0),
                   detach=(0.05, 0.0))
     vms = load_manifest(a.manifest).vms
-    fleets = {h: [vm for vm in vms if vm.name.startswith(f"{h}-")] for h in a.hosts.split(",")}
+    fleets = {h: [vm for vm in vms if vm.name.startswith((f"{h}-", "any-"))]
+              for h in a.hosts.split(",")}
     anyio.run(run_sim_agents, a.url, a.passwords, fleets, a.pool, costs, a.state,
               backend="asyncio")
 
