@@ -283,6 +283,8 @@ def test_service_scans_across_hosts_and_shows_them(server: NatsServer, agents: A
         samples = {tuple(x.labels.values()): x.value for x in metrics["guestpool_host_vms"].samples}
         assert samples[("A", "covered")] == samples[("B", "covered")] == 6
         assert 'id="hosts"' in c.get("/").text
+        srv.stop()
+        assert srv.proc.returncode == 0  # SIGTERM: a clean stop, no CancelledError
     finally:
         srv.stop()
 

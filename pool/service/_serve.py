@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+from anyio.abc import TaskGroup
 
 from guestpool._errors import SetupError
 from guestpool.fleet._sources import open_source
@@ -80,17 +81,22 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[s
                              f"monitor:{name}:{slot}")
         svc.kick()
 
+    async def http(tg: TaskGroup) -> None:
+        """The HTTP server in a task of its own: what hypercorn does to the task it
+        runs in on the way out (on asyncio it cancels it) stays out of ours."""
+        await hypercorn_serve(build_app(svc), config,  # type: ignore[arg-type]
+                              shutdown_trigger=shutdown.wait)
+        if svc.cancel is not None:
+            svc.cancel.set()
+        tg.cancel_scope.cancel()
+
     async with _coordinating(svc, nats, store), anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signals, shutdown)
         tg.start_soon(svc.scheduler)
         tg.start_soon(svc.vulns.keep_loaded)
         if interval is not None:
             tg.start_soon(run_periodic, interval, queue_rounds)
-        await hypercorn_serve(build_app(svc), config,  # type: ignore[arg-type]
-                              shutdown_trigger=shutdown.wait)
-        if svc.cancel is not None:
-            svc.cancel.set()
-        tg.cancel_scope.cancel()
+        tg.start_soon(http, tg)
     svc.queue.close()
     store.close()
 
