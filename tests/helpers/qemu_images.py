@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def make_image(case: FormatCase, folder: Path, size: str = "4M") -> Path:
         return path
     if case.driver not in supported_formats():
         raise LookupError(f"qemu-img here does not list the {case.driver} format")
-    attempts = 3 if case.driver == "luks" else 1
+    attempts = 6 if case.driver == "luks" else 1
     for attempt in range(attempts):
         try:
             qemu_img("create", "-q", "-f", case.driver, *case.args, str(path), size)
@@ -88,4 +89,5 @@ def make_image(case: FormatCase, folder: Path, size: str = "4M") -> Path:
             # ("Unable to get accurate CPU usage"): try again
             if attempt == attempts - 1:
                 raise
+            time.sleep(0.5)
     raise AssertionError("unreachable")
