@@ -148,6 +148,10 @@ def test_agent_sigkilled_mid_job_loses_nothing(server: NatsServer, agents: Agent
     # the job the killed agent held was handed back by its successor and done
     assert len(report.covered) == 12, report.summary()
     assert_once(stored(tmp_path / "r.db", report.round_id or 0), "AB")
+    # per-host figures: A's successor booted during the round, B's pool was warm
+    assert report.hosts["A"].boots == 1 and report.hosts["B"].boots == 0, report.summary()
+    assert report.boots == 1 and report.accel == "tcg"
+    assert report.hosts["A"].job_steps_median_s["job"] > 0
 
 
 def test_nats_server_restart_mid_round_loses_nothing(server: NatsServer, agents: Agents,

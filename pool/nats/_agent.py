@@ -130,7 +130,8 @@ class Agent:
             recent = self.stats.job_seconds[-200:]
             costs[f"job-{strategy}"] = sum(recent) / len(recent)
         return HostInfo(self.host, time.time(), self.heartbeat, self.pool.size, strategy, costs,
-                        list(self.vms.values()), self.ready, self.id)
+                        list(self.vms.values()), self.ready, self.id, stats.boots,
+                        dict(stats.retirements), self.pool.accel if stats.boots else "")
 
     async def announce(self) -> None:
         """Publish inventory and capacity every heartbeat, re-reading the fleet

@@ -41,7 +41,7 @@ from nats.js.errors import NoKeysError
 from guestpool.fleet._model import VM
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.rounds._plan import SHUTDOWN_RESERVE_S, Plan, plan_round
-from guestpool.rounds._round import RoundOptions, RoundReport, order_fleet
+from guestpool.rounds._round import RoundOptions, RoundReport, job_steps, order_fleet
 from guestpool.store._database import Store
 from guestpool.store._results import InspectResult
 
@@ -77,6 +77,13 @@ class HostTally:
     #: jobs the server did not queue, taking them for duplicates of another publish
     duplicate_jobs: int = 0
     predicted: int | None = None
+    #: from the host's heartbeats at the round's start and end (a boot that ended
+    #: in the last heartbeat interval counts in the next round)
+    boots: int = 0
+    retirements: dict[str, int] = field(default_factory=dict)
+    accel: str = ""
+    #: medians of the host's job steps (``RoundReport.summary``'s, per host)
+    job_steps_median_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -301,6 +308,9 @@ class Coordinator:
             report.hosts[host].not_reached = len(missed)
         report.elapsed = anyio.current_time() - start
         report.stopped = bool(stop and stop.is_set())
+        with anyio.move_on_after(2.0, shield=True), contextlib.suppress(*_NATS_ERRORS):
+            await self.hosts()  # the heartbeats since: each host's boots and retirements
+        _host_figures(report, infos, self.known_hosts)
         self.store.end_round(report.round_id, report.summary())
         log.info("round %s: %d of %d VMs answered", report.round_id, len(done), len(expected))
         return report
@@ -363,6 +373,29 @@ async def _retrying(call: Callable[[], Any], pause: float = 0.5) -> Any:
         except _NATS_ERRORS as e:
             log.info("coordinator: NATS not answering (%s); retrying", type(e).__name__)
             await anyio.sleep(pause)
+
+
+def _host_figures(report: HostsRoundReport, before: dict[str, HostInfo],
+                  after: dict[str, HostInfo]) -> None:
+    """Each host's boots, retirements, accelerator and job steps in this round,
+    and the round's: summed where a sum means something."""
+    retired: Counter[str] = Counter()
+    accels = set()
+    for host, tally in report.hosts.items():
+        first, last = before.get(host), after.get(host, before.get(host))
+        if first is not None and last is not None and last.agent == first.agent:
+            tally.boots = max(0, last.boots - first.boots)
+            tally.retirements = dict(Counter(last.retirements) - Counter(first.retirements))
+        elif last is not None:  # a new agent since the round began: all of its own
+            tally.boots, tally.retirements = last.boots, dict(last.retirements)
+        tally.accel = last.accel if last is not None else ""
+        tally.job_steps_median_s = job_steps(
+            [r for r in report.covered if r.vm.startswith(fleet_name(host, ""))])
+        retired.update(tally.retirements)
+        accels.add(tally.accel)
+    report.boots = sum(t.boots for t in report.hosts.values())
+    report.retirements = dict(sorted(retired.items()))
+    report.accel = ",".join(sorted(accels - {""}))
 
 
 def _total(plans: list[Plan], budget: float) -> Plan:

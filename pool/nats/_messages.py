@@ -67,6 +67,12 @@ class HostInfo(msgspec.Struct, frozen=True):
     vms: list[VM]
     ready: bool = False
     agent: str = ""
+    #: the agent's pool since it started: boots, retirements by reason, and the
+    #: accelerator its appliances run on ("" before the first boot); a round's
+    #: share is the difference between two heartbeats
+    boots: int = 0
+    retirements: dict[str, int] = msgspec.field(default_factory=dict)
+    accel: str = ""
 
     def alive(self, now: float) -> bool:
         """Heard from within three heartbeats (clocks kept by NTP)."""
