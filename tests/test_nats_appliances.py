@@ -65,13 +65,14 @@ def test_two_hosts_with_real_appliances(demo_fleet: DemoFleet, server: NatsServe
         assert summary["covered"] == 6 and not summary["not_reached"], summary
         assert {h: t["covered"] for h, t in summary["hosts"].items()} == {"A": 3, "B": 3}
         for r in summary["vms"]:
+            host, _, own_name = r["vm"].partition(":")  # named across hosts: HOST:NAME
             assert r["results"]["hostname"]["value"] == \
-                demo_fleet.truth[r["vm"]]["os"].get("hostname"), r
+                demo_fleet.truth[own_name]["os"].get("hostname"), r
         with sqlite3.connect(db) as c:
             rows = sorted(v for (v,) in c.execute("SELECT vm FROM results"))
-        assert rows == sorted(v.name for v in vms)  # each stored once
+        assert rows == sorted(f"{h}:{v.name}" for h, own in fleets.items() for v in own)
         # an agent SIGKILLed leaves no qemu behind: its workers die with it
-        qemus = {r["qemu_pid"] for r in summary["vms"] if r["vm"] in {v.name for v in fleets["A"]}}
+        qemus = {r["qemu_pid"] for r in summary["vms"] if r["vm"].startswith("A:")}
         assert qemus and all(alive(p) for p in qemus)
         os.kill(agents["A"].pid, signal.SIGKILL)
         agents["A"].wait()
