@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from guestpool import GuestpoolError
@@ -95,7 +95,7 @@ def bench_boot(passes: int, warmup: int, set_spec: str | None, compare_specs: tu
     caps = _variants.host_caps(accel)
     for name, settings in variants.items():
         for warning in _variants.validate(name, settings, caps):
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(Text.assemble(("warning:", "yellow"), " ", warning))
     all_passes = boot.run_passes(variants, passes, warmup, progress=console.print)
     summary: dict[str, Any] = {"variants": variants, "passes": passes, "warmup": warmup,
                                "phases": {}, "activities": {}}
@@ -149,8 +149,9 @@ def bench_boot(passes: int, warmup: int, set_spec: str | None, compare_specs: tu
                       + f" ({caps.cores} cores); a busier host boots slower under TCG")
         only_base, only_new = _regress.missing_phases(baseline.passes, all_passes)
         if only_base or only_new:
-            console.print(f"[yellow]phases not in both runs[/] (a marker moved): baseline "
-                          f"only {only_base or '-'}, this run only {only_new or '-'}")
+            console.print(Text.assemble(
+                ("phases not in both runs", "yellow"), " (a marker moved): baseline "
+                f"only {only_base or '-'}, this run only {only_new or '-'}"))
         files = _boot_plots.deltas(
             folder / f"boot-against-{_slug(baseline.name)}",
             f"this run against {baseline.name!r} (#{baseline.id})",
@@ -160,8 +161,8 @@ def bench_boot(passes: int, warmup: int, set_spec: str | None, compare_specs: tu
         console.print(f"wrote {', '.join(map(str, files))}")
         slower = [d.phase for d in deltas if d.regression]
         if slower:
-            console.print(f"[bold red]REGRESSION[/] against {baseline.name!r}: "
-                          f"{', '.join(slower)}")
+            console.print(Text.assemble(("REGRESSION", "bold red"),
+                                        f" against {baseline.name!r}: {', '.join(slower)}"))
             sys.exit(_regress.EXIT_REGRESSION)
         console.print(f"no regression against {baseline.name!r}")
     if runs is not None:
@@ -222,8 +223,8 @@ def _pm(mean: float, sd: float) -> str:
 
 def _phase_tree(name: str, mine: list[Any], phases: list[Any], steps: dict[str, Any],
                 total: float, sd: float) -> Tree:
-    tree = Tree(f"[bold]{name}[/]: total {_pm(total, sd)} s over {len(mine)} passes"
-                f" (phases sum to {sum(ph.mean for ph in phases):.3f} s)")
+    tree = Tree(Text.assemble((name, "bold"), f": total {_pm(total, sd)} s over {len(mine)} "
+                              f"passes (phases sum to {sum(ph.mean for ph in phases):.3f} s)"))
     for ph in phases:
         node = tree.add(f"{ph.name:<32} start {ph.start:7.3f}  {_pm(ph.mean, ph.sd)} s"
                         f"  {100 * ph.share:5.1f}%")
@@ -244,7 +245,7 @@ def _detail_table(name: str, stats: list[Any], detail_min: float) -> Table:
     for col in ("activity", "level", "start s", "mean ± sd s", "passes"):
         table.add_column(col)
     for s in shown:
-        table.add_row(escape(s.name), str(s.level), f"{s.start:.3f}", _pm(s.mean, s.sd),
+        table.add_row(s.name, str(s.level), f"{s.start:.3f}", _pm(s.mean, s.sd),
                       str(s.passes))
     return table
 
@@ -254,7 +255,7 @@ def _longest_table(name: str, longest: list[Any]) -> Table:
     for col in ("#", "activity", "kind", "level", "mean ± sd s"):
         table.add_column(col)
     for i, s in enumerate(longest, 1):
-        table.add_row(str(i), escape(s.name), s.kind, str(s.level), _pm(s.mean, s.sd))
+        table.add_row(str(i), s.name, s.kind, str(s.level), _pm(s.mean, s.sd))
     return table
 
 
@@ -265,7 +266,7 @@ def _ab_table(base: str, other: str, rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         table.add_row(r["phase"], f"{r['base_mean']:.3f}", f"{r['other_mean']:.3f}",
                       f"{r['delta']:+.3f}", f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]",
-                      "[green]yes[/]" if r["real"] else "no (interval holds 0)")
+                      Text("yes", "green") if r["real"] else "no (interval holds 0)")
     return table
 
 
@@ -281,7 +282,7 @@ def _regression_table(baseline: Any, deltas: list[Any], fail_over: float, min_de
     for col in ("phase", "baseline s", "this run s", "delta", "95% CI", "verdict"):
         table.add_column(col)
     for d in deltas:
-        verdict = ("[bold red]REGRESSION[/]" if d.regression else "[green]faster[/]"
+        verdict = (Text("REGRESSION", "bold red") if d.regression else Text("faster", "green")
                    if d.improvement else "real, under threshold" if d.real else "noise")
         table.add_row(d.phase, f"{d.base_mean:.3f}", f"{d.new_mean:.3f}",
                       f"{d.delta:+.3f} ({100 * d.relative:+.1f}%)",

@@ -11,8 +11,9 @@ from rich.console import Console
 from guestpool._errors import GuestpoolError
 from guestpool._paths import data_dir, writable_dir
 
-console = Console(stderr=True)
-out = Console()
+#: markup off, as the command line's (``guestpool.cli._output``)
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 
 def results_dir(path: Path | None) -> Path:

@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 
 
-def _dir(override: str, xdg: str, fallback: str) -> Path:
+def _dir(override: str, xdg: str, fallback: str, create: bool = True) -> Path:
     if os.environ.get(override):
         path = Path(os.environ[override])
     else:
         base = os.environ.get(xdg)
         path = (Path(base) if base else Path.home() / fallback) / "guestpool"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -21,9 +22,10 @@ def cache_dir() -> Path:
     return _dir("GUESTPOOL_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
 
 
-def data_dir() -> Path:
-    """Default home of the demo fleet and the results store."""
-    return _dir("GUESTPOOL_DATA_DIR", "XDG_DATA_HOME", ".local/share")
+def data_dir(create: bool = True) -> Path:
+    """Default home of the demo fleet and the results store (``create=False``: only
+    where it is, for readers that must not create anything)."""
+    return _dir("GUESTPOOL_DATA_DIR", "XDG_DATA_HOME", ".local/share", create)
 
 
 def writable_dir(path: Path) -> Path:

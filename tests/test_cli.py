@@ -51,6 +51,54 @@ def test_report_show_drift_export(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+def test_read_commands_create_nothing_and_refuse_unknown_vms(tmp_path: Path) -> None:
+    """A read command never writes: a missing store is a one-line error (exit 2)
+    with no folder or file made; an unknown VM is exit 2 as well."""
+    env = {**os.environ, "GUESTPOOL_DATA_DIR": str(tmp_path / "data")}
+    missing = tmp_path / "nowhere" / "x.db"
+    for args in (["report"], ["vms"], ["show", "web"], ["drift"], ["export"],
+                 ["export", "--format", "cyclonedx", "web"]):
+        for store in (["--store", str(missing)], []):  # named, and the default one
+            r = subprocess.run([*GP, *args, *store], capture_output=True, text=True, env=env)
+            assert r.returncode == 2, (args, store, r.stderr)
+            assert r.stderr.count("\n") == 1 and "no results store at" in r.stderr, r.stderr
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "data").exists()
+    db = tmp_path / "r.db"
+    store = Store(db)
+    store.record(store.start_round(60, "pooled", 1, 1), InspectResult("web", True, {}))
+    store.close()
+    for args in (["show", "nosuchvm"], ["drift", "nosuchvm"], ["export", "nosuchvm"],
+                 ["export", "web", "--vm", "nosuchvm"]):
+        r = subprocess.run([*GP, *args, "--store", str(db)], capture_output=True, text=True)
+        assert r.returncode == 2 and "no VM 'nosuchvm'" in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("text", ["[", "]", "[/x]", "[bold]b[/bold]", "a[/b]c"])
+def test_errors_and_guest_strings_print_literally(tmp_path: Path, text: str) -> None:
+    """Rich markup is off everywhere: an error naming a path with brackets is one
+    line (not a MarkupError traceback), and a VM name or hostname a guest or
+    manifest chose is shown as it is."""
+    fleet = tmp_path / f"a{text}b" / "fleet.json"
+    r = subprocess.run([*GP, "scan", str(fleet)], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and str(fleet) in r.stderr, r.stderr
+    db = tmp_path / "r.db"
+    store = Store(db)
+    value = {"os": {"inspector": "os", "version": "1", "ok": True,
+                    "value": {"hostname": f"h{text}", "distro": "debian"}}}
+    store.record(store.start_round(60, "pooled", 1, 1), InspectResult(f"vm{text}", True, value))
+    store.close()
+    wide = {**os.environ, "COLUMNS": "200"}
+    for args in (["vms"], ["show", f"vm{text}"], ["report"]):
+        r = subprocess.run([*GP, *args, "--store", str(db)], capture_output=True, text=True,
+                           env=wide)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert f"vm{text}" in r.stdout or args == ["report"], (args, r.stdout)
+    assert f"h{text}" in subprocess.run([*GP, "show", f"vm{text}", "--store", str(db)],
+                                        capture_output=True, text=True, env=wide).stdout
+
+
 @pytest.mark.appliance
 def test_monitor_runs_rounds_and_stops_cleanly_on_sigterm(demo_fleet: DemoFleet,
                                                           tmp_path: Path) -> None:

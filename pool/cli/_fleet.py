@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from guestpool._errors import GuestpoolError
 from guestpool.store import _fleetview as fv
 from guestpool.store._database import Store
 
-out = Console()
+from ._output import out
 
 STATE_STYLE = {"inspected": "green", "unchanged": "cyan", "failed": "red", "never": "yellow"}
 
@@ -69,7 +69,7 @@ def vms_cmd(distro: str, version: str, search: str, state: str | None, stale: fl
             failed: bool, sort: str, desc: bool, limit: int | None, as_json: bool,
             store_path: Path | None) -> None:
     """The fleet, one VM a line: trust group, OS, packages, last inspected, state."""
-    store = Store(store_path)
+    store = Store.existing(store_path)
     now = time.time()
     q = fv.FleetQuery(search=search, distro=distro, version=version, state=state or "",
                       stale_s=stale, failed=failed, sort=sort, desc=desc,
@@ -126,7 +126,7 @@ def show_vm(store: Store, name: str, as_json: bool) -> None:
     """`guestpool show VM`: a readable summary, or everything as JSON."""
     detail = fv.vm_detail(store, name)
     if detail is None:
-        raise click.ClickException(f"no VM {name!r} in {store.path}: see `guestpool vms`")
+        raise GuestpoolError(f"no VM {name!r} in {store.path}: see `guestpool vms`")
     if as_json:
         click.echo(json.dumps(detail, indent=1, default=str))
         return

@@ -6,13 +6,14 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import click
 from rich.table import Table
+from rich.text import Text
 
 from guestpool._errors import GuestpoolError
 from guestpool._paths import data_dir
@@ -69,7 +70,7 @@ def doctor(accel: str | None, refresh: bool, as_json: bool) -> None:
         for col in ("check", "status", "value"):
             table.add_column(col)
         for c in checks:
-            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.value)
+            table.add_row(c.name, Text("ok", "green") if c.ok else Text("FAIL", "red"), c.value)
         out.print(table)
     if not all(c.ok for c in checks):
         sys.exit(EXIT_ERROR)
@@ -108,7 +109,7 @@ def inspectors_list() -> None:
         opts = ", ".join(f"{o['name']}={o['default']!r}" for o in found.cls.describe_options())
         table.add_row(name, found.cls.version, found.source, found.cls.description, opts)
     for name, err in broken_plugins().items():
-        table.add_row(name, "-", "[red]broken plugin[/]", err, "")
+        table.add_row(name, "-", Text("broken plugin", "red"), err, "")
     out.print(table)
 
 
@@ -301,10 +302,17 @@ def monitor(fleet: str, interval: float, rounds: int | None, as_json: bool,
     sys.exit(EXIT_OK)
 
 
-def _open_store(path: Path | None) -> Any:
+def _open_store(path: Path | None, vms: Sequence[str] = ()) -> Any:
+    """The store a read command reads: it must exist, and so must every VM named."""
     from guestpool.store._database import Store
 
-    return Store(path)
+    store = Store.existing(path)
+    unknown = [vm for vm in vms if not store.has_vm(vm)]
+    if unknown:
+        store.close()
+        raise GuestpoolError(f"no VM {', '.join(map(repr, unknown))} in {store.path}: "
+                             "see `guestpool vms`")
+    return store
 
 
 @cli.command()
@@ -347,7 +355,7 @@ def show(vm: str, store_path: Path | None, as_json: bool) -> None:
     drift, timings."""
     from ._fleet import show_vm
 
-    show_vm(_open_store(store_path), vm, as_json)
+    show_vm(_open_store(store_path, [vm]), vm, as_json)
 
 
 AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -388,7 +396,7 @@ def drift(vm: str | None, since: str | None, fmt: str, store_path: Path | None) 
     """Changes between successive inspections (all VMs, or one)."""
     from guestpool.store._export import export
 
-    changes = _open_store(store_path).drift(vm, _since(since))
+    changes = _open_store(store_path, [vm] if vm else []).drift(vm, _since(since))
     if fmt != "table":
         click.echo(export(changes, fmt), nl=False)
         return
@@ -427,7 +435,7 @@ def export_cmd(vms: tuple[str, ...], fmt: str, vm: str | None, spec: str, out_di
     from ._supply import export_sbom
 
     names = [*vms, *([vm] if vm else [])]
-    store = _open_store(store_path)
+    store = _open_store(store_path, names)
     if fmt in ("cyclonedx", "spdx"):
         sys.exit(export_sbom(store, fmt, spec, names, out_dir))
     rows = itertools.chain.from_iterable(store.results(n) for n in names) if names \

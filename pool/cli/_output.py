@@ -8,9 +8,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console(stderr=True)
-out = Console()
+#: markup off: VM names, paths and guest strings are printed as they are (a
+#: "[/x]" in one would otherwise raise or restyle); styles are given as Text
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
+
+
+def warning(message: str) -> None:
+    """One warning line on stderr, the message printed literally."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False,
+                  soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -32,9 +41,8 @@ def print_plan(plan: Any) -> None:
     table.add_row("appliances for full coverage", str(plan.needed_pool))
     out.print(table)
     if not plan.fits:
-        console.print(f"[yellow]warning:[/] the fleet will not fit in one round: about "
-                      f"{plan.predicted} of {plan.vms} VMs; successive rounds cover the rest "
-                      "(stalest first)")
+        warning(f"the fleet will not fit in one round: about {plan.predicted} of "
+                f"{plan.vms} VMs; successive rounds cover the rest (stalest first)")
 
 
 def print_report(report: Any, as_json: bool) -> None:

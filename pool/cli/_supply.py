@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from guestpool._errors import GuestpoolError
 from guestpool.store._database import Store
 from guestpool.supply._findings import all_vms
 
-console = Console(stderr=True)
-out = Console()
+from ._output import console, out, warning
 
 SBOM_FORMATS = ("cyclonedx", "spdx")
 SUFFIX = {"cyclonedx": ".cdx.json", "spdx": ".spdx.json"}
@@ -90,8 +89,8 @@ def vulns(vms: tuple[str, ...], osv: Path, as_json: bool, store_path: Path | Non
     with console.status(f"reading OSV advisories in {osv}..."):
         index = _findings.index_for(osv)
     if (stale := _findings.osv_info(index)["stale"]) is not None:
-        console.print(f"[yellow]warning:[/] {stale}", highlight=False, soft_wrap=True)
-    store = Store(store_path)
+        warning(stale)
+    store = Store.existing(store_path)
     names = list(vms) or list(all_vms(store))
     reports = _findings.match_latest(store, index, names)
     store.close()
@@ -112,7 +111,7 @@ def _print_fleet(view: dict[str, Any], asked: int) -> None:
         table.add_column(col, overflow="fold")
     for row in view["advisories"]:
         sev = row["severity"] + (f" {row['score']:.1f}" if row["score"] is not None else "")
-        table.add_row(f"[{SEVERITY_STYLE[row['severity']]}]{sev}[/]", row["id"],
+        table.add_row(Text(sev, SEVERITY_STYLE[row["severity"]]), row["id"],
                       ", ".join(row["aliases"][:3]), str(row["vm_count"]),
                       ", ".join(row["packages"]), ", ".join(row["fixed"]) or "no fix yet",
                       row["summary"][:60])

@@ -81,8 +81,8 @@ _SCHEMA_NAMES = re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)",
                            SCHEMA + FINGERPRINT_SCHEMA)
 
 
-def default_path() -> Path:
-    return data_dir() / "guestpool.db"
+def default_path(create: bool = True) -> Path:
+    return data_dir(create) / "guestpool.db"
 
 
 def to_json(value: Any) -> str:
@@ -105,6 +105,16 @@ class Store:
         except (OSError, sqlite3.Error) as e:
             raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
         self._db.row_factory = sqlite3.Row
+
+    @classmethod
+    def existing(cls, path: str | Path | None = None) -> Store:
+        """The store at ``path`` (default: the data folder's) for a reader: one that
+        is not there is an error, never created (nor its folder)."""
+        where = Path(path) if path else default_path(create=False)
+        if not where.is_file():
+            raise GuestpoolError(f"no results store at {where}: run `guestpool scan` first, "
+                                 "or name one with --store")
+        return cls(where)
 
     def close(self) -> None:
         self._db.close()
