@@ -26,8 +26,8 @@ from typing import Any
 
 import anyio
 
-from guestpool import VM, Appliance, Disk, Pool, RoundOptions, Store
-from guestpool.nats import NatsSettings, open_coordinator, write_config
+from guestpool import VM, Appliance, Disk, Pool, RoundOptions, Store, run_round
+from guestpool.nats import HostsTarget, NatsSettings, open_coordinator, write_config
 from guestpool.nats._agent import Agent
 from guestpool.nats._config import COORDINATOR_USER, agent_user
 from guestpool.nats._connect import connected
@@ -92,7 +92,8 @@ async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: f
                 await anyio.sleep(0.5)
         warm = time.monotonic() - t
         cpu0, stored0 = time.process_time(), coordinator.stored
-        report = await coordinator.round(RoundOptions(budget=budget, inspectors=["hostname"]))
+        report = await run_round(HostsTarget(coordinator),
+                                 RoundOptions(budget=budget, inspectors=["hostname"]), store=store)
         cpu = time.process_time() - cpu0
         # results published before the deadline but not yet stored
         while coordinator.stored - stored0 < len(report.results):

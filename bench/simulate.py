@@ -18,7 +18,7 @@ import anyio
 from guestpool import VM, Appliance, Disk, Pool, RoundOptions, RoundReport, run_round
 from guestpool.appliance import _protocol as msg
 from guestpool.rounds._plan import Strategy
-from guestpool.rounds._round import DEFAULT_BATCH
+from guestpool.rounds._report import DEFAULT_BATCH
 
 LABEL = "SIMULATION"
 

@@ -53,8 +53,8 @@ from .rounds._periodic import run_periodic as run_periodic
 from .rounds._plan import Plan as Plan
 from .rounds._plan import plan_round as plan_round
 from .rounds._pool import Pool as Pool
-from .rounds._round import RoundOptions as RoundOptions
-from .rounds._round import RoundReport as RoundReport
+from .rounds._report import RoundOptions as RoundOptions
+from .rounds._report import RoundReport as RoundReport
 from .rounds._round import run_round as run_round
 from .store._database import Store as Store
 from .store._results import InspectResult as InspectResult

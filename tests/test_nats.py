@@ -22,8 +22,8 @@ from helpers.nats_server import NatsServer
 from helpers.server import AUTH, Server
 from prometheus_client.parser import text_string_to_metric_families
 
-from guestpool import VM, Disk, RoundOptions, Store, write_manifest
-from guestpool.nats import HostsRoundReport, open_coordinator
+from guestpool import VM, Disk, RoundOptions, Store, run_round, write_manifest
+from guestpool.nats import HostsRoundReport, HostsTarget, open_coordinator
 from guestpool.nats._connect import connected
 from guestpool.nats._subjects import JOBS_STREAM
 
@@ -92,7 +92,9 @@ def coordinated_round(server: NatsServer, db: Path, options: RoundOptions = OPTI
                             and len(known) >= announced:
                         break
                     await anyio.sleep(0.2)
-            return await coordinator.round(options)
+            report = await run_round(HostsTarget(coordinator), options, store=store)
+            assert isinstance(report, HostsRoundReport)
+            return report
 
     return anyio.run(main, backend="asyncio")
 

@@ -22,7 +22,8 @@ from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDi
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from guestpool import InspectResult, Store
-from guestpool.rounds._round import RoundReport, _match_findings
+from guestpool.rounds._report import RoundReport
+from guestpool.rounds._round import _match_findings
 from guestpool.supply import _findings
 
 GP = [sys.executable, "-m", "guestpool"]

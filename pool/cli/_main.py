@@ -19,7 +19,7 @@ from guestpool._errors import GuestpoolError
 from guestpool._paths import data_dir
 from guestpool.appliance._accel import ACCEL_CHOICES
 from guestpool.inspectors._registry import parse_names
-from guestpool.rounds._round import DEFAULT_BATCH, RoundOptions
+from guestpool.rounds._report import DEFAULT_BATCH, RoundOptions
 
 from ._nats import nats_options
 from ._output import (

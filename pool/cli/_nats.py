@@ -11,7 +11,7 @@ import anyio
 import click
 
 from guestpool.appliance._accel import ACCEL_CHOICES
-from guestpool.rounds._round import RoundOptions
+from guestpool.rounds._report import RoundOptions
 
 #: The NATS connection options, shared by agent, scan and serve
 nats_options = [
@@ -66,17 +66,20 @@ def settings_from(kw: dict[str, Any], default_user: str) -> Any:
 def scan_hosts(settings: Any, options: RoundOptions, as_json: bool, store_path: Path | None
                ) -> int:
     """One round across every host whose agent announces itself."""
-    from guestpool.nats import open_coordinator
+    from guestpool.nats import HostsRoundReport, HostsTarget, open_coordinator
+    from guestpool.rounds._round import run_round
     from guestpool.store._database import Store
 
     from ._output import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, console, print_report
 
     store = Store(store_path)
 
-    async def main() -> Any:
+    async def main() -> HostsRoundReport:
         async with open_coordinator(settings, store) as coordinator:
             await coordinator.wait_for_hosts()
-            return await coordinator.round(options)
+            report = await run_round(HostsTarget(coordinator), options, store=store)
+            assert isinstance(report, HostsRoundReport)
+            return report
 
     if not as_json:
         console.print(f"scanning every host at {settings.url} within {options.budget:.0f} s; "

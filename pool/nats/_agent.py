@@ -35,7 +35,7 @@ from guestpool.fleet._sources import Source
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.inspectors._specs import InspectorSpec
 from guestpool.rounds._pool import Pool
-from guestpool.rounds._round import RoundOptions
+from guestpool.rounds._report import RoundOptions
 
 from ._connect import ACK_WAIT_S, NatsSettings, connected
 from ._messages import HostInfo, JobResult, decode_job, encode, wire_result

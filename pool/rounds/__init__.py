@@ -3,7 +3,9 @@
 Owns: ``_pool`` (the supervisor: appliances booted ahead, late-bound to one
 VM after another, retired and replaced), ``_dispatch`` (which VMs go to which
 appliance, in batches), ``_plan`` (predicted coverage from measured costs),
-``_round`` (``run_round``: the one round runner), ``_fingerprint`` and
+``_round`` (``run_round``: the one round runner, in phases), ``_report``
+(``RoundOptions`` and ``RoundReport``), ``_target`` (where jobs run: the local
+pool, or hosts over NATS through ``guestpool.nats``), ``_fingerprint`` and
 ``_unchanged`` (change detection: VMs whose disks did not change are carried
 forward), ``_periodic`` (rounds on an interval), ``_progress`` (what a round
 shows while it runs).

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +32,9 @@ from guestpool.store._results import InspectResult
 from ._fingerprint import difference
 
 DEFAULT_MAX_AGE_S = 24 * 3600.0
-#: reasons to inspect a VM other than a change of its disk files
-PLAIN_REASONS = ("never", "inspectors", "max-age")
+#: reasons to inspect a VM other than a change of its disk files ("remote": its
+#: files are on another host, which does not send their metadata)
+PLAIN_REASONS = ("never", "inspectors", "max-age", "remote")
 
 
 def context(specs: Sequence[InspectorSpec], policy: SafetyPolicy | None) -> str:
@@ -76,9 +77,12 @@ class Verified:
 
 
 def verify(vms: Sequence[VM], recorded: Mapping[str, dict[str, Any]], ctx: str,
-           max_age: float, now: float | None = None) -> Verified:
+           max_age: float, now: float | None = None,
+           differ: Callable[[VM, Any], str | None] = difference) -> Verified:
     """Split ``vms`` into unchanged and to-inspect against ``recorded``
-    (:meth:`Store.fingerprints`). Reads file metadata only: run it in a thread."""
+    (:meth:`Store.fingerprints`). ``differ`` says why a VM's disk files are not
+    those recorded (None: they are): by default, read here (file metadata only:
+    run it in a thread)."""
     now = time.time() if now is None else now
     out = Verified()
     for vm in vms:
@@ -91,7 +95,7 @@ def verify(vms: Sequence[VM], recorded: Mapping[str, dict[str, Any]], ctx: str,
         elif now - rec["inspected_at"] > max_age:
             why = "max-age"
         else:
-            why = difference(vm, rec["files"])
+            why = differ(vm, rec["files"])
         if why is None and rec is not None:
             out.unchanged[vm.name] = (rec, time.perf_counter() - started)
         else:

@@ -22,7 +22,8 @@ from guestpool.fleet._safety import SafetyPolicy
 from guestpool.fleet._sources import open_source
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.rounds._pool import Pool
-from guestpool.rounds._round import RoundOptions, RoundReport, run_round
+from guestpool.rounds._report import RoundOptions, RoundReport
+from guestpool.rounds._round import run_round
 from guestpool.store._database import Store
 from guestpool.store._results import InspectResult
 
@@ -178,11 +179,14 @@ class Service:
     async def _hosts_round(self, scan_id: str, req: dict[str, Any],
                                cancel: anyio.Event) -> None:
         """One scan as a round across hosts (the request's budget and inspectors)."""
+        from guestpool.nats import HostsRoundReport, HostsTarget
+
         assert self.coordinator is not None
         on_result = self.progress_hook(
             scan_id, sum(len(i.vms) for i in self.coordinator.known_hosts.values()))
-        report = await self.coordinator.round(self.scan_options(req), stop=cancel,
-                                             on_result=on_result)
+        report = await run_round(HostsTarget(self.coordinator), self.scan_options(req),
+                                 store=self.store, stop=cancel, on_result=on_result)
+        assert isinstance(report, HostsRoundReport)
         self.host_tallies = {h: t.to_dict() for h, t in report.hosts.items()}
         self.progress["total"] = len(report.results) + len(report.not_reached)
         self.finish(scan_id, cancel, report, self.progress["total"])

@@ -16,7 +16,7 @@ from anyio.abc import TaskGroup
 from guestpool._errors import SetupError
 from guestpool.fleet._sources import open_source
 from guestpool.rounds._periodic import run_periodic, stop_on_signals
-from guestpool.rounds._round import RoundOptions
+from guestpool.rounds._report import RoundOptions
 from guestpool.store._database import Store
 
 from ._app import build_app

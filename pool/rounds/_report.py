@@ -1,0 +1,163 @@
+"""What a round is told (:class:`RoundOptions`) and what it reports
+(:class:`RoundReport`), whatever its target: the local pool or hosts over NATS."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from guestpool.fleet._safety import SafetyPolicy
+from guestpool.fleet._sources import Source, safety_policy
+from guestpool.store._results import InspectResult
+
+from ._plan import Plan, Strategy
+from ._pool import EventHook, InspectorChoice, Pool
+from ._unchanged import DEFAULT_MAX_AGE_S
+
+#: two VMs of one trust group per appliance at once: 8-11% more VMs per second
+#: under TCG since hot-plugs no longer re-probe every disk (bench/README.md)
+DEFAULT_BATCH = 2
+
+
+@dataclass(frozen=True)
+class RoundOptions:
+    """Everything a round can be told, in one value: the CLI's scan and monitor,
+    the service and library callers build one of these and nothing else."""
+
+    #: seconds the round may take, pool start included
+    budget: float = 300.0
+    #: inspectors to run (None: ``os`` and ``filesystems``)
+    inspectors: Sequence[InspectorChoice] | None = None
+    #: appliances (None: from cores and memory)
+    pool_size: int | None = None
+    strategy: Strategy = "pooled"
+    #: "kvm", "tcg", or None to probe (cached)
+    accel: str | None = None
+    #: VMs attached to one appliance at once (compatible VMs only)
+    batch: int = DEFAULT_BATCH
+    #: accept raw-declared images that carry another format's header
+    allow_format_mismatch: bool = False
+    #: folders a source's disks may also be in (beyond its own)
+    allow_paths: tuple[str, ...] = ()
+    #: OSV folder: with a store, the covered VMs are matched at the round's end
+    #: and their findings kept as history (``_findings``)
+    osv: str | None = None
+    #: with a store, verify VMs unchanged since their last good inspection and
+    #: carry their results forward instead of inspecting them (``_unchanged``)
+    skip_unchanged: bool = True
+    #: seconds after which a VM is inspected again even if its disks did not change
+    max_age: float = DEFAULT_MAX_AGE_S
+
+    def safety(self, source: Source) -> SafetyPolicy:
+        """The safety policy for ``source`` (after ``source.load()``) with these options."""
+        return safety_policy(source, self.allow_format_mismatch, self.allow_paths)
+
+    def pool(self, safety: SafetyPolicy | None, on_event: EventHook | None = None) -> Pool:
+        """The pool these options describe (not yet entered)."""
+        return Pool(self.pool_size, strategy=self.strategy, accel=self.accel,
+                    on_event=on_event, safety=safety)
+
+
+@dataclass
+class RoundReport:
+    budget: float
+    elapsed: float = 0.0
+    pool_size: int = 0
+    strategy: str = "pooled"
+    accel: str = ""
+    round_id: int | None = None
+    plan: Plan | None = None
+    results: list[InspectResult] = field(default_factory=list)
+    not_reached: list[str] = field(default_factory=list)
+    boot_seconds: list[float] = field(default_factory=list)
+    #: boots that finished during this round
+    boots: int = 0
+    #: boots over the pool's life so far: a warm pool's replacements that
+    #: finished between rounds show here, not in any round's ``boots``
+    pool_boots: int = 0
+    #: appliances retired during the round, by reason (trust-group-switch, error, ...)
+    retirements: dict[str, int] = field(default_factory=dict)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    #: VMs that appeared, disappeared or changed disks since the last round (with a store)
+    fleet_changes: dict[str, list[str]] = field(default_factory=dict)
+    stopped: bool = False
+    #: open findings by severity after the round (with ``options.osv`` and a store)
+    findings: dict[str, int] | None = None
+    #: why the covered VMs could not be matched (an OSV folder that went bad)
+    findings_error: str | None = None
+    #: why VMs were inspected rather than verified unchanged: never (no good
+    #: inspection on record), inspectors (other inspectors or policy), max-age, changed
+    reinspect: dict[str, int] = field(default_factory=dict)
+    #: VMs whose disk files changed since their last good inspection, and how
+    changed_disks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def covered(self) -> list[InspectResult]:
+        """Inspected this round or verified unchanged."""
+        return [r for r in self.results if r.ok]
+
+    @property
+    def inspected(self) -> list[InspectResult]:
+        return [r for r in self.results if r.state == "inspected"]
+
+    @property
+    def unchanged(self) -> list[InspectResult]:
+        return [r for r in self.results if r.state == "unchanged"]
+
+    @property
+    def failed(self) -> list[InspectResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def overrun(self) -> float:
+        return max(0.0, self.elapsed - self.budget)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "round": self.round_id, "budget_s": self.budget, "elapsed_s": round(self.elapsed, 2),
+            "overrun_s": round(self.overrun, 2), "pool": self.pool_size,
+            "strategy": self.strategy, "accel": self.accel, "boots": self.boots,
+            "boot_mean_s": round(sum(self.boot_seconds) / len(self.boot_seconds), 2)
+            if self.boot_seconds else None,
+            "pool_boots": self.pool_boots,
+            "predicted": self.plan.predicted if self.plan else None,
+            "covered": len(self.covered), "inspected": len(self.inspected),
+            "unchanged": len(self.unchanged), "failed": len(self.failed),
+            "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
+            "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
+            **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
+            "job_steps_median_s": job_steps(self.covered),
+            **({"findings": self.findings} if self.findings is not None else {}),
+            **({"findings_error": self.findings_error} if self.findings_error else {}),
+            **({"reinspect": dict(sorted(self.reinspect.items()))} if self.reinspect else {}),
+            **({"oldest_carried_s": round(time.time() - min(
+                r.inspected_at or 0.0 for r in self.unchanged), 1)} if self.unchanged else {}),
+        }
+
+
+def job_steps(results: Sequence[InspectResult]) -> dict[str, float]:
+    """Median seconds of each step of a pooled job: attach, then inside the
+    inspection discover, probe, mount, the inspectors' own reading, release,
+    then detach (where every 100 ms of a job goes)."""
+    rows = []
+    for r in results:
+        if "attach" not in r.timings:
+            continue
+        inner = sum(r.steps.values())
+        rows.append({"attach": r.timings["attach"], **r.steps,
+                     "inspectors": max(0.0, r.timings.get("inspect", 0.0) - inner),
+                     "detach": r.timings.get("detach", 0.0), "job": r.timings.get("attach", 0.0)
+                     + r.timings.get("inspect", 0.0) + r.timings.get("detach", 0.0)})
+    order = ("attach", "discover", "probe", "mount", "inspectors", "release", "detach", "job")
+    return {k: round(statistics.median(row.get(k, 0.0) for row in rows), 3)
+            for k in order} if rows else {}
+
+
+def job_seconds(r: InspectResult, strategy: str) -> float:
+    """What one VM's job cost its appliance (a cold job: its inspection only)."""
+    if strategy != "pooled":
+        return r.timings.get("inspect", 0.0)
+    return sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
