@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from guestpool import VM, Appliance, Disk, Pool, RoundOptions, Store, run_round
+from guestpool import VM, Appliance, Disk, Pool, RoundOptions, SafetyPolicy, Store, run_round
 from guestpool.nats import HostsTarget, NatsSettings, open_coordinator, write_config
 from guestpool.nats._agent import Agent
 from guestpool.nats._config import COORDINATOR_USER, agent_user
@@ -38,15 +38,16 @@ from .simulate import Costs, SimAppliance
 LABEL = "SIMULATION (appliances only)"
 
 
-def sim_pool(size: int, costs: Costs, seed: int) -> Pool:
-    """A pool of the simulator's appliances, at real time (no safety checks:
-    the disks do not exist)."""
+def sim_pool(size: int, costs: Costs, seed: int, safety: SafetyPolicy | None = None) -> Pool:
+    """A pool of the simulator's appliances, at real time; no safety checks (the
+    disks do not exist) unless ``safety`` (disks that do: checked and
+    fingerprinted as a real pool does)."""
     rng = random.Random(seed)
 
     async def spawn() -> Appliance:
         return SimAppliance(costs, rng)
 
-    return Pool(size, accel="tcg", max_jobs=10**9, safety=None, spawn=spawn)
+    return Pool(size, accel="tcg", max_jobs=10**9, safety=safety, spawn=spawn)
 
 
 def settings(url: str, passwords: Path, host: str | None) -> NatsSettings:
@@ -56,13 +57,14 @@ def settings(url: str, passwords: Path, host: str | None) -> NatsSettings:
 
 
 async def run_sim_agents(url: str, passwords: Path, fleets: dict[str, list[VM]], pool: int,
-                         costs: Costs, state: Path, heartbeat: float = 1.0) -> None:
+                         costs: Costs, state: Path, heartbeat: float = 1.0,
+                         safety: SafetyPolicy | None = None) -> None:
     """One agent per host of ``fleets``, all in this process, each with its own
     connection and a pool of ``pool`` simulated appliances; until cancelled."""
     async def one(i: int, host: str, vms: list[VM]) -> None:
         async with connected(settings(url, passwords, host), f"sim-agent-{host}", host) as nc:
-            agent = Agent(nc, host, None, sim_pool(pool, costs, i), vms=vms, state_dir=state,
-                          heartbeat=heartbeat)
+            agent = Agent(nc, host, None, sim_pool(pool, costs, i, safety), vms=vms,
+                          state_dir=state, heartbeat=heartbeat)
             await agent.run()
 
     async with anyio.create_task_group() as tg:

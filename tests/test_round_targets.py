@@ -4,6 +4,7 @@ time) give reports that agree field by field wherever a field means the same."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,40 @@ def test_a_vm_inspected_on_a_host_is_counted_remote_not_silently_changed(
         agents.close()
     assert report.reinspect == {"remote": 3} and report.changed_disks == {}
     assert len(report.inspected) == 3
+
+
+def test_rounds_across_hosts_are_change_aware(tmp_path: Path) -> None:
+    """Two hosts: round 1 inspects every VM; round 2 verifies every VM unchanged
+    and queues no job; a disk written on its host is inspected again in round 3,
+    and only it."""
+    server = NatsServer(tmp_path / "nats", ["A", "B"])
+    disks = tmp_path / "disks"
+    disks.mkdir()
+    vms = []
+    for h in "AB":
+        for i in range(4):
+            (disks / f"{h}{i}.raw").write_bytes(b"\0" * 4096)
+            vms.append(VM(f"{h}-{i}", (Disk(str(disks / f"{h}{i}.raw"), "raw"),)))
+    manifest = tmp_path / "fleet.json"
+    write_manifest(manifest, vms)
+    agents = Agents(server, manifest, tmp_path / "state")
+    db = tmp_path / "r.db"
+    options = RoundOptions(budget=15, inspectors=["hostname"])
+    try:
+        agents.start("A", job=0.2)
+        agents.start("B", job=0.2)
+        first = coordinated_round(server, db, options)
+        time.sleep(2.5)  # a heartbeat after the round: the agents' disk digests
+        second = coordinated_round(server, db, options)
+        with open(disks / "B2.raw", "r+b") as f:  # the VM's disk written on its host
+            f.write(b"changed")
+        time.sleep(2.5)
+        third = coordinated_round(server, db, options)
+    finally:
+        agents.close()
+        server.stop()
+    assert len(first.inspected) == 8 and first.reinspect == {"never": 8}, first.summary()
+    assert len(second.unchanged) == 8 and not second.inspected, second.summary()
+    assert all(t.queued == 0 for t in second.hosts.values())  # no job dispatched
+    assert [r.vm for r in third.inspected] == ["B:B-2"], third.summary()
+    assert third.reinspect == {"changed": 1} and len(third.unchanged) == 7

@@ -34,6 +34,7 @@ from guestpool.fleet._model import VM
 from guestpool.fleet._sources import Source
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.inspectors._specs import InspectorSpec
+from guestpool.rounds._fingerprint import Fingerprint, current_digest
 from guestpool.rounds._pool import Pool
 from guestpool.rounds._report import RoundOptions
 
@@ -107,6 +108,10 @@ class Agent:
         self.ready = False
         self.stats = AgentStats()
         self._done: set[str] = set()  # result ids published by this run
+        #: VM -> the fingerprint of its last good inspection by this run, and the
+        #: digest of those files as the last heartbeat found them
+        self._prints: dict[str, Fingerprint] = {}
+        self._digests: dict[str, str] = {}
         state = state_dir or data_dir()
         state.mkdir(parents=True, exist_ok=True)
         self.inflight = _InFlight(state / f"agent-{host}.inflight.json")
@@ -131,7 +136,18 @@ class Agent:
             costs[f"job-{strategy}"] = sum(recent) / len(recent)
         return HostInfo(self.host, time.time(), self.heartbeat, self.pool.size, strategy, costs,
                         list(self.vms.values()), self.ready, self.id, stats.boots,
-                        dict(stats.retirements), self.pool.accel if stats.boots else "")
+                        dict(stats.retirements), self.pool.accel if stats.boots else "",
+                        dict(self._digests))
+
+    def disk_digests(self) -> dict[str, str]:
+        """Each inspected VM's disk files as they are now (the coordinator verifies
+        it unchanged against what it recorded); file metadata only: a thread."""
+        out = {}
+        for name, files in list(self._prints.items()):
+            now = current_digest(files) if name in self.vms else None
+            if now is not None:
+                out[name] = now
+        return out
 
     async def announce(self) -> None:
         """Publish inventory and capacity every heartbeat, re-reading the fleet
@@ -142,6 +158,7 @@ class Agent:
             try:
                 if kv is None:
                     kv = await self.js.key_value(HOSTS_BUCKET)
+                self._digests = await anyio.to_thread.run_sync(self.disk_digests)
                 await kv.put(self.host, encode(self.info()))
             except _NATS_ERRORS as e:
                 log.info("agent %s: heartbeat not sent (%s); retrying", self.host, e)
@@ -238,6 +255,10 @@ class Agent:
             tg.start_soon(self._keep_alive, msg)
             with anyio.move_on_after(deadline - time.time()):
                 result = await self.pool.inspect(vm, specs)
+                if result.ok and result.fingerprint:
+                    self._prints[name] = result.fingerprint
+                else:
+                    self._prints.pop(name, None)
                 self.stats.job_seconds.append(sum(
                     result.timings.get(k, 0.0) for k in ("attach", "inspect", "detach")))
                 tg.cancel_scope.cancel()

@@ -44,9 +44,9 @@ class JobResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return InspectResult(**{k: v for k, v in self.result.items() if k in WIRE_FIELDS})
 
 
-#: what of an ``InspectResult`` travels to the coordinator: not its disk
-#: fingerprint (change detection is the agent host's business) nor the derived state
-WIRE_FIELDS = frozenset(InspectResult.__dataclass_fields__) - {"fingerprint"}
+#: what of an ``InspectResult`` travels to the coordinator: all of it (the disk
+#: fingerprint too: the coordinator keeps it to verify the VM unchanged later)
+WIRE_FIELDS = frozenset(InspectResult.__dataclass_fields__)
 
 
 def wire_result(result: InspectResult) -> dict[str, Any]:
@@ -73,6 +73,9 @@ class HostInfo(msgspec.Struct, frozen=True):
     boots: int = 0
     retirements: dict[str, int] = msgspec.field(default_factory=dict)
     accel: str = ""
+    #: VM -> the digest of its disk files now (``_fingerprint.digest``), for the
+    #: VMs this agent inspected: the coordinator verifies them unchanged with it
+    disks: dict[str, str] = msgspec.field(default_factory=dict)
 
     def alive(self, now: float) -> bool:
         """Heard from within three heartbeats (clocks kept by NTP)."""

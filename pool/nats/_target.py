@@ -24,6 +24,7 @@ import anyio
 
 from guestpool.fleet._model import VM
 from guestpool.inspectors._specs import InspectorSpec
+from guestpool.rounds._fingerprint import Fingerprint, digest
 from guestpool.rounds._plan import Plan, plan_round
 from guestpool.rounds._report import RoundReport, job_steps
 from guestpool.rounds._target import Deliver, OrderKey, Target
@@ -114,10 +115,21 @@ class HostsTarget(Target):
 
     async def verify(self, vms: Sequence[VM], store: Store, ctx: str,
                      max_age: float) -> Verified:
-        """The one-host rules, but disk files are on the agents' hosts, which do
-        not send their metadata yet: a VM that would be compared is inspected,
-        counted as ``remote``."""
-        return verify(vms, store.fingerprints(), ctx, max_age, differ=lambda vm, files: "remote")
+        """The one-host rules, with each VM's disk files compared where they are:
+        its agent announces their digest as of its last heartbeat (at most one
+        heartbeat old), compared here with the recorded fingerprint's. A VM its
+        agent has no digest for (inspected by an earlier run of the agent) is
+        inspected again, counted as ``remote``."""
+        now = {fleet_name(host, name): d for host, info in self._live.items()
+               for name, d in info.disks.items()}
+
+        def differ(vm: VM, files: Fingerprint) -> str | None:
+            announced = now.get(vm.name)
+            if announced is None:
+                return "remote"
+            return None if announced == digest(files) else "its disk files changed on its host"
+
+        return verify(vms, store.fingerprints(), ctx, max_age, differ=differ)
 
     def plan(self, todo: Sequence[VM], verified: Verified, store: Store | None,
              budget: float) -> Plan:

@@ -21,6 +21,7 @@ fstat'ed rather than stat'ed: on NFS, an open revalidates the attributes
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Iterable
@@ -83,6 +84,26 @@ def take_fingerprint(files: Iterable[ChainFile]) -> Fingerprint | None:
     inspected again next time)."""
     try:
         return [file_state(f.path, f.format, f.role, f.stat) for f in files]
+    except OSError:
+        return None
+
+
+def digest(files: Fingerprint) -> str:
+    """One line for a fingerprint: what :func:`difference` compares of each file
+    (its path, format and role, then ``COMPARED``), hashed. Equal digests mean
+    :func:`difference` would find nothing; an agent on another host sends the
+    digest of its VMs' files as they are now, and the coordinator compares it
+    with the recorded fingerprint's."""
+    rows = [[f.get("path"), f.get("format"), f.get("role"), f.get("regular", True),
+             *(f.get(k) for k in COMPARED)] for f in files]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def current_digest(recorded: Fingerprint) -> str | None:
+    """The digest of the files ``recorded`` names, as they are now (None: one
+    cannot be opened, so the VM must be inspected again)."""
+    try:
+        return digest([file_state(f["path"], f["format"], f["role"]) for f in recorded])
     except OSError:
         return None
 

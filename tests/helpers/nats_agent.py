@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from guestpool import load_manifest
+from guestpool import SafetyPolicy, load_manifest
 from guestpool.bench.hosts import run_sim_agents
 from guestpool.bench.simulate import Costs
 
@@ -38,7 +38,11 @@ def main() -> None:
     vms = load_manifest(a.manifest).vms
     fleets = {h: [vm for vm in vms if vm.name.startswith((f"{h}-", "any-"))]
               for h in a.hosts.split(",")}
-    anyio.run(run_sim_agents, a.url, a.passwords, fleets, a.pool, costs, a.state,
+    # disks that exist are checked and fingerprinted, as a real agent's
+    disks = [Path(d.path) for vm in vms for d in vm.disks]
+    safety = SafetyPolicy(disk_roots=sorted({str(p.parent) for p in disks})) \
+        if disks and all(p.exists() for p in disks) else None
+    anyio.run(run_sim_agents, a.url, a.passwords, fleets, a.pool, costs, a.state, 1.0, safety,
               backend="asyncio")
 
 
