@@ -44,7 +44,7 @@ def test_one_set_of_options_means_the_same_on_both_targets(server: NatsServer,
     for i in range(6):  # real files: the local pool checks them and fingerprints them
         (disks / f"A{i}.raw").write_bytes(b"\0" * 4096)
     vms = [VM(f"A-{i}", (Disk(str(disks / f"A{i}.raw"), "raw"),)) for i in range(6)]
-    options = RoundOptions(budget=20, inspectors=["hostname"], batch=1,
+    options = RoundOptions(budget=20, inspectors=["hostname"], batch=2,
                            osv=str(write_osv(tmp_path / "osv")), max_age=3600)
 
     async def local() -> dict[str, Any]:
@@ -71,6 +71,7 @@ def test_one_set_of_options_means_the_same_on_both_targets(server: NatsServer,
         ("critical", "high", "medium", "low", "unknown"), 0)
     assert one_host["reinspect"] == {"never": 6}
     assert hosts["hosts"]["A"]["covered"] == 6 and not hosts["hosts_missing"]
+    assert hosts["hosts"]["A"]["jobs"] == 3  # --batch 2 over NATS: two VMs a job
 
 
 def test_a_vm_inspected_on_a_host_is_counted_remote_not_silently_changed(

@@ -215,8 +215,8 @@ class Agent:
             log.warning("agent %s: dropping a malformed job", self.host)
             await msg.term()
             return
-        rid = result_id(job.round_id, self.host, job.vm, job.nonce)
-        if rid in self._done:  # delivered again after our ack was lost
+        rids = {name: result_id(job.round_id, self.host, name, job.nonce) for name in job.vms}
+        if set(rids.values()) <= self._done:  # delivered again after our ack was lost
             self.stats.redelivered_done += 1
             await msg.ack()
             return
@@ -227,14 +227,16 @@ class Agent:
         self.inflight.add(msg.reply)
         settled = False
         try:
-            result = await self._inspect(job.vm, job.inspectors, job.deadline, msg)
-            if result is None:  # the round's deadline came first: not reached
+            results = await self._inspect(job.vms, job.inspectors, job.deadline, msg)
+            if results is None:  # the round's deadline came first: not reached
                 self.stats.jobs_expired += 1
                 await msg.term()
             else:
-                await self._publish(JobResult(job.round_id, self.host, result, job.round_uid),
-                                    rid)
-                self._done.add(rid)
+                for result in results:
+                    rid = rids[str(result["vm"])]
+                    await self._publish(JobResult(job.round_id, self.host, result,
+                                                  job.round_uid), rid)
+                    self._done.add(rid)
                 await msg.ack()
                 self.stats.jobs_done += 1
             settled = True
@@ -244,25 +246,31 @@ class Agent:
                     await msg.nak()
             self.inflight.discard(msg.reply)
 
-    async def _inspect(self, name: str, inspectors: list[InspectorSpec], deadline: float,
-                       msg: Msg) -> dict[str, object] | None:
-        vm = self.vms.get(name)
-        if vm is None:
-            return {"vm": name, "ok": False, "error": {
-                "kind": "image", "message": f"VM {name} is not in host {self.host}'s fleet"}}
+    async def _inspect(self, names: list[str], inspectors: list[InspectorSpec],
+                       deadline: float, msg: Msg) -> list[dict[str, object]] | None:
+        """The VMs' results (several: attached together, as one host batches), or
+        None when the round's deadline came first."""
+        unknown = [{"vm": name, "ok": False, "error": {
+            "kind": "image", "message": f"VM {name} is not in host {self.host}'s fleet"}}
+            for name in names if name not in self.vms]
+        vms = [self.vms[name] for name in names if name in self.vms]
+        if not vms:
+            return unknown
         specs = resolve_specs(inspectors, allow_paths=False)  # registered names only
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_alive, msg)
             with anyio.move_on_after(deadline - time.time()):
-                result = await self.pool.inspect(vm, specs)
-                if result.ok and result.fingerprint:
-                    self._prints[name] = result.fingerprint
-                else:
-                    self._prints.pop(name, None)
-                self.stats.job_seconds.append(sum(
-                    result.timings.get(k, 0.0) for k in ("attach", "inspect", "detach")))
+                results = [await self.pool.inspect(vms[0], specs)] if len(vms) == 1 \
+                    else await self.pool.inspect_batch(vms, specs)
+                for result in results:
+                    if result.ok and result.fingerprint:
+                        self._prints[result.vm] = result.fingerprint
+                    else:
+                        self._prints.pop(result.vm, None)
+                    self.stats.job_seconds.append(sum(
+                        result.timings.get(k, 0.0) for k in ("attach", "inspect", "detach")))
                 tg.cancel_scope.cancel()
-                return wire_result(result)
+                return [*unknown, *(wire_result(r) for r in results)]
             tg.cancel_scope.cancel()
         return None
 

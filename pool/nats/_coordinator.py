@@ -208,20 +208,21 @@ class Coordinator:
 
     # -- the round in progress (``HostsTarget`` drives it) ----------------------------
 
-    async def queue(self, host: str, names: list[str], deadline: float,
-                    specs: list[Any]) -> tuple[int, int]:
-        """Publish the current round's jobs of ``host`` (its own VM names), in
-        order (one publisher per host keeps it; ids make a retried publish
-        harmless); ``deadline`` is wall-clock. Returns (queued, refused as
-        duplicates)."""
+    async def queue(self, host: str, batches: list[list[str]], deadline: float,
+                    specs: list[Any]) -> tuple[int, int, int]:
+        """Publish the current round's jobs of ``host``, one per batch of its own
+        VM names, in order (one publisher per host keeps it; ids make a retried
+        publish harmless); ``deadline`` is wall-clock. Returns the jobs queued, their
+        VMs, and the VMs the server refused as duplicates."""
         now = self.current
         assert now is not None
         await _retrying(lambda: ensure_host(self.js, host))
         self._consumers.add(host)
-        queued = duplicates = 0
-        for name in names:
+        jobs = queued = duplicates = 0
+        for batch in batches:
+            name = batch[0]
             data = encode(Job(now.round_id, host, name, deadline, specs,
-                              secrets.token_hex(8), now.uid))
+                              secrets.token_hex(8), now.uid, batch[1:]))
             headers = {"Nats-Msg-Id": job_id(now.uid, host, name)}
             attempts = 0
 
@@ -232,12 +233,13 @@ class Coordinator:
 
             ack = await _retrying(publish)
             if ack.duplicate and attempts == 1:  # not a retry of ours: nothing was queued
-                duplicates += 1
+                duplicates += len(batch)
                 log.error("coordinator: the server took the job of %s on host %s for a "
-                          "duplicate and did not queue it", name, host)
+                          "duplicate and did not queue it", ", ".join(batch), host)
                 continue
-            queued += 1
-        return queued, duplicates
+            jobs += 1
+            queued += len(batch)
+        return jobs, queued, duplicates
 
     async def withdraw(self, hosts: list[str]) -> None:
         """Remove the round's jobs no agent has started (agents would refuse

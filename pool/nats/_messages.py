@@ -12,8 +12,9 @@ from guestpool.store._results import InspectResult
 
 
 class Job(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Inspect one VM of ``host``'s own fleet, by name: the coordinator never
-    sends a path, the agent reads disks only from its local source."""
+    """Inspect one VM of ``host``'s own fleet (with ``batch``: several, attached to
+    one appliance together), by name: the coordinator never sends a path, the
+    agent reads disks only from its local source."""
 
     round_id: int
     host: str
@@ -26,6 +27,12 @@ class Job(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nonce: str = ""
     #: the round's id across coordinators and stores (``Store.round_uid``)
     round_uid: str = ""
+    #: more VMs of the same trust group to attach with ``vm`` (``--batch``)
+    batch: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def vms(self) -> list[str]:
+        return [self.vm, *self.batch]
 
 
 class JobResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

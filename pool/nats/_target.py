@@ -26,7 +26,7 @@ from guestpool.fleet._model import VM
 from guestpool.inspectors._specs import InspectorSpec
 from guestpool.rounds._fingerprint import Fingerprint, digest
 from guestpool.rounds._plan import Plan, plan_round
-from guestpool.rounds._report import RoundReport, job_steps
+from guestpool.rounds._report import RoundOptions, RoundReport, job_steps
 from guestpool.rounds._target import Deliver, OrderKey, Target
 from guestpool.rounds._unchanged import Verified, context, verify
 from guestpool.store._database import Store
@@ -45,7 +45,9 @@ class HostTally:
     """One host's share of a round."""
 
     vms: int = 0
+    #: VMs queued, in this many jobs (``--batch`` puts several in one)
     queued: int = 0
+    jobs: int = 0
     covered: int = 0
     failed: int = 0
     not_reached: int = 0
@@ -145,17 +147,26 @@ class HostsTarget(Target):
         return _total(plans, budget)
 
     async def dispatch(self, todo: Sequence[VM], specs: Sequence[InspectorSpec],
-                       report: RoundReport, deliver: Deliver, order_key: OrderKey,
-                       stop: anyio.Event | None, deadline: float) -> None:
+                       options: RoundOptions, report: RoundReport, deliver: Deliver,
+                       order_key: OrderKey, stop: anyio.Event | None, deadline: float) -> None:
         assert isinstance(report, HostsRoundReport) and report.round_id is not None
         coordinator = self.coordinator
-        names: dict[str, list[str]] = {host: [] for host in self._live}
+        names: dict[str, list[list[str]]] = {host: [] for host in self._live}
+        groups: dict[tuple[str, str], str] = {}
         expected = {}
-        for vm in todo:
+        for vm in todo:  # in the round's order: batches of one trust group, as on one host
             host = _host_of(vm.name)
-            if host in names:
-                names[host].append(vm.name[len(host) + 1:])
-                expected[vm.name] = host
+            if host not in names:
+                continue
+            batches, own = names[host], vm.name[len(host) + 1:]
+            last = batches[-1] if batches else None
+            if last is not None and len(last) < options.batch and groups[last[0], host] == \
+                    vm.trust_group:
+                last.append(own)
+            else:
+                batches.append([own])
+            groups[own, host] = vm.trust_group
+            expected[vm.name] = host
         answered = anyio.Event()
         got = 0
 
@@ -174,8 +185,9 @@ class HostsTarget(Target):
         wall_deadline = time.time() + (deadline - anyio.current_time()) - RESULT_GRACE_S
 
         async def queue(host: str) -> None:
-            queued, duplicates = await coordinator.queue(host, names[host], wall_deadline,
-                                                         list(specs))
+            jobs, queued, duplicates = await coordinator.queue(
+                host, names[host], wall_deadline, list(specs))
+            report.hosts[host].jobs += jobs
             report.hosts[host].queued += queued
             report.hosts[host].duplicate_jobs += duplicates
 

@@ -106,7 +106,7 @@ async def run_round(
 
     if todo:
         with anyio.move_on_at(deadline):
-            await target.dispatch(todo, specs, report, deliver,
+            await target.dispatch(todo, specs, options, report, deliver,
                                   _order_key(seen, STALENESS_BUCKET_S), stop, deadline)
     await _finish(target, report, todo, options, store, prepared.disks, start, stop)
     return report

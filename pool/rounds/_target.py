@@ -70,9 +70,10 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     async def dispatch(self, todo: Sequence[VM], specs: Sequence[InspectorSpec],
-                       report: RoundReport, deliver: Deliver, order_key: OrderKey,
-                       stop: anyio.Event | None, deadline: float) -> None:
-        """Run ``todo``'s jobs until they are done, ``stop`` is set, or the event
+                       options: RoundOptions, report: RoundReport, deliver: Deliver,
+                       order_key: OrderKey, stop: anyio.Event | None, deadline: float) -> None:
+        """Run ``todo``'s jobs (up to ``options.batch`` VMs of one trust group per
+        appliance at once) until they are done, ``stop`` is set, or the event
         loop's clock reaches ``deadline`` (the round cancels what is left then)."""
 
     @abc.abstractmethod
@@ -130,9 +131,9 @@ class LocalTarget(Target):
                           unchanged=len(verified.unchanged), warm=self.warm)
 
     async def dispatch(self, todo: Sequence[VM], specs: Sequence[InspectorSpec],
-                       report: RoundReport, deliver: Deliver, order_key: OrderKey,
-                       stop: anyio.Event | None, deadline: float) -> None:
-        pool, strategy, batch, warm = self.pool, self.strategy, self._options.batch, self.warm
+                       options: RoundOptions, report: RoundReport, deliver: Deliver,
+                       order_key: OrderKey, stop: anyio.Event | None, deadline: float) -> None:
+        pool, strategy, batch, warm = self.pool, self.strategy, options.batch, self.warm
         assert pool is not None and report.plan is not None
         plan = report.plan
         async with _entered(pool, warm):
