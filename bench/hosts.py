@@ -27,7 +27,14 @@ from typing import Any
 import anyio
 
 from guestpool import VM, Appliance, Disk, Pool, RoundOptions, SafetyPolicy, Store, run_round
-from guestpool.nats import HostsTarget, NatsSettings, open_coordinator, write_config
+from guestpool.nats import (
+    Coordinator,
+    HostsRoundReport,
+    HostsTarget,
+    NatsSettings,
+    open_coordinator,
+    write_config,
+)
 from guestpool.nats._agent import Agent
 from guestpool.nats._config import COORDINATOR_USER, agent_user
 from guestpool.nats._connect import connected
@@ -72,9 +79,20 @@ async def run_sim_agents(url: str, passwords: Path, fleets: dict[str, list[VM]],
             tg.start_soon(one, i, host, vms)
 
 
-def sim_fleet(host: str, count: int) -> list[VM]:
-    return [VM(f"{host}-{i}", (Disk(f"/simulated/{host}/{i}.raw", "raw"),))
-            for i in range(count)]
+def sim_fleet(host: str, count: int, disks: Path | None = None) -> list[VM]:
+    """``host``'s VMs; with ``disks``, each with a real (tiny) disk file there, so
+    agents check and fingerprint it as a real pool does."""
+    if disks is None:
+        return [VM(f"{host}-{i}", (Disk(f"/simulated/{host}/{i}.raw", "raw"),))
+                for i in range(count)]
+    (disks / host).mkdir(parents=True, exist_ok=True)
+    vms = []
+    for i in range(count):
+        path = disks / host / f"{i}.raw"
+        if not path.exists():
+            path.write_bytes(b"\0" * 4096)
+        vms.append(VM(f"{host}-{i}", (Disk(str(path), "raw"),)))
+    return vms
 
 
 def _free_port() -> int:
@@ -83,8 +101,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: float
-                      ) -> dict[str, Any]:
+async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: float,
+                      disks: Path | None = None, change: float = 0.01) -> dict[str, Any]:
+    """One round, as the agents are warm; with ``disks`` (real files the agents
+    fingerprint) a second one after ``change`` of the disks were written."""
     store = Store(db)
     async with open_coordinator(settings(url, passwords, None), store) as coordinator:
         t = time.monotonic()
@@ -93,31 +113,46 @@ async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: f
                       for i in (await coordinator.hosts()).values()) < hosts:
                 await anyio.sleep(0.5)
         warm = time.monotonic() - t
-        cpu0, stored0 = time.process_time(), coordinator.stored
-        report = await run_round(HostsTarget(coordinator),
-                                 RoundOptions(budget=budget, inspectors=["hostname"]), store=store)
-        cpu = time.process_time() - cpu0
-        # results published before the deadline but not yet stored
-        while coordinator.stored - stored0 < len(report.results):
-            await anyio.sleep(0.05)
-        settle_end = time.monotonic() + 3  # late results: refused, the round is closed
-        while time.monotonic() < settle_end:
-            await anyio.sleep(0.25)
-        late = coordinator.refused["round-closed"]
+        out = {"hosts": hosts, "budget_s": budget, "agents_warm_s": round(warm, 1),
+               **await _one_round(coordinator, store, budget)}
+        if disks is not None:
+            await anyio.sleep(2.5)  # a heartbeat: the agents' digests of what they inspected
+            files = sorted(disks.rglob("*.raw"))
+            changed = random.Random(7).sample(files, round(change * len(files)))
+            for path in changed:
+                with open(path, "r+b") as f:
+                    f.write(b"written")
+            await anyio.sleep(2.5)
+            second = await _one_round(coordinator, store, budget)
+            out["round2"] = {**second, "disks_written": len(changed)}
+    out["store_mb"] = round(db.stat().st_size / 2**20, 1)
     store.close()
+    return out
+
+
+async def _one_round(coordinator: Coordinator, store: Store, budget: float) -> dict[str, Any]:
+    cpu0, refused0 = time.process_time(), coordinator.refused["round-closed"]
+    report = await run_round(HostsTarget(coordinator),
+                             RoundOptions(budget=budget, inspectors=["hostname"]), store=store)
+    cpu = time.process_time() - cpu0
+    await anyio.sleep(3)  # late results: refused, the round is closed
     s = report.summary()
-    return {"hosts": hosts, "budget_s": budget, "elapsed_s": round(report.elapsed, 2),
-            "lateness_s": round(report.elapsed - budget, 2), "covered": s["covered"],
+    done = len(report.inspected) + len(report.failed)
+    return {"elapsed_s": round(report.elapsed, 2), "lateness_s": round(report.elapsed - budget, 2),
+            "covered": s["covered"], "inspected": s["inspected"], "unchanged": s["unchanged"],
             "failed": s["failed"], "not_reached": s["not_reached"],
+            "reinspect": s.get("reinspect", {}), "jobs_queued": sum(
+                t.jobs for t in report.hosts.values()) if isinstance(report, HostsRoundReport)
+            else None,
             "predicted": s["predicted"], "hosts_missing": len(s["hosts_missing"]),
-            "results_per_s": round(len(report.results) / report.elapsed, 1),
+            "results_per_s": round(done / report.elapsed, 1),
             "coordinator_cpu_s": round(cpu, 2),
             "coordinator_cpu_share": round(cpu / report.elapsed, 3),
-            "coordinator_cpu_ms_per_result": round(1000 * cpu / max(1, len(report.results)), 2),
+            "coordinator_cpu_ms_per_vm": round(1000 * cpu / max(1, len(report.results)), 2),
             "load_average_1m": round(os.getloadavg()[0], 1),
             "coordinator_max_rss_mb": round(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "refused_after_round_end": late, "agents_warm_s": round(warm, 1)}
+            "refused_after_round_end": coordinator.refused["round-closed"] - refused0}
 
 
 async def _drain(url: str, passwords: Path, db: Path, count: int) -> dict[str, Any]:
@@ -165,6 +200,10 @@ def main() -> None:
     p.add_argument("--job", type=float, default=DEFAULT_COSTS["job"],
                    help="mean seconds of one VM's inspection (attach+inspect+detach)")
     p.add_argument("--procs", type=int, default=4, help="processes the agents share")
+    p.add_argument("--change-aware", type=float, default=None, metavar="SHARE",
+                   help="real disk files, and a second round after SHARE of them were "
+                        "written (0.01: 1%%)")
+    p.add_argument("--disks", type=Path, default=None, help=argparse.SUPPRESS)  # internal
     p.add_argument("--drain", type=int, default=0, metavar="N",
                    help="then time the coordinator storing N results waiting in the stream")
     p.add_argument("--agents", nargs=4, metavar=("URL", "PASSWORDS", "FIRST", "COUNT"),
@@ -177,8 +216,10 @@ def main() -> None:
         url, passwords, first, count = a.agents
         chosen = names[int(first):int(first) + int(count)]
         state = Path(passwords).parent / "state"
-        anyio.run(run_sim_agents, url, Path(passwords), {h: sim_fleet(h, a.vms) for h in chosen},
-                  a.pool, costs, state, backend="asyncio")
+        safety = SafetyPolicy(disk_roots=[str(a.disks)]) if a.disks else None
+        anyio.run(run_sim_agents, url, Path(passwords),
+                  {h: sim_fleet(h, a.vms, a.disks) for h in chosen}, a.pool, costs, state, 1.0,
+                  safety, backend="asyncio")
         return
     folder = Path(tempfile.mkdtemp(prefix="guestpool-bench-hosts-"))
     port = _free_port()
@@ -187,6 +228,10 @@ def main() -> None:
     server = subprocess.Popen(["nats-server", "-c", str(folder / "conf" / "nats-server.conf")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = []
+    disks = folder / "disks" if a.change_aware is not None else None
+    if disks is not None:
+        for name in names:
+            sim_fleet(name, a.vms, disks)
     try:
         time.sleep(1)
         share = -(-a.hosts // a.procs)
@@ -194,9 +239,10 @@ def main() -> None:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "guestpool.bench.hosts", "--hosts", str(a.hosts),
                  "--pool", str(a.pool), "--vms", str(a.vms), "--job", str(a.job),
-                 "--agents", url, str(folder / "conf"), str(first), str(share)]))
+                 "--agents", url, str(folder / "conf"), str(first), str(share),
+                 *(["--disks", str(disks)] if disks else [])]))
         out = anyio.run(_coordinate, url, folder / "conf", folder / "r.db", a.hosts, a.budget,
-                        backend="asyncio")
+                        disks, a.change_aware or 0.0, backend="asyncio")
         out.update(label=LABEL, pool_per_host=a.pool, vms_per_host=a.vms, job_s=a.job,
                    agent_processes=len(procs))
         for proc in procs:

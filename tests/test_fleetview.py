@@ -135,7 +135,7 @@ def test_show_is_readable_and_json_for_machines(db: Path) -> None:
     assert fed["os"]["distro"] == "fedora"  # the last good inspection still shows
     assert "failed" in run(db, "show", "fed")
     assert json.loads(run(db, "show", "new", "--json"))["state"] == "never"
-    assert "no VM 'nope'" in run(db, "show", "nope", code=1)
+    assert "no VM 'nope'" in run(db, "show", "nope", code=2)  # bad input
 
 
 def test_read_models_catch_up_incrementally(tmp_path: Path) -> None:

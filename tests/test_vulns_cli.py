@@ -142,7 +142,7 @@ def test_export_spdx_of_several_vms_to_a_folder(tmp_path: Path, fleet: tuple[Pat
     r = run("export", "--format", "cyclonedx", "--store", str(db), code=2)
     assert "--out DIR" in r.stderr and r.stderr.count("\n") == 1
     r = run("export", "--format", "cyclonedx", "vm-nope", "--store", str(db), code=2)
-    assert "no successful result for VM 'vm-nope'" in r.stderr
+    assert "no VM 'vm-nope'" in r.stderr  # an unknown VM is bad input, checked first
     lines = run("export", "vm-debian-1000", "--store", str(db)).stdout.splitlines()
     assert [json.loads(x)["vm"] for x in lines] == ["vm-debian-1000"]  # jsonl still works
 

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from guestpool.inspectors._guest import Guest
@@ -64,7 +65,7 @@ from ._protocol import (
 from ._qmp import QMP, QMPError
 
 
-def _die_with_parent() -> None:
+def _die_with_parent() -> Callable[[], bool]:
     """Exit as soon as the supervisor is gone, even mid guestfs call.
 
     PR_SET_PDEATHSIG is not enough: it fires when the *thread* that spawned us
@@ -79,10 +80,21 @@ def _die_with_parent() -> None:
         while os.getppid() == expected:
             time.sleep(0.2)
         if workdir:  # the supervisor that would have removed it is gone
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove(workdir)
         os._exit(70)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+    return lambda: os.getppid() != expected
+
+
+def _remove(folder: str, tries: int = 20) -> None:
+    """Remove ``folder``, again while something (qemu, libguestfs's own cleanup)
+    still adds or holds files in it: one ``rmtree`` that races them leaves it."""
+    for _ in range(tries):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not os.path.lexists(folder):
+            return
+        time.sleep(0.05)
 
 
 def _new_handle(accel: str, memsize: int | None, smp: int | None, verbose: bool) -> Any:
@@ -343,11 +355,13 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 
 def main() -> None:
-    _die_with_parent()
+    orphaned = _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the frame stream
     serve(sys.stdin.buffer, out)
+    if orphaned():  # the watchdog removes the folder last, then ends the process
+        time.sleep(10)
 
 
 if __name__ == "__main__":
