@@ -125,7 +125,8 @@ async def _coordinate(url: str, passwords: Path, db: Path, hosts: int, budget: f
             await anyio.sleep(2.5)
             second = await _one_round(coordinator, store, budget)
             out["round2"] = {**second, "disks_written": len(changed)}
-    out["store_mb"] = round(db.stat().st_size / 2**20, 1)
+    out["store_mb"] = round(sum(f.stat().st_size for f in db.parent.glob(db.name + "*"))
+                            / 2**20, 1)  # with its write-ahead log
     store.close()
     return out
 
@@ -141,7 +142,10 @@ async def _one_round(coordinator: Coordinator, store: Store, budget: float) -> d
     return {"elapsed_s": round(report.elapsed, 2), "lateness_s": round(report.elapsed - budget, 2),
             "covered": s["covered"], "inspected": s["inspected"], "unchanged": s["unchanged"],
             "failed": s["failed"], "not_reached": s["not_reached"],
-            "reinspect": s.get("reinspect", {}), "jobs_queued": sum(
+            "reinspect": s.get("reinspect", {}),
+            "verify_unchanged_s": round(sum(r.timings.get("verify", 0.0) for r in report.unchanged),
+                                        3),
+            "jobs_queued": sum(
                 t.jobs for t in report.hosts.values()) if isinstance(report, HostsRoundReport)
             else None,
             "predicted": s["predicted"], "hosts_missing": len(s["hosts_missing"]),
