@@ -15,13 +15,14 @@ from helpers.nats_server import NatsServer
 from test_nats import Agents, assert_once, coordinated_round, stored
 
 from guestpool import VM, Disk, Store, write_manifest
-from guestpool.nats import open_coordinator
+from guestpool.nats import HostsRoundReport, open_coordinator
 from guestpool.nats._connect import connected, ensure_streams
 from guestpool.nats._coordinator import Coordinator
 from guestpool.nats._messages import HostInfo, JobResult, encode
 from guestpool.nats._subjects import HOSTS_BUCKET, results_subject
 
 HOSTS = ["A", "B", "C"]
+SIX_EACH = [f"{h}-{i}" for h in "AB" for i in range(6)]
 
 
 @pytest.fixture
@@ -71,6 +72,21 @@ def hostnames(db: Path, round_id: int) -> dict[str, object]:
                 for r in store.results(round_id=round_id)}
     finally:
         store.close()
+
+
+def two_hosts(server: NatsServer, tmp_path: Path, names: list[str], *stores: str
+              ) -> list[HostsRoundReport]:
+    """Agents of hosts A and B (simulated appliances) with the VMs ``names``
+    (``A-…`` on A, ``B-…`` on B, ``any-…`` on both), and one round per store."""
+    manifest = tmp_path / "fleet.json"
+    write_manifest(manifest, [VM(n, (Disk(f"/simulated/{n}.raw", "raw"),)) for n in names])
+    agents = Agents(server, manifest, tmp_path / "state")
+    try:
+        agents.start("A")
+        agents.start("B")
+        return [coordinated_round(server, tmp_path / db) for db in stores]
+    finally:
+        agents.close()
 
 
 def test_a_result_counts_only_from_the_host_that_owns_the_vm(server: NatsServer,
@@ -129,10 +145,6 @@ def test_no_host_can_make_the_server_drop_anothers_result(server: NatsServer,
                                                           tmp_path: Path) -> None:
     """Host A publishes, before the round, results under every id it could guess for
     B's VMs in round 1; B's real results are stored all the same."""
-    manifest = tmp_path / "fleet.json"
-    write_manifest(manifest, [VM(f"{h}-{i}", (Disk(f"/simulated/{h}{i}.raw", "raw"),))
-                              for h in "AB" for i in range(6)])
-
     async def preempt() -> None:
         async with connected(server.settings(), "admin") as nc:
             await ensure_streams(nc.jetstream())
@@ -142,13 +154,7 @@ def test_no_host_can_make_the_server_drop_anothers_result(server: NatsServer,
                 await send(server, "A", forged, guess)
 
     anyio.run(preempt, backend="asyncio")
-    agents = Agents(server, manifest, tmp_path / "state")
-    try:
-        agents.start("A")
-        agents.start("B")
-        report = coordinated_round(server, tmp_path / "r.db")
-    finally:
-        agents.close()
+    (report,) = two_hosts(server, tmp_path, SIX_EACH, "r.db")
     assert report.hosts["B"].covered == 6, report.summary()
     assert_once(stored(tmp_path / "r.db", report.round_id or 0), "AB")
     assert "forged" not in hostnames(tmp_path / "r.db", report.round_id or 0).values()
@@ -173,17 +179,7 @@ def test_a_coordinator_given_a_new_store_covers_every_vm(server: NatsServer,
                                                          tmp_path: Path) -> None:
     """Its first round is numbered 1 again: its jobs are not the old round 1's
     duplicates, and the old round's results are not this round's."""
-    manifest = tmp_path / "fleet.json"
-    write_manifest(manifest, [VM(f"{h}-{i}", (Disk(f"/simulated/{h}{i}.raw", "raw"),))
-                              for h in "AB" for i in range(6)])
-    agents = Agents(server, manifest, tmp_path / "state")
-    try:
-        agents.start("A")
-        agents.start("B")
-        first = coordinated_round(server, tmp_path / "first.db")
-        second = coordinated_round(server, tmp_path / "second.db")
-    finally:
-        agents.close()
+    first, second = two_hosts(server, tmp_path, SIX_EACH, "first.db", "second.db")
     assert first.round_id == second.round_id == 1
     for report, db in ((first, "first.db"), (second, "second.db")):
         assert len(report.covered) == 12 and not report.not_reached, report.summary()
@@ -192,16 +188,8 @@ def test_a_coordinator_given_a_new_store_covers_every_vm(server: NatsServer,
 
 
 def test_the_same_vm_name_on_two_hosts_is_two_vms(server: NatsServer, tmp_path: Path) -> None:
-    manifest = tmp_path / "fleet.json"
-    write_manifest(manifest, [VM(f"any-{i}", (Disk(f"/simulated/any{i}.raw", "raw"),))
-                              for i in range(4)])  # every host's agent has them all
-    agents = Agents(server, manifest, tmp_path / "state")
-    try:
-        agents.start("A")
-        agents.start("B")
-        report = coordinated_round(server, tmp_path / "r.db")
-    finally:
-        agents.close()
+    # every host's agent has them all
+    (report,) = two_hosts(server, tmp_path, [f"any-{i}" for i in range(4)], "r.db")
     names = sorted(stored(tmp_path / "r.db", report.round_id or 0))
     assert names == sorted(f"{h}:any-{i}" for h in "AB" for i in range(4)), report.summary()
     assert report.hosts["A"].covered == report.hosts["B"].covered == 4
