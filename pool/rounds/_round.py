@@ -108,7 +108,7 @@ async def run_round(
         with anyio.move_on_at(deadline):
             await target.dispatch(todo, specs, options, report, deliver,
                                   _order_key(seen, STALENESS_BUCKET_S), stop, deadline)
-    await _finish(target, report, todo, options, store, prepared.disks, start, stop)
+    await _finish(target, report, todo, options, store, prepared.disks, start)
     return report
 
 
@@ -152,13 +152,12 @@ async def _prepare(target: Target, options: RoundOptions, specs: Sequence[Inspec
 
 async def _finish(target: Target, report: RoundReport, todo: Sequence[VM],
                   options: RoundOptions, store: Store | None, disks: Mapping[str, int],
-                  start: float, stop: anyio.Event | None) -> None:
+                  start: float) -> None:
     """What was not reached, the target's figures, costs for the next plan,
     findings (``options.osv``), and the round closed in the store."""
     done = {r.vm for r in report.results}
     report.not_reached = [vm.name for vm in todo if vm.name not in done]
     report.elapsed = anyio.current_time() - start
-    report.stopped = report.stopped or bool(stop and stop.is_set())
     await target.finish(report, todo)
     if store is not None:
         _keep_costs(store, report, target.strategy, disks)
