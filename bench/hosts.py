@@ -135,6 +135,7 @@ async def _one_round(coordinator: Coordinator, store: Store, budget: float) -> d
     cpu0, refused0 = time.process_time(), coordinator.refused["round-closed"]
     report = await run_round(HostsTarget(coordinator),
                              RoundOptions(budget=budget, inspectors=["hostname"]), store=store)
+    assert isinstance(report, HostsRoundReport)
     cpu = time.process_time() - cpu0
     await anyio.sleep(3)  # late results: refused, the round is closed
     s = report.summary()
@@ -145,9 +146,7 @@ async def _one_round(coordinator: Coordinator, store: Store, budget: float) -> d
             "reinspect": s.get("reinspect", {}),
             "verify_unchanged_s": round(sum(r.timings.get("verify", 0.0) for r in report.unchanged),
                                         3),
-            "jobs_queued": sum(
-                t.jobs for t in report.hosts.values()) if isinstance(report, HostsRoundReport)
-            else None,
+            "jobs_queued": sum(t.jobs for t in report.hosts.values()),
             "predicted": s["predicted"], "hosts_missing": len(s["hosts_missing"]),
             "results_per_s": round(done / report.elapsed, 1),
             "coordinator_cpu_s": round(cpu, 2),

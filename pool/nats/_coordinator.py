@@ -55,7 +55,6 @@ from ._subjects import (
 
 log = logging.getLogger("guestpool")
 _NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError, TimeoutError)
-ResultHook = Callable[[InspectResult], None]
 
 
 @dataclass

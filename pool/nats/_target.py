@@ -152,20 +152,19 @@ class HostsTarget(Target):
         assert isinstance(report, HostsRoundReport) and report.round_id is not None
         coordinator = self.coordinator
         names: dict[str, list[list[str]]] = {host: [] for host in self._live}
-        groups: dict[tuple[str, str], str] = {}
+        open_group: dict[str, str] = {}  # the trust group of each host's last batch
         expected = {}
         for vm in todo:  # in the round's order: batches of one trust group, as on one host
-            host = _host_of(vm.name)
+            host, _, own = vm.name.partition(":")  # host names hold no ":"
             if host not in names:
                 continue
-            batches, own = names[host], vm.name[len(host) + 1:]
-            last = batches[-1] if batches else None
-            if last is not None and len(last) < options.batch and groups[last[0], host] == \
-                    vm.trust_group:
-                last.append(own)
+            batches = names[host]
+            if batches and len(batches[-1]) < options.batch \
+                    and open_group[host] == vm.trust_group:
+                batches[-1].append(own)
             else:
                 batches.append([own])
-            groups[own, host] = vm.trust_group
+                open_group[host] = vm.trust_group
             expected[vm.name] = host
         answered = anyio.Event()
         got = 0
