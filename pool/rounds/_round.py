@@ -30,10 +30,10 @@ from guestpool.inspectors._specs import InspectorSpec
 from guestpool.store._database import Store
 from guestpool.store._results import InspectResult
 
-from ._plan import SHUTDOWN_RESERVE_S, Plan, Strategy, plan_round, vm_kind
+from ._plan import SHUTDOWN_RESERVE_S, Plan, vm_kind
 from ._pool import EventHook, Pool
 from ._report import RoundOptions, RoundReport, job_seconds
-from ._target import LocalTarget, Target
+from ._target import LocalTarget, Target, local_plan
 from ._unchanged import Verified, carried_results, context, verify
 
 ResultHook = Callable[[InspectResult], None]
@@ -175,15 +175,7 @@ def preview(vms: Sequence[VM], options: RoundOptions, store: Store | None,
         verified = verify(vms, store.fingerprints(),
                           context(resolve_specs(options.inspectors), safety), options.max_age)
     todo = order_fleet(verified.todo, store.last_scanned() if store else None)
-    return _plan(todo, verified, store, options.budget, pool_size, options.strategy)
-
-
-def _plan(todo: Sequence[VM], verified: Verified, store: Store | None, budget: float,
-          pool_size: int, strategy: Strategy, warm: bool = False) -> Plan:
-    kinds = store.kinds() if store is not None else {}
-    return plan_round(len(todo), budget, pool_size, store.costs() if store else {}, strategy,
-                      [vm.trust_group for vm in todo], kinds=[kinds.get(vm.name) for vm in todo],
-                      unchanged=len(verified.unchanged), warm=warm)
+    return local_plan(todo, verified, store, options.budget, pool_size, options.strategy)
 
 
 async def _match_findings(store: Store, report: RoundReport, folder: str) -> None:

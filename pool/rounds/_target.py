@@ -124,11 +124,7 @@ class LocalTarget(Target):
 
     def plan(self, todo: Sequence[VM], verified: Verified, store: Store | None,
              budget: float) -> Plan:
-        kinds = store.kinds() if store is not None else {}
-        return plan_round(len(todo), budget, self.size, store.costs() if store else {},
-                          self.strategy, [vm.trust_group for vm in todo],
-                          kinds=[kinds.get(vm.name) for vm in todo],
-                          unchanged=len(verified.unchanged), warm=self.warm)
+        return local_plan(todo, verified, store, budget, self.size, self.strategy, self.warm)
 
     async def dispatch(self, todo: Sequence[VM], specs: Sequence[InspectorSpec],
                        options: RoundOptions, report: RoundReport, deliver: Deliver,
@@ -198,6 +194,16 @@ class LocalTarget(Target):
         report.pool_boots = pool.stats.boots
         report.retirements = dict(Counter(pool.stats.retirements) - retirements)
         report.boot_seconds = list(pool.stats.boot_seconds[boot_seconds:])
+
+
+def local_plan(todo: Sequence[VM], verified: Verified, store: Store | None, budget: float,
+               pool_size: int, strategy: Strategy, warm: bool = False) -> Plan:
+    """This host's plan: the store's measured costs, each VM priced by its kind
+    (also ``scan --plan``'s, through ``_round.preview``)."""
+    kinds = store.kinds() if store is not None else {}
+    return plan_round(len(todo), budget, pool_size, store.costs() if store else {}, strategy,
+                      [vm.trust_group for vm in todo], kinds=[kinds.get(vm.name) for vm in todo],
+                      unchanged=len(verified.unchanged), warm=warm)
 
 
 @asynccontextmanager
