@@ -235,10 +235,13 @@ def test_console_in_a_real_browser(scanned_store: tuple[Path, dict[str, str]],
         vm_shot = _shot(browser, "vm")
         browser.get(srv.url + "/")
         charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
-        assert len(charts) == 4
-        # the real scan's round: covered, freshness and job cost drawn (no boot was
+        assert len(charts) == 5
+        # the real scan's round: covered, freshness, job and wait drawn (no boot was
         # measured: this round's appliances were the shared pool's)
-        assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 3
+        assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 4
+        job_chart = next(c for c in charts if "Per-VM job" in c.text)
+        tip = job_chart.find_element(By.CSS_SELECTOR, "svg g title").get_attribute("textContent")
+        assert "ended" in (tip or "") and "p50:" in (tip or "") and "p95:" in (tip or "")
         assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg rect")  # bars drawn
         for section in ("round", "pool", "charts", "freshness", "failures", "rounds"):
             assert browser.find_element(By.ID, section)

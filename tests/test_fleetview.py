@@ -88,7 +88,7 @@ def test_vms_lists_filters_and_sorts(db: Path) -> None:
     web = next(v for v in data["vms"] if v["vm"] == "web")
     assert (web["trust_group"], web["distro"], web["version"], web["packages"],
             web["state"]) == ("dmz", "debian", "12", 2, "inspected")
-    assert web["ok_iso"].endswith("Z")
+    assert web["inspected_iso"].endswith("Z") and web["verified_iso"].endswith("Z")
     assert names(db, "--distro", "debian") == ["db", "old", "web"]
     assert names(db, "--distro", "debian", "--version", "11") == ["old"]
     assert names(db, "--failed") == ["fed"]
@@ -103,7 +103,7 @@ def test_vms_lists_filters_and_sorts(db: Path) -> None:
 
 def test_report_has_the_fleet_view(db: Path) -> None:
     out = run(db, "report")
-    for text in ("fleet: 5 VMs", "inspected in the last round", "never inspected",
+    for text in ("fleet: 5 VMs", "current as of the last round", "never inspected",
                  "debian 12", "fedora 40", "failures by reason", "image", "most drift"):
         assert text in out, text
     rep = json.loads(run(db, "report", "--json"))
@@ -155,7 +155,7 @@ def test_read_models_catch_up_incrementally(tmp_path: Path) -> None:
     assert pages == ["a", "b"]
     store.end_round(rid, {"covered": 1, "failed": 1, "not_reached": 0, "boot_mean_s": 9.0})
     series = fv.round_series(store)
-    assert series[0]["job_mean_s"] == pytest.approx(1.6)
+    assert series[0]["job_p50_s"] == pytest.approx(1.5)  # attach + inspect, one job ran
     assert series[0]["boot_mean_s"] == 9.0 and series[0]["coverage"] == 0.5
     assert (series[0]["fresh_1h"], series[0]["never"]) == (2, 0)
     store.close()

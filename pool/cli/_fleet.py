@@ -78,14 +78,16 @@ def vms_cmd(distro: str, version: str, search: str, state: str | None, stale: fl
     store.close()
     if as_json:
         click.echo(json.dumps({"total": total, "vms": [
-            {**r, "ok_iso": fv.iso(r["ok_at"])} for r in rows]}, indent=1))
+            {**r, "inspected_iso": fv.iso(r["inspected_at"]),
+             "verified_iso": fv.iso(r["verified_at"])} for r in rows]}, indent=1))
         return
     table = _table(f"VMs ({len(rows)} of {total} matching)",
                    ("VM", "trust group", "OS", "packages", "last inspected", "state"))
     for r in rows:
         table.add_row(_t(r["vm"]), _t(r["trust_group"]), _t(fv.os_label(r)),
-                      _t(r["packages"]), _t(f"{fv.ago(r['ok_at'], now)}  {fv.iso(r['ok_at'])}"
-                                            if r["ok_at"] else "never"),
+                      _t(r["packages"]), _t(f"{fv.ago(r['inspected_at'], now)}  "
+                                            f"{fv.iso(r['inspected_at'])}"
+                                            if r["inspected_at"] else "never"),
                       Text(r["state"], style=STATE_STYLE.get(r["state"], "")))
     out.print(table)
 
@@ -94,9 +96,9 @@ def print_fleet_report(store: Store, report: dict[str, Any]) -> None:
     """The fleet view of `guestpool report`: distros, freshness, failures, drift."""
     n = report["vms"] or 1
     table = _table(f"fleet: {report['vms']} VMs", ("measure", "VMs", "share"))
-    for label, key in (("inspected in the last round", "last_round"),
-                       ("inspected in the last hour (before it)", "last_hour"),
-                       ("inspected longer ago", "older"), ("never inspected", "never")):
+    for label, key in (("current as of the last round", "last_round"),
+                       ("current as of the last hour (before it)", "last_hour"),
+                       ("current as of longer ago", "older"), ("never inspected", "never")):
         v = report["freshness"][key]
         table.add_row(label, str(v), f"{100 * v / n:.0f}%")
     for state, v in report["states"].items():
@@ -144,6 +146,9 @@ def show_vm(store: Store, name: str, as_json: bool) -> None:
             ("packages", f"{pkgs['count']} ({pkgs['format']})" if pkgs else "not inspected"),
             ("last inspected", f"{fv.ago(detail['inspected_at'], now)}  "
                                f"{fv.iso(detail['inspected_at'])}"),
+            ("verified unchanged", f"{fv.ago(detail['verified_at'], now)}  "
+                                   f"{fv.iso(detail['verified_at'])}"
+             if detail["state"] == "unchanged" else None),
             ("round", detail["round"])):
         if value is not None:
             head.add_row(label, _t(value))

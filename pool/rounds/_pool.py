@@ -49,7 +49,7 @@ from guestpool.fleet._model import VM
 from guestpool.fleet._safety import ChainFiles, SafetyPolicy, check_vm, luks_keys
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.inspectors._specs import InspectorSpec
-from guestpool.store._results import InspectResult, Stats
+from guestpool.store._results import InspectResult, Stats, own_seconds
 
 from ._fingerprint import Fingerprint, take_fingerprint
 from ._plan import Strategy
@@ -338,11 +338,18 @@ class Pool:
                 self.stats.failures["appliance"] += 1
                 log.info("VM %s: appliance failure (attempt %d): %s", vm.name, attempt, e)
         result.timings["total"] = anyio.current_time() - start
+        self._job_done(result)
+        return result
+
+    def _job_done(self, result: InspectResult) -> None:
+        """Count a finished job and tell the listeners its own time apart from the
+        time it waited for an appliance."""
+        result.timings["job"] = own_seconds(result.timings, self.strategy)
         self.stats.jobs += 1
         self.stats.job_phases.append(dict(result.timings))
-        self._emit("job_done", vm=vm.name, ok=result.ok, error=result.error,
-                   seconds=result.timings["total"], strategy=self.strategy)
-        return result
+        self._emit("job_done", vm=result.vm, ok=result.ok, error=result.error,
+                   seconds=result.timings["job"], wait=result.timings.get("wait", 0.0),
+                   strategy=self.strategy)
 
     async def inspect_batch(self, vms: Sequence[VM],
                             inspectors: Sequence[InspectorChoice] | None = None
@@ -383,10 +390,7 @@ class Pool:
                                   "wait": waited, "attach": attach / len(vms), "inspect": w,
                                   "detach": detach / len(vms)})
             r.timings["total"] = sum(r.timings.values())
-            self.stats.jobs += 1
-            self.stats.job_phases.append(dict(r.timings))
-            self._emit("job_done", vm=r.vm, ok=True, error=None, seconds=r.timings["total"],
-                       strategy=self.strategy)
+            self._job_done(r)
             results.append(r)
         return results
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from guestpool.fleet._safety import SafetyPolicy
 from guestpool.fleet._sources import Source, safety_policy
-from guestpool.store._results import InspectResult
+from guestpool.store._results import InspectResult, own_seconds, percentiles, ran_job
 
 from ._plan import Plan, Strategy
 from ._pool import EventHook, InspectorChoice, Pool
@@ -130,6 +130,10 @@ class RoundReport:
             "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
             **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
             "job_steps_median_s": job_steps(self.covered),
+            "job_s": percentiles([own_seconds(r.timings, self.strategy)
+                                  for r in self.results if ran_job(r.timings)]),
+            "wait_s": percentiles([r.timings.get("wait", 0.0)
+                                   for r in self.results if ran_job(r.timings)]),
             **({"findings": self.findings} if self.findings is not None else {}),
             **({"findings_error": self.findings_error} if self.findings_error else {}),
             **({"reinspect": dict(sorted(self.reinspect.items()))} if self.reinspect else {}),
@@ -149,8 +153,8 @@ def job_steps(results: Sequence[InspectResult]) -> dict[str, float]:
         inner = sum(r.steps.values())
         rows.append({"attach": r.timings["attach"], **r.steps,
                      "inspectors": max(0.0, r.timings.get("inspect", 0.0) - inner),
-                     "detach": r.timings.get("detach", 0.0), "job": r.timings.get("attach", 0.0)
-                     + r.timings.get("inspect", 0.0) + r.timings.get("detach", 0.0)})
+                     "detach": r.timings.get("detach", 0.0),
+                     "job": own_seconds(r.timings, "pooled")})
     order = ("attach", "discover", "probe", "mount", "inspectors", "release", "detach", "job")
     return {k: round(statistics.median(row.get(k, 0.0) for row in rows), 3)
             for k in order} if rows else {}
@@ -158,6 +162,4 @@ def job_steps(results: Sequence[InspectResult]) -> dict[str, float]:
 
 def job_seconds(r: InspectResult, strategy: str) -> float:
     """What one VM's job cost its appliance (a cold job: its inspection only)."""
-    if strategy != "pooled":
-        return r.timings.get("inspect", 0.0)
-    return sum(r.timings.get(k, 0.0) for k in ("attach", "inspect", "detach"))
+    return own_seconds(r.timings, strategy)

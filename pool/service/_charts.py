@@ -42,13 +42,18 @@ def _fmt(v: float, unit: str) -> str:
 
 
 def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series], unit: str = "",
-              ymax: float | None = None, empty: str = "no finished round yet") -> str:
-    """Stacked bars, one per label; ``None`` values are drawn as gaps."""
+              ymax: float | None = None, empty: str = "no finished round yet",
+              overlay: bool = False, tips: Sequence[str] | None = None,
+              axis: str = "round") -> str:
+    """Stacked bars, one per label; ``None`` values are drawn as gaps. With
+    ``overlay`` each series is drawn from the axis, the first behind (a p95 behind
+    its p50). ``tips`` name each bar in its hover title (default: its label)."""
     e = html.escape
     if not labels or all(v is None for s in series for v in s.values):
         return f"<figure class='chart'><figcaption>{e(title)}</figcaption><p>{e(empty)}</p>" \
                "</figure>"
-    totals = [sum(s.values[i] or 0 for s in series) for i in range(len(labels))]
+    stacks = [[s.values[i] or 0.0 for s in series] for i in range(len(labels))]
+    totals = [max(v, default=0.0) if overlay else sum(v) for v in stacks]
     top = ymax if ymax is not None else _nice_max(max(totals, default=0))
     plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
     slot = plot_w / len(labels)
@@ -64,15 +69,15 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series], unit:
     for i, label in enumerate(labels):
         x = LEFT + slot * i + (slot - bar) / 2
         base: float = TOP + plot_h
-        tip = [label] + [f"{s.name}: {_fmt(s.values[i] or 0, unit)}" for s in series
-                         if s.values[i] is not None]
+        tip = [tips[i] if tips else label] + [f"{s.name}: {_fmt(s.values[i] or 0, unit)}"
+                                              for s in series if s.values[i] is not None]
         parts.append(f"<g><title>{e(' · '.join(tip))}</title>")
         for s in series:
             value = s.values[i]
             if value is None or value <= 0:
                 continue
             h = plot_h * min(value, top) / top
-            base -= h
+            base = (TOP + plot_h if overlay else base) - h
             parts.append(f"<rect x='{x:.1f}' y='{base:.1f}' width='{bar:.1f}' "
                          f"height='{h:.1f}' fill='{s.color}'/>")
         parts.append("</g>")
@@ -80,7 +85,7 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series], unit:
             parts.append(f"<text x='{x + bar / 2:.1f}' y='{H - BOTTOM + 14}' "
                          f"text-anchor='middle' class='tick'>{e(label)}</text>")
     parts.append(f"<text x='{LEFT + plot_w / 2:.0f}' y='{H - 4}' text-anchor='middle' "
-                 "class='tick'>round</text></svg>")
+                 f"class='tick'>{e(axis)}</text></svg>")
     legend = "".join(f"<li><span class='swatch' style='background:{s.color}'></span>"
                      f"{e(s.name)}</li>" for s in series) if len(series) > 1 else ""
     return (f"<figure class='chart'><figcaption>{e(title)}</figcaption>{''.join(parts)}"

@@ -186,9 +186,8 @@ def render_fleet(svc: Service, params: Mapping[str, str]) -> str:
     body_rows = "".join(
         f"<tr><td>{vm_link(r['vm'])}</td><td>{e(str(r['trust_group'] or ''))}</td>"
         f"<td>{e(fv.os_label(r))}</td><td class='num'>{_n(r['packages'])}</td>"
-        f"<td>{when(r['ok_at'], now)} <small class='muted'>{_iso(r['ok_at'])}</small></td>"
-        f"<td>{state_badge(r['state'])}</td>"
-        f"<td>{e(r['error_kind'] or '') if r['state'] == 'failed' else ''}</td></tr>"
+        f"<td>{when(r['inspected_at'], now)} <small class='muted'>{_iso(r['inspected_at'])}"
+        f"</small></td><td>{state_badge(r['state'])}</td><td>{_failure(r, now)}</td></tr>"
         for r in rows) or "<tr><td colspan='7'>no VM matches these filters</td></tr>"
     page = q.offset // q.limit + 1
     last_page = max(1, -(-total // q.limit))
@@ -207,6 +206,21 @@ def render_fleet(svc: Service, params: Mapping[str, str]) -> str:
              + body_rows + "</tbody></table>")
     current = "/fleet?state=failed" if q.state == "failed" and not q.search else "/fleet"
     return layout("Fleet", f"<h1>Fleet</h1>{form}{nav}{table}{nav}", current)
+
+
+def _failure(row: dict[str, Any], now: float) -> str:
+    """The fleet table's failure cell: reason, message and when (failed VMs only)."""
+    if row["state"] != "failed":
+        return ""
+    return (f"{e(str(row['error_kind'] or 'unknown'))}: {e(str(row['error'] or '')[:160])}"
+            f" <small class='muted'>{when(row['last_at'], now)}</small>")
+
+
+def _job_cell(attempt: dict[str, Any]) -> str:
+    """A history row's job column: an unchanged VM ran no job, it carries an inspection."""
+    if attempt["state"] == "unchanged":
+        return f"carries {e(fv.iso(attempt['inspected_at']))}"
+    return seconds(attempt["timings"].get("job", attempt["timings"].get("total")))
 
 
 def _distro_totals(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -233,6 +247,8 @@ def render_vm(svc: Service, name: str) -> str | None:
              ("arch", e(str(os_.get("arch") or ""))),
              ("packages", f"{pk['count']} ({e(str(pk['format']))})" if pk else "not inspected"),
              ("last inspected", f"{when(d['inspected_at'], now)} · {fv.iso(d['inspected_at'])}"),
+             ("verified unchanged", f"{when(d['verified_at'], now)} · {fv.iso(d['verified_at'])}"
+              if d["state"] == "unchanged" else ""),
              ("round", e(str(d["round"] or "")))]
     if d["last_error"]:
         facts.append(("last attempt", f"failed {when(d['last_attempt_at'], now)}: "
@@ -270,7 +286,7 @@ def render_vm(svc: Service, name: str) -> str | None:
         for n, x in sorted(d["results"].items()))
     history = "".join(
         f"<tr><td>{e(str(h['round'] or ''))}</td><td>{when(h['at'], now)}</td>"
-        f"<td>{state_badge(h['state'])}</td><td class='num'>{seconds(h['timings'].get('total'))}"
+        f"<td>{state_badge(h['state'])}</td><td class='num'>{_job_cell(h)}"
         f"</td><td>{e(_error_text(h['error']))}</td></tr>" for h in d["history"])
     timeline = list(reversed(d["drift_timeline"]))
     drift_chart = bar_chart("Drift: changes per round", [str(t["round"]) for t in timeline],

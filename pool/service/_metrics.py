@@ -18,17 +18,28 @@ class Metrics:
         self.pool_size = Gauge("guestpool_pool_size", "Appliances the pool keeps", registry=r)
         self.appliances = Gauge("guestpool_appliances", "Appliances by state", ["state"],
                                 registry=r)
-        self.boots = PCounter("guestpool_boots", "Appliance boots", registry=r)
-        self.boot_seconds = Histogram("guestpool_boot_seconds", "Appliance boot time",
+        self.boots = PCounter("guestpool_boots", "Appliance boots since the service started",
+                              registry=r)
+        self.boot_seconds = Histogram("guestpool_boot_seconds", "Seconds from an appliance's "
+                                      "start to its first answer",
                                       buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 120), registry=r)
-        self.job_seconds = Histogram("guestpool_job_seconds", "Per-VM job time", ["strategy"],
-                                     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=r)
-        self.failures = PCounter("guestpool_failures", "Failed jobs and boots", ["kind"],
-                                 registry=r)
+        self.job_seconds = Histogram(
+            "guestpool_job_seconds", "Each VM's own job: attach to detach on a pooled "
+            "appliance, the inspection on a cold one; waiting for an appliance not included",
+            ["strategy"], buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=r)
+        self.wait_seconds = Histogram(
+            "guestpool_job_wait_seconds", "Seconds each VM's job waited for an appliance "
+            "(booting or busy) before it started", ["strategy"],
+            buckets=(0.01, 0.1, 0.5, 1, 5, 10, 20, 30, 60, 120), registry=r)
+        self.failures = PCounter("guestpool_failures", "Failed jobs and boots since the "
+                                 "service started, by kind (boot, image, appliance, hostile)",
+                                 ["kind"], registry=r)
         self.coverage = Gauge("guestpool_round_coverage_ratio",
-                              "Share of the fleet the last round covered", registry=r)
+                              "Share of the last finished round's VMs it covered (inspected "
+                              "or verified unchanged), from the store after a restart",
+                              registry=r)
         self.overrun = Gauge("guestpool_round_overrun_seconds",
-                             "Seconds the last round ran past its budget", registry=r)
+                             "Seconds the last finished round ran past its budget", registry=r)
         self.round_vms_by_state = Gauge(
             "guestpool_round_vms", "VMs of the last round by state: inspected, unchanged "
             "(verified on the host, results carried forward), failed, not_reached (stale)",
@@ -51,8 +62,9 @@ class Metrics:
             ["reason"], registry=r)
 
         self.fleet_freshness = Gauge(
-            "guestpool_fleet_vms", "Live VMs by freshness of their last good inspection "
-            "(last_round, last_hour, older, never)", ["freshness"], registry=r)
+            "guestpool_fleet_vms", "Live VMs by when their facts were last known current, "
+            "inspected or verified unchanged (last_round, last_hour, older, never)",
+            ["freshness"], registry=r)
         self.fleet_state = Gauge("guestpool_fleet_vms_by_state", "Live VMs by the state their "
                                  "latest attempt left them in", ["state"], registry=r)
 
@@ -63,12 +75,15 @@ class Metrics:
         for state, n in view["states"].items():
             self.fleet_state.labels(state).set(n)
 
-    def round_vms(self, report: Any) -> None:
-        """The last round's VMs by state (a ``RoundReport``)."""
-        summary = report.summary()
+    def set_round(self, summary: dict[str, Any]) -> None:
+        """The last finished round's gauges from its summary (``RoundReport.summary``,
+        as the store keeps it): after each round, and from the store at start."""
         for state in ("inspected", "unchanged", "failed", "not_reached"):
-            self.round_vms_by_state.labels(state).set(summary.get(state, 0))
-        self.carried_age.set(summary.get("oldest_carried_s", 0.0))
+            self.round_vms_by_state.labels(state).set(summary.get(state) or 0)
+        self.carried_age.set(summary.get("oldest_carried_s") or 0.0)
+        asked = sum(int(summary.get(k) or 0) for k in ("covered", "failed", "not_reached"))
+        self.coverage.set(int(summary.get("covered") or 0) / asked if asked else 1.0)
+        self.overrun.set(summary.get("overrun_s") or 0.0)
 
     def on_event(self, name: str, data: dict[str, Any]) -> None:
         if name == "boot_done":
@@ -79,5 +94,7 @@ class Metrics:
         elif name == "job_done":
             if "seconds" in data:
                 self.job_seconds.labels(data.get("strategy", "pooled")).observe(data["seconds"])
+                self.wait_seconds.labels(data.get("strategy", "pooled")).observe(
+                    data.get("wait", 0.0))
             if not data.get("ok"):
                 self.failures.labels((data.get("error") or {}).get("kind", "unknown")).inc()

@@ -74,6 +74,10 @@ class Service:
     def __post_init__(self) -> None:
         if self.vulns.folder is None:
             self.vulns.folder = self.options.osv
+        finished = next((r["summary"] for r in self.store.recent_rounds(20) if r["summary"]),
+                        None)
+        if finished is not None:  # the gauges of the last round, across a restart
+            self.metrics.set_round(finished)
 
     def default_fleet(self) -> str | None:
         """The fleet a request that names none scans: the only one configured."""
@@ -174,7 +178,7 @@ class Service:
         report: RoundReport = await run_round(vms, options, store=self.store, pool=pool,
                                               safety=safety, stop=cancel, on_result=on_result,
                                               whole_fleet=not req.get("vms"))
-        self.finish(scan_id, cancel, report, len(vms))
+        self.finish(scan_id, cancel, report)
 
     async def _hosts_round(self, scan_id: str, req: dict[str, Any],
                                cancel: anyio.Event) -> None:
@@ -189,7 +193,7 @@ class Service:
         assert isinstance(report, HostsRoundReport)
         self.host_tallies = {h: t.to_dict() for h, t in report.hosts.items()}
         self.progress["total"] = len(report.results) + len(report.not_reached)
-        self.finish(scan_id, cancel, report, self.progress["total"])
+        self.finish(scan_id, cancel, report)
 
     # -- shared by one-host rounds and rounds across hosts (``_nats_hosts``) ----------------
 
@@ -217,10 +221,8 @@ class Service:
             inspectors=(resolve_specs(req["inspectors"], allow_paths=False)
                         if req.get("inspectors") else self.options.inspectors))
 
-    def finish(self, scan_id: str, cancel: anyio.Event, report: RoundReport, vms: int) -> None:
+    def finish(self, scan_id: str, cancel: anyio.Event, report: RoundReport) -> None:
+        summary = report.summary()
         self.queue.update(scan_id, state="cancelled" if cancel.is_set() else "done",
-                          finished=time.time(), summary=report.summary(),
-                          progress=self.progress)
-        self.metrics.coverage.set(len(report.covered) / vms if vms else 1.0)
-        self.metrics.overrun.set(report.overrun)
-        self.metrics.round_vms(report)
+                          finished=time.time(), summary=summary, progress=self.progress)
+        self.metrics.set_round(summary)

@@ -52,8 +52,10 @@ def render_status(svc: Service) -> str:
     rounds = "".join(f"<tr><td>{r['round']}</td><td>{when(r['ended'], now)}</td>"
                      f"<td class='num'>{r['covered']}</td><td class='num'>{r['failed']}</td>"
                      f"<td class='num'>{r['not_reached']}</td><td class='num'>{r['boots']}</td>"
-                     f"<td class='num'>{seconds(r['job_mean_s'])}</td></tr>"
-                     for r in reversed(series[-10:])) or "<tr><td colspan=7>no round yet</td></tr>"
+                     f"<td class='num'>{seconds(r['job_p50_s'])} / {seconds(r['job_p95_s'])}"
+                     f"</td><td class='num'>{seconds(r['wait_p50_s'])} / "
+                     f"{seconds(r['wait_p95_s'])}</td></tr>"
+                     for r in reversed(series[-10:])) or "<tr><td colspan=8>no round yet</td></tr>"
     drift = "".join(f"<tr><td>{vm_link(c['vm'])}</td><td>{e(c['kind'])}</td>"
                     f"<td><code>{e(str(c['key']))}</code></td><td>{when(c['at'], now)}</td></tr>"
                     for c in svc.store.recent_drift(15)) or \
@@ -64,7 +66,7 @@ def render_status(svc: Service) -> str:
         f"<tr><th scope='row'>{label}</th><td class='num'>{report['freshness'][k]:,}</td>"
         f"<td class='num'>{100 * report['freshness'][k] / n:.0f}%</td><td>"
         + (f"<a href='/fleet?{link}'>list</a>" if link else "") + "</td></tr>"
-        for label, k, link in (("inspected in the last round", "last_round", ""),
+        for label, k, link in (("current as of the last round", "last_round", ""),
                                ("in the last hour before it", "last_hour", ""),
                                ("longer ago", "older", "stale=1h&amp;sort=age"),
                                ("never", "never", "state=never")))
@@ -81,7 +83,9 @@ def render_status(svc: Service) -> str:
                    f"<td>{when(d['last_at'], now)}</td></tr>"
                    for d in report["most_drift"]["vms"]) or \
         "<tr><td colspan=3>no drift recorded</td></tr>"
-    labels = [str(r["round"]) for r in series]
+    labels = [_clock(r["ended"]) for r in series]
+    tips = [f"round {r['round']}, ended {fv.iso(r['ended'])}" for r in series]
+    axis = "round end (UTC)"
 
     def pct(key: str) -> list[float | None]:
         return [100 * r[key] / r["fleet"] if r["fleet"] else None for r in series]
@@ -89,16 +93,24 @@ def render_status(svc: Service) -> str:
     charts = "".join([
         bar_chart("Coverage per round (covered / asked)", labels, [Series(
             "covered", [100 * r["coverage"] if r["coverage"] is not None else None
-                        for r in series], "#13612e")], "%", ymax=100),
+                        for r in series], "#13612e")], "%", ymax=100, tips=tips, axis=axis),
         bar_chart("Freshness at each round's end (share of the fleet)", labels, [
-            Series("inspected in the last hour", pct("fresh_1h"), "#13612e"),
+            Series("current within the hour", pct("fresh_1h"), "#13612e"),
             Series("longer ago", pct("older"), "#c98a00"),
-            Series("never", pct("never"), "#a4161a")], "%", ymax=100),
+            Series("never", pct("never"), "#a4161a")], "%", ymax=100, tips=tips, axis=axis),
         bar_chart("Mean appliance boot per round", labels,
                   [Series("boot", [r["boot_mean_s"] for r in series], "#0b5563")], "s",
-                  empty="no boot measured in these rounds"),
-        bar_chart("Mean per-VM job per round", labels,
-                  [Series("job", [r["job_mean_s"] for r in series], "#16324f")], "s"),
+                  empty="no boot measured in these rounds", tips=tips, axis=axis),
+        bar_chart("Per-VM job (attach to detach) per round", labels,
+                  [Series("p95", [r["job_p95_s"] for r in series], "#8fa9c4"),
+                   Series("p50", [r["job_p50_s"] for r in series], "#16324f")], "s",
+                  overlay=True, tips=tips, axis=axis,
+                  empty="no job ran in these rounds (all unchanged)"),
+        bar_chart("Wait for an appliance per round", labels,
+                  [Series("p95", [r["wait_p95_s"] for r in series], "#c4a98f"),
+                   Series("p50", [r["wait_p50_s"] for r in series], "#7a4b00")], "s",
+                  overlay=True, tips=tips, axis=axis,
+                  empty="no job ran in these rounds (all unchanged)"),
     ])
     states = " · ".join(f"<a href='/fleet?state={s}'>{report['states'][s]:,} {s}</a>"
                         for s in fv.STATES)
@@ -122,7 +134,8 @@ def render_status(svc: Service) -> str:
 <h2 id="rounds">Last rounds</h2><table><thead><tr><th scope="col">round</th>
 <th scope="col">ended</th><th scope="col" class="num">covered</th><th scope="col" class="num">
 failed</th><th scope="col" class="num">not reached</th><th scope="col" class="num">boots</th>
-<th scope="col" class="num">mean job</th></tr></thead><tbody>{rounds}</tbody></table>
+<th scope="col" class="num">job p50 / p95</th><th scope="col" class="num">wait p50 / p95</th>
+</tr></thead><tbody>{rounds}</tbody></table>
 <div class="cols"><section aria-labelledby="most-drift"><h2 id="most-drift">Most drift
 (last {report['most_drift']['rounds']} rounds)</h2><table><thead><tr><th scope="col">VM</th>
 <th scope="col" class="num">changes</th><th scope="col">last</th></tr></thead>
@@ -135,3 +148,8 @@ failed</th><th scope="col" class="num">not reached</th><th scope="col" class="nu
 
 def _distro_query(d: dict[str, Any]) -> str:
     return urlencode({"distro": d["distro"], "version": d["version"] or ""})
+
+
+def _clock(at: float | None) -> str:
+    """A round's end as HH:MM UTC, for a chart's axis."""
+    return fv.iso(at)[11:16] if at else "-"

@@ -366,10 +366,10 @@ class Store:
         return out
 
     def _state_from_results(self, vm: str) -> dict[str, Any]:
-        last = self._db.execute("SELECT * FROM results WHERE vm=? ORDER BY at DESC, id DESC"
-                                " LIMIT 1", (vm,)).fetchone()
+        last = self._db.execute("SELECT * FROM results WHERE vm=? ORDER BY id DESC LIMIT 1",
+                                (vm,)).fetchone()
         good = self.latest(vm)
-        return {"state": _state(last), "at": last["at"],
+        return {"state": row_state(last), "at": last["at"],
                 "inspected_at": good["inspected_at"] if good else None, "kind": last["kind"]}
 
     def costs(self) -> dict[str, float]:
@@ -380,9 +380,10 @@ class Store:
             "SELECT name, last_scanned FROM vms")}
 
     def latest(self, vm: str) -> dict[str, Any] | None:
-        """The latest successful result of ``vm``, with every inspector's entry."""
-        row = self._db.execute("SELECT * FROM results WHERE vm=? AND ok=1 ORDER BY at DESC, id"
-                               " DESC LIMIT 1", (vm,)).fetchone()
+        """The VM's latest result: its latest good row (inspected, or unchanged
+        with the entries it carries), every inspector's entry; None if never good."""
+        row = self._db.execute("SELECT * FROM results WHERE vm=? AND ok=1 ORDER BY id DESC"
+                               " LIMIT 1", (vm,)).fetchone()
         if row is None:
             return None
         return self._result(row)
@@ -397,11 +398,9 @@ class Store:
         """One result row; a VM verified unchanged shows the entries it carries
         forward, ``inspected_at`` (when they were inspected) and ``at`` (verified)."""
         entries = {r["inspector"]: self._entry(r) for r in self._db.execute(
-            "SELECT * FROM inspector_results WHERE result_id=?",
-            (row["carried_from"] or row["id"],))}
+            "SELECT * FROM inspector_results WHERE result_id=?", (facts_id(row),))}
         return {"vm": row["vm"], "at": row["at"], "round": row["round_id"], "ok": bool(row["ok"]),
-                "state": _state(row),
-                "inspected_at": row["inspected_at"] or (row["at"] if row["ok"] else None),
+                "state": row_state(row), "inspected_at": inspected_at(row),
                 "error": json.loads(row["error"]), "appliance": row["appliance"],
                 "strategy": row["strategy"], "timings": json.loads(row["timings"]),
                 "results": entries}
@@ -510,6 +509,28 @@ class Store:
                 for r in self._db.execute(sql + " ORDER BY id", args)]
 
 
-def _state(row: sqlite3.Row) -> str:
-    """A result row's state; rows from before the column: inspected or failed."""
+# -- what a result row means: the one definition every reader uses ---------------------
+# A VM's latest result is its latest good row (state inspected or unchanged). Its
+# facts are the inspector entries of ``facts_id(row)``: the row itself, or for a
+# VM verified unchanged the inspection it carries forward (``carried_from``),
+# inspected at ``inspected_at(row)``; ``row["at"]`` is when they were last known
+# current. The VM's state is ``row_state`` of its latest attempt, good or not.
+
+def row_state(row: sqlite3.Row) -> str:
+    """A result row's state: inspected, unchanged or failed (rows from before
+    the column: inspected or failed)."""
     return str(row["state"]) if row["state"] else ("inspected" if row["ok"] else "failed")
+
+
+def facts_id(row: sqlite3.Row) -> int:
+    """The result whose inspector entries a row stands for."""
+    return int(row["carried_from"] or row["id"])
+
+
+def inspected_at(row: sqlite3.Row) -> float | None:
+    """When a good row's facts were inspected (None for a failed row)."""
+    if not row["ok"]:
+        return None
+    return float(row["inspected_at"] or row["at"])
+
+

@@ -19,33 +19,38 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._database import Store
+from ._database import Store, facts_id, inspected_at, row_state
+from ._results import own_seconds, percentiles, ran_job
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_index (
     vm TEXT PRIMARY KEY, last_id INTEGER, last_at REAL, round_id INTEGER, state TEXT,
-    error_kind TEXT, error TEXT, ok_id INTEGER, ok_at REAL, first_ok_at REAL,
+    error_kind TEXT, error TEXT, ok_id INTEGER, facts_id INTEGER, inspected_at REAL,
+    verified_at REAL, first_ok_at REAL,
     distro TEXT, version TEXT, product TEXT, hostname TEXT, packages INTEGER);
 CREATE INDEX IF NOT EXISTS fleet_index_distro ON fleet_index (distro, version);
-CREATE INDEX IF NOT EXISTS fleet_index_ok_at ON fleet_index (ok_at);
+CREATE INDEX IF NOT EXISTS fleet_index_verified ON fleet_index (verified_at);
+CREATE INDEX IF NOT EXISTS fleet_index_inspected ON fleet_index (inspected_at);
 CREATE INDEX IF NOT EXISTS fleet_index_first_ok ON fleet_index (first_ok_at);
 CREATE INDEX IF NOT EXISTS fleet_index_state ON fleet_index (state, error_kind);
 CREATE TABLE IF NOT EXISTS fleet_index_mark (one INTEGER PRIMARY KEY CHECK (one = 1),
     result_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS round_stats (
-    round_id INTEGER PRIMARY KEY, jobs INTEGER, ok INTEGER, job_mean_s REAL,
-    fleet INTEGER, fresh_1h INTEGER, ever INTEGER);
+    round_id INTEGER PRIMARY KEY, jobs INTEGER, ok INTEGER, job_p50_s REAL, job_p95_s REAL,
+    wait_p50_s REAL, wait_p95_s REAL, fleet INTEGER, fresh_1h INTEGER, ever INTEGER);
 CREATE INDEX IF NOT EXISTS vms_live ON vms (removed, name);
 """
 
-#: A VM's state, from its latest recorded attempt. "unchanged" (issue 15: disks
-#: verified unchanged, results carried forward) is shown and filtered like the
-#: others as soon as ``result_state`` returns it.
+#: A VM's state, from its latest recorded attempt (``row_state``); "unchanged":
+#: its disks were verified unchanged and its last inspection carried forward.
 STATES = ("inspected", "unchanged", "failed", "never")
+#: A column the index gained after stores already had one: an index without it
+#: is dropped and rebuilt from the results (it is derived, nothing is lost).
+_INDEX_VERSION_COLUMN = "verified_at"
 #: sort key -> ORDER BY terms, ascending (``desc`` reverses every term)
 SORTS = {
     "name": ("v.name",),
-    "age": ("COALESCE(f.ok_at, 0)", "v.name"),  # stalest first
+    "age": ("COALESCE(f.verified_at, 0)", "v.name"),  # stalest first
     "distro": ("f.distro IS NULL", "f.distro", "f.version", "v.name"),
     "packages": ("COALESCE(f.packages, -1)", "v.name"),
     "state": ("COALESCE(f.state, 'never')", "v.name"),
@@ -53,15 +58,16 @@ SORTS = {
 FRESH_S = 3600.0
 
 
-def result_state(row: sqlite3.Row) -> str:
-    """The state a stored result gives its VM: the one place a new state plugs in.
-    (When results record "unchanged", return it here: ``if row["unchanged"]: ...``.)"""
-    return "inspected" if row["ok"] else "failed"
-
-
 def _ready(store: Store) -> sqlite3.Connection:
     db = store.db
     if not getattr(store, "_fleetview_schema", False):
+        columns = {r[1] for r in db.execute("PRAGMA table_info(fleet_index)")}
+        if columns and _INDEX_VERSION_COLUMN not in columns:
+            db.executescript("DROP TABLE IF EXISTS fleet_index;"
+                             " DROP TABLE IF EXISTS fleet_index_mark;")
+        stats = {r[1] for r in db.execute("PRAGMA table_info(round_stats)")}
+        if stats and "job_p50_s" not in stats:
+            db.executescript("DROP TABLE IF EXISTS round_stats;")
         db.executescript(SCHEMA)
         store._fleetview_schema = True  # type: ignore[attr-defined]
     return db
@@ -103,11 +109,12 @@ def _index_vm(db: sqlite3.Connection, g: sqlite3.Row) -> None:
         " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(vm) DO UPDATE SET last_id=excluded.last_id,"
         " last_at=excluded.last_at, round_id=excluded.round_id, state=excluded.state,"
         " error_kind=excluded.error_kind, error=excluded.error",
-        (g["vm"], last["id"], last["at"], last["round_id"], result_state(last),
+        (g["vm"], last["id"], last["at"], last["round_id"], row_state(last),
          error.get("kind") if not last["ok"] else None,
          str(error.get("message", ""))[:500] if not last["ok"] else None))
     if g["ok_id"] is None:
         return
+    good = db.execute("SELECT * FROM results WHERE id=?", (g["ok_id"],)).fetchone()
     facts: dict[str, Any] = {}
     for r in db.execute(
             "SELECT inspector, json_extract(value, '$.distro') AS distro,"
@@ -116,18 +123,19 @@ def _index_vm(db: sqlite3.Connection, g: sqlite3.Row) -> None:
             " json_extract(value, '$.hostname') AS hostname,"
             " json_extract(value, '$.count') AS count FROM inspector_results"
             " WHERE result_id=? AND inspector IN ('os', 'packages') AND ok=1"
-            " AND json_type(value) = 'object'", (g["ok_id"],)):
+            " AND json_type(value) = 'object'", (facts_id(good),)):
         if r["inspector"] == "os":
             facts.update(distro=r["distro"], version=_text(r["version"]),
                          product=r["product"], hostname=r["hostname"])
         else:
             facts["packages"] = r["count"]
-    ok_at = db.execute("SELECT at FROM results WHERE id=?", (g["ok_id"],)).fetchone()[0]
     db.execute(
-        "UPDATE fleet_index SET ok_id=?, ok_at=?, first_ok_at=COALESCE(first_ok_at, ?),"
-        " distro=?, version=?, product=?, hostname=?, packages=? WHERE vm=?",
-        (g["ok_id"], ok_at, g["first_ok"], facts.get("distro"), facts.get("version"),
-         facts.get("product"), facts.get("hostname"), facts.get("packages"), g["vm"]))
+        "UPDATE fleet_index SET ok_id=?, facts_id=?, inspected_at=?, verified_at=?,"
+        " first_ok_at=COALESCE(first_ok_at, ?), distro=?, version=?, product=?, hostname=?,"
+        " packages=? WHERE vm=?",
+        (good["id"], facts_id(good), inspected_at(good), good["at"], g["first_ok"],
+         facts.get("distro"), facts.get("version"), facts.get("product"), facts.get("hostname"),
+         facts.get("packages"), g["vm"]))
 
 
 def _text(value: Any) -> str | None:
@@ -140,20 +148,25 @@ def _round_stats(db: sqlite3.Connection) -> None:
                       " ON s.round_id = r.id WHERE r.ended IS NOT NULL AND s.round_id IS NULL"
                       " ORDER BY r.id").fetchall()
     for r in todo:
-        db.execute("INSERT OR REPLACE INTO round_stats VALUES (?, ?, ?, ?, ?, ?, ?)",
+        db.execute("INSERT OR REPLACE INTO round_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (r["id"], *_round_figures(db, r["id"], r["ended"])))
 
 
 def _round_figures(db: sqlite3.Connection, round_id: int, at: float) -> tuple[Any, ...]:
-    jobs = db.execute("SELECT COUNT(*), SUM(ok), AVG(json_extract(timings, '$.total'))"
-                      " FROM results WHERE round_id=?", (round_id,)).fetchone()
+    rows = db.execute("SELECT ok, state, strategy, timings FROM results WHERE round_id=?",
+                      (round_id,)).fetchall()
+    timings = [(json.loads(r["timings"] or "{}"), r["strategy"] or "pooled") for r in rows]
+    ran = [(t, strategy) for t, strategy in timings if ran_job(t)]
+    job = percentiles([t.get("job", own_seconds(t, strategy)) for t, strategy in ran])
+    wait = percentiles([t.get("wait", 0.0) for t, _ in ran])
     fleet = db.execute("SELECT COUNT(*) FROM vms WHERE first_seen <= ? AND"
                        " (removed IS NULL OR removed > ?)", (at, at)).fetchone()[0]
     fresh = db.execute("SELECT COUNT(DISTINCT vm) FROM results WHERE at > ? AND at <= ?"
                        " AND ok=1", (at - FRESH_S, at)).fetchone()[0]
     ever = db.execute("SELECT COUNT(*) FROM fleet_index WHERE first_ok_at <= ?",
                       (at,)).fetchone()[0]
-    return jobs[0], jobs[1] or 0, jobs[2], fleet, fresh, ever
+    return (len(rows), sum(r["ok"] for r in rows), job and job["p50"], job and job["p95"],
+            wait and wait["p50"], wait and wait["p95"], fleet, fresh, ever)
 
 
 # -- the fleet table -----------------------------------------------------------------------
@@ -166,7 +179,7 @@ class FleetQuery:
     distro: str = ""
     version: str = ""
     state: str = ""  # one of STATES
-    stale_s: float | None = None  # not inspected successfully for this long (or never)
+    stale_s: float | None = None  # facts not known current for this long (or never)
     failed: bool = False  # shorthand for state="failed"
     sort: str = "name"
     desc: bool = False
@@ -175,8 +188,8 @@ class FleetQuery:
 
 
 _COLUMNS = ("v.name AS vm, v.trust_group, COALESCE(f.state, 'never') AS state, f.distro,"
-            " f.version, f.product, f.hostname, f.packages, f.ok_at, f.last_at, f.round_id,"
-            " f.error_kind, f.error")
+            " f.version, f.product, f.hostname, f.packages, f.inspected_at, f.verified_at,"
+            " f.last_at, f.round_id, f.error_kind, f.error")
 
 
 def _where(q: FleetQuery, now: float) -> tuple[str, list[Any]]:
@@ -197,7 +210,7 @@ def _where(q: FleetQuery, now: float) -> tuple[str, list[Any]]:
         sql.append("COALESCE(f.state, 'never') = ?")
         args.append(state)
     if q.stale_s is not None:
-        sql.append("COALESCE(f.ok_at, 0) < ?")
+        sql.append("COALESCE(f.verified_at, 0) < ?")
         args.append(now - q.stale_s)
     return " AND ".join(sql), args
 
@@ -232,8 +245,9 @@ def distros(store: Store) -> list[dict[str, Any]]:
 
 def freshness(store: Store, now: float | None = None, refreshed: bool = False
               ) -> dict[str, Any]:
-    """Live VMs by freshness of their last good inspection (inspected in the
-    last round, in the hour before, longer ago, never) and by state."""
+    """Live VMs by how recently their facts were known current (inspected or
+    verified unchanged in the last round, in the hour before, longer ago,
+    never) and by state."""
     now = time.time() if now is None else now
     if not refreshed:
         refresh(store)
@@ -242,10 +256,10 @@ def freshness(store: Store, now: float | None = None, refreshed: bool = False
     since_round = last["started"] if last else now
     fresh = db.execute(
         "SELECT COUNT(*) AS total,"
-        " SUM(f.ok_at >= ?) AS last_round,"
-        " SUM(f.ok_at < ? AND f.ok_at >= ?) AS last_hour,"
-        " SUM(f.ok_at < ? AND f.ok_at < ?) AS older,"
-        " SUM(f.ok_at IS NULL) AS never"
+        " SUM(f.verified_at >= ?) AS last_round,"
+        " SUM(f.verified_at < ? AND f.verified_at >= ?) AS last_hour,"
+        " SUM(f.verified_at < ? AND f.verified_at < ?) AS older,"
+        " SUM(f.verified_at IS NULL) AS never"
         " FROM vms v LEFT JOIN fleet_index f ON f.vm = v.name WHERE v.removed IS NULL",
         (since_round, since_round, now - FRESH_S, since_round, now - FRESH_S)).fetchone()
     states = {r["state"]: r["n"] for r in db.execute(
@@ -288,11 +302,12 @@ def fleet_report(store: Store, now: float | None = None, drift_rounds: int = 10
 
 def round_series(store: Store, limit: int = 20) -> list[dict[str, Any]]:
     """The latest ``limit`` finished rounds, oldest first, with what the charts
-    plot: coverage, freshness at the round's end, mean boot and per-VM job seconds."""
+    plot: coverage, freshness at the round's end, mean boot, and p50/p95 of each
+    VM's own job and of its wait for an appliance."""
     refresh(store)
     rows = store.db.execute(
-        "SELECT r.id, r.started, r.ended, r.summary, s.jobs, s.ok, s.job_mean_s, s.fleet,"
-        " s.fresh_1h, s.ever FROM rounds r JOIN round_stats s ON s.round_id = r.id"
+        "SELECT r.id, r.started, r.ended, r.summary, s.* FROM rounds r"
+        " JOIN round_stats s ON s.round_id = r.id"
         " ORDER BY r.id DESC LIMIT ?", (limit,)).fetchall()
     out = []
     for r in reversed(rows):
@@ -305,7 +320,8 @@ def round_series(store: Store, limit: int = 20) -> list[dict[str, Any]]:
             "not_reached": summary.get("not_reached"),
             "coverage": (summary.get("covered") or 0) / asked if asked else None,
             "boots": summary.get("boots"), "boot_mean_s": summary.get("boot_mean_s"),
-            "job_mean_s": r["job_mean_s"], "jobs": r["jobs"],
+            "job_p50_s": r["job_p50_s"], "job_p95_s": r["job_p95_s"],
+            "wait_p50_s": r["wait_p50_s"], "wait_p95_s": r["wait_p95_s"], "jobs": r["jobs"],
             "fleet": fleet, "fresh_1h": r["fresh_1h"],
             "older": max(0, (r["ever"] or 0) - (r["fresh_1h"] or 0)),
             "never": max(0, fleet - (r["ever"] or 0))})
@@ -347,7 +363,8 @@ def vm_detail(store: Store, name: str, history: int = 20) -> dict[str, Any] | No
 
     packages = value("packages")
     attempts = [{"id": r["id"], "round": r["round_id"], "at": r["at"], "ok": bool(r["ok"]),
-                 "state": result_state(r), "error": json.loads(r["error"] or "null"),
+                 "state": row_state(r), "inspected_at": inspected_at(r),
+                 "error": json.loads(r["error"] or "null"),
                  "timings": json.loads(r["timings"] or "{}")}
                 for r in db.execute("SELECT * FROM results WHERE vm=? ORDER BY at DESC, id DESC"
                                     " LIMIT ?", (name, history))]
@@ -366,19 +383,29 @@ def vm_detail(store: Store, name: str, history: int = 20) -> dict[str, Any] | No
         "last_attempt_at": index["last_at"] if index else None,
         "last_error": ({"kind": index["error_kind"], "message": index["error"]}
                        if index and index["state"] == "failed" else None),
-        "inspected_at": latest["at"] if latest else None,
+        "inspected_at": latest["inspected_at"] if latest else None,
+        "verified_at": latest["at"] if latest else None,
         "round": latest["round"] if latest else None,
         "os": value("os"),
         "filesystems": value("filesystems"),
         "packages": {"count": packages.get("count"), "format": packages.get("format")}
         if isinstance(packages, dict) else None,
         "users_with_findings": users_with_findings(value("users")),
-        "timings": (latest or {}).get("timings") or {},
+        "timings": _inspection_timings(db, index),
         "results": results,  # every inspector's stored entry, as `Store.latest` gives it
         "history": attempts,
         "drift_timeline": timeline,
         "last_drift": last_drift,
     }
+
+
+def _inspection_timings(db: sqlite3.Connection, index: sqlite3.Row | None) -> dict[str, Any]:
+    """The job steps of the inspection behind a VM's facts (for a VM verified
+    unchanged, the inspection it carries, not the verification)."""
+    if index is None or index["facts_id"] is None:
+        return {}
+    row = db.execute("SELECT timings FROM results WHERE id=?", (index["facts_id"],)).fetchone()
+    return dict(json.loads(row["timings"] or "{}")) if row else {}
 
 
 # -- how times read ------------------------------------------------------------------------

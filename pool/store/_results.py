@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,33 @@ class Stats:
     job_phases: list[dict[str, float]] = field(default_factory=list)
 
 
+#: the timings keys a job's own time is made of, by strategy: attach to detach on a
+#: pooled appliance, the inspection alone on a cold one (its boot is counted apart)
+JOB_STEPS = {"pooled": ("attach", "inspect", "detach"), "cold": ("inspect",)}
+
+
+def own_seconds(timings: dict[str, float], strategy: str) -> float:
+    """A job's own seconds, without waiting for an appliance (``timings["wait"]``):
+    what the VM cost the appliance that inspected it."""
+    return sum(timings.get(k, 0.0) for k in JOB_STEPS.get(strategy, JOB_STEPS["pooled"]))
+
+
+def ran_job(timings: dict[str, float]) -> bool:
+    """Whether a result's VM reached an appliance (a VM refused before that, or
+    verified unchanged, ran no job and has no job time)."""
+    return "job" in timings or "inspect" in timings
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float] | None:
+    """p50 and p95 (nearest rank) of some seconds; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, -(-95 * len(ordered) // 100) - 1)
+    return {"p50": round(statistics.median(ordered), 3), "p95": round(ordered[rank], 3)}
+
+
+
 @dataclass
 class InspectResult:
     """What one VM's inspection produced. ``results`` maps inspector -> entry
@@ -35,6 +64,9 @@ class InspectResult:
     qemu_pid: int | None = None
     strategy: str = "pooled"
     attempts: int = 0
+    #: seconds: ``job`` (the VM's own job, :func:`own_seconds`), ``wait`` (for an
+    #: appliance), the steps (attach, inspect, detach; boot when cold) and ``total``
+    #: (from the job's start to its end, waiting included)
     timings: dict[str, float] = field(default_factory=dict)
     #: inside ``inspect``: seconds spent finding filesystems (discover), OS roots
     #: (probe), mounting (mount) and closing what was opened (release)
