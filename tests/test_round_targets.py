@@ -137,3 +137,15 @@ def test_rounds_across_hosts_are_change_aware(tmp_path: Path) -> None:
     assert all(t.queued == 0 for t in second.hosts.values())  # no job dispatched
     assert [r.vm for r in third.inspected] == ["B:B-2"], third.summary()
     assert third.reinspect == {"changed": 1} and len(third.unchanged) == 7
+
+
+@pytest.mark.parametrize("local", [{"pool": object()}, {"safety": SafetyPolicy()},
+                                   {"on_event": print}, {"whole_fleet": False}])
+def test_a_target_refuses_what_only_a_local_round_uses(local: dict[str, Any]) -> None:
+    """A Target brings its own pool, policy and fleet: options given beside it
+    would be silently ignored, so run_round refuses them."""
+    from guestpool.rounds._target import LocalTarget
+
+    target = LocalTarget([], RoundOptions())
+    with pytest.raises(TypeError, match="a Target brings its own"):
+        anyio.run(lambda: run_round(target, RoundOptions(), **local))

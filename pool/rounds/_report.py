@@ -93,6 +93,10 @@ class RoundReport:
     reinspect: dict[str, int] = field(default_factory=dict)
     #: VMs whose disk files changed since their last good inspection, and how
     changed_disks: dict[str, str] = field(default_factory=dict)
+    #: seconds of the round's phases: prepare (read the fleet, verify unchanged VMs,
+    #: plan, store the carried results), dispatch (the jobs), finish (close, costs,
+    #: findings): the round's own overhead is prepare + finish
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def covered(self) -> list[InspectResult]:
@@ -129,6 +133,9 @@ class RoundReport:
             "not_reached": len(self.not_reached), "drift_changes": len(self.drift),
             "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
             **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
+            "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
+            **({"verify_s": {"total": round(sum(verify), 3), **(percentiles(verify) or {})}}
+               if (verify := [r.timings.get("verify", 0.0) for r in self.unchanged]) else {}),
             "job_steps_median_s": job_steps(self.covered),
             "job_s": percentiles([own_seconds(r.timings, self.strategy)
                                   for r in self.results if ran_job(r.timings)]),

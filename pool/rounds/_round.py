@@ -89,11 +89,18 @@ async def run_round(
     """
     start = anyio.current_time()
     options = options or RoundOptions()
-    target = fleet if isinstance(fleet, Target) else LocalTarget(
-        fleet, options, pool=pool, safety=safety, on_event=on_event, whole_fleet=whole_fleet)
+    if isinstance(fleet, Target):
+        if pool is not None or safety is not None or on_event is not None or not whole_fleet:
+            raise TypeError("pool, safety, on_event and whole_fleet describe a local round;"
+                            " a Target brings its own")
+        target = fleet
+    else:
+        target = LocalTarget(fleet, options, pool=pool, safety=safety, on_event=on_event,
+                             whole_fleet=whole_fleet)
     specs = resolve_specs(options.inspectors)
     prepared = await _prepare(target, options, specs, store, on_result)
     report, todo, seen = prepared.report, prepared.todo, prepared.seen
+    report.phases["prepare"] = anyio.current_time() - start
     deadline = start + max(1.0, options.budget - SHUTDOWN_RESERVE_S)
 
     def deliver(result: InspectResult) -> None:
@@ -108,6 +115,7 @@ async def run_round(
         with anyio.move_on_at(deadline):
             await target.dispatch(todo, specs, options, report, deliver,
                                   _order_key(seen, STALENESS_BUCKET_S), stop, deadline)
+    report.phases["dispatch"] = anyio.current_time() - start - report.phases["prepare"]
     await _finish(target, report, todo, options, store, prepared.disks, start)
     return report
 
@@ -155,14 +163,17 @@ async def _finish(target: Target, report: RoundReport, todo: Sequence[VM],
                   start: float) -> None:
     """What was not reached, the target's figures, costs for the next plan,
     findings (``options.osv``), and the round closed in the store."""
+    finishing = anyio.current_time()
     done = {r.vm for r in report.results}
     report.not_reached = [vm.name for vm in todo if vm.name not in done]
-    report.elapsed = anyio.current_time() - start
     await target.finish(report, todo)
     if store is not None:
         _keep_costs(store, report, target.strategy, disks)
         if options.osv and report.covered:
             await _match_findings(store, report, options.osv)
+    report.phases["finish"] = anyio.current_time() - finishing
+    report.elapsed = anyio.current_time() - start
+    if store is not None:
         store.end_round(report.round_id or 0, report.summary())
 
 
