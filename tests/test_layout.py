@@ -17,11 +17,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 #: source folder -> import package (pyproject's package-dir)
 TOPS = {"pool": "guestpool", "inspectors": "guestpool.inspectors", "bench": "guestpool.bench"}
-BASE = {"_errors", "_paths"}
+BASE = {"_errors", "_paths", "_cache"}
 #: part of guestpool -> the other parts it may import
 ALLOWED: dict[str, set[str]] = {
     "_errors": set(),
     "_paths": set(),
+    "_cache": set(),
     "inspectors": BASE,
     "fleet": BASE | {"inspectors"},
     "appliance": BASE | {"inspectors", "fleet"},

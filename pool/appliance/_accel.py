@@ -18,8 +18,10 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
+from guestpool._cache import build_lock, write_atomically
 from guestpool._errors import SetupError
 from guestpool._paths import cache_dir
 
@@ -105,18 +107,24 @@ def resolve_accel(requested: str | None = None, *, refresh: bool = False) -> Acc
         return AccelVerdict(choice, "override", f"set by {'--accel' if requested else ENV_VAR}")  # type: ignore[arg-type]
     path = cache_dir() / "accel.json"
     key = _cache_key()
-    if not refresh:
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key:
-                v = cached["verdict"]
-                return AccelVerdict(v["accel"], "cache", v["detail"], v["probe_seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    start = time.monotonic()
-    ok, detail = probe_kvm()
-    verdict = AccelVerdict("kvm" if ok else "tcg", "probe", detail, time.monotonic() - start)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "verdict": asdict(verdict)}))
-    tmp.replace(path)
+    if not refresh and (cached := _cached_verdict(path, key)) is not None:
+        return cached
+    with build_lock(path):  # several processes starting at once probe once
+        if not refresh and (cached := _cached_verdict(path, key)) is not None:
+            return cached
+        start = time.monotonic()
+        ok, detail = probe_kvm()
+        verdict = AccelVerdict("kvm" if ok else "tcg", "probe", detail, time.monotonic() - start)
+        write_atomically(path, json.dumps({"key": key, "verdict": asdict(verdict)}).encode())
     return verdict
+
+
+def _cached_verdict(path: Path, key: str) -> AccelVerdict | None:
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            v = cached["verdict"]
+            return AccelVerdict(v["accel"], "cache", v["detail"], v["probe_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from guestpool._cache import folder_once
 from guestpool._errors import FleetError, SetupError
 from guestpool._paths import cache_dir, writable_dir
 from guestpool.appliance._hotplug import drive_label
@@ -133,14 +134,9 @@ def build_corpus(outdir: Path, progress: Progress = None) -> Path:
     if stamp.exists() and stamp.read_text() == GENERATOR_VERSION and manifest.exists():
         return manifest
     cached = cache_dir() / "corpus" / f"v{GENERATOR_VERSION}"
-    if not (cached / ".done").exists():
-        shutil.rmtree(cached, ignore_errors=True)
-        cached.mkdir(parents=True)
-        started = time.monotonic()
-        _write_cache(cached, progress)
-        (cached / ".done").write_text("")
-        if progress:
-            progress(f"corpus: built in {time.monotonic() - started:.0f} s ({cached})")
+    started = time.monotonic()
+    if folder_once(cached, lambda tmp: _write_cache(tmp, progress)) and progress:
+        progress(f"corpus: built in {time.monotonic() - started:.0f} s ({cached})")
     if outdir != cached:
         for src in sorted(cached.iterdir()):
             if src.name.startswith("."):

@@ -35,6 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from guestpool._cache import build_lock, write_atomically
 from guestpool._errors import FleetError, SetupError
 from guestpool._paths import cache_dir, writable_dir
 from guestpool.fleet._model import VM, Disk, write_manifest
@@ -307,20 +308,29 @@ def _build_any(spec: Spec, outdir: Path, lvm_header: tuple[str, int] | None,
 def lvm_header(progress: Callable[[str], None] | None = None) -> tuple[str, int]:
     """A disk header holding an LVM PV with VG ``vg0`` and LV ``root`` (64 MiB),
     made once by an appliance and cached: (header file, LV data offset)."""
-    from guestpool.appliance._accel import resolve_accel
 
     cdir = cache_dir() / "demo"
     cdir.mkdir(exist_ok=True)
     path, meta = cdir / "lvm-header.raw", cdir / "lvm-header.json"
-    if path.exists() and meta.exists():
+    if meta.exists():  # written last: the header is whole
         return str(path), int(json.loads(meta.read_text())["offset"])
+    with build_lock(path):
+        if meta.exists():  # another process built it while this one waited
+            return str(path), int(json.loads(meta.read_text())["offset"])
+        return _build_lvm_header(path, meta, progress)
+
+
+def _build_lvm_header(path: Path, meta: Path, progress: Callable[[str], None] | None
+                      ) -> tuple[str, int]:
+    from guestpool.appliance._accel import resolve_accel
+
     if progress:
         progress("building the LVM header once with an appliance (about 30 s under TCG)")
     try:
         import guestfs
     except ImportError as e:
         raise SetupError("libguestfs Python bindings missing: run `bash pool/bootstrap.sh`") from e
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.truncate(LVM_DISK_MB * MiB)
     g = guestfs.GuestFS(python_return_dict=True)
@@ -342,7 +352,7 @@ def lvm_header(progress: Callable[[str], None] | None = None) -> tuple[str, int]
         g.close()
     tmp.replace(path)
     offset = part_start + pe_start
-    meta.write_text(json.dumps({"offset": offset}))
+    write_atomically(meta, json.dumps({"offset": offset}).encode())
     return str(path), offset
 
 
@@ -357,11 +367,22 @@ def generate(outdir: Path, count: int, progress: Callable[[str], None] | None = 
         writable_dir(outdir)
     except OSError as e:
         raise FleetError(f"cannot write to {outdir}: {e.strerror}") from None
-    manifest, truth_path, stamp = (outdir / "fleet.json", outdir / "truth.json",
-                                   outdir / ".demo-stamp")
+    manifest, stamp = outdir / "fleet.json", outdir / ".demo-stamp"
     want = f"{GENERATOR_VERSION}:{count}"
     if stamp.exists() and stamp.read_text() == want and manifest.exists():
         return manifest
+    with build_lock(outdir):  # a second run into this folder waits, then reuses it
+        if stamp.exists() and stamp.read_text() == want and manifest.exists():
+            return manifest
+        stamp.unlink(missing_ok=True)  # what follows rewrites the folder
+        _generate(outdir, count, progress, workers)
+        stamp.write_text(want)
+    return manifest
+
+
+def _generate(outdir: Path, count: int, progress: Callable[[str], None] | None,
+              workers: int | None) -> None:
+    manifest, truth_path = outdir / "fleet.json", outdir / "truth.json"
     specs = plan(count)
     header = lvm_header(progress) if any(s.kind == "lvm" for s in specs) else None
     hard = [s for s in specs if s.kind in HARD_KINDS]
@@ -381,5 +402,3 @@ def generate(outdir: Path, count: int, progress: Callable[[str], None] | None = 
                 progress(f"built {i}/{count} VMs in {time.monotonic() - start:.0f} s")
     write_manifest(manifest, [VM.from_dict(e["vm"]) for e in entries])
     truth_path.write_text(json.dumps({e["vm"]["name"]: e["truth"] for e in entries}, indent=1))
-    stamp.write_text(want)
-    return manifest
