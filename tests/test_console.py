@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ ROOT = Path(__file__).parent.parent
 ARTIFACTS = Path(__file__).parent / ".artifacts" / "console"
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(2)>"
+SLASHED = "tenant-a/web 1#b?x"
 ROW = re.compile(r"<tr><td><a href='/fleet/([^']+)'>")
 
 
@@ -46,6 +48,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         store.record(rid, InspectResult("evil", True, res))
         store.record(rid, InspectResult("broken", False, {}, error={
             "kind": "image", "message": f"bad header {SCRIPT}"}))
+        store.record(rid, InspectResult(SLASHED, True, latest(
+            SLASHED, os_value("alpine", "3.20", "apk", "Alpine Linux v3.20"), None)["results"]))
         store.end_round(rid, {"covered": 1, "failed": 1, "not_reached": 0})
     store.close()
     srv = Server(tmp / "s.db", "--paused")
@@ -60,6 +64,19 @@ def test_console_pages_need_the_token(hostile: Server) -> None:
     assert httpx.get(hostile.url + "/fleet/nope", headers=AUTH).status_code == 404
     bad = httpx.get(hostile.url + "/fleet", params={"sort": SCRIPT}, headers=AUTH)
     assert bad.status_code == 422 and SCRIPT not in bad.text
+
+
+def test_every_vm_name_has_a_working_link(hostile: Server) -> None:
+    """A name with "/", "#", "?" and a space (Nova allows them): the fleet table's link
+    reaches the VM's page, and the API's /vms/NAME and /vms/NAME/drift answer."""
+    c = httpx.Client(base_url=hostile.url, headers=AUTH)
+    links = ROW.findall(c.get("/fleet", params={"distro": "Alpine"}).text)
+    assert links == [quote(SLASHED, safe="")]
+    page = c.get("/fleet/" + links[0])
+    assert page.status_code == 200 and "Alpine Linux v3.20" in page.text
+    assert c.get("/vms/" + links[0]).json()["vm"] == SLASHED
+    assert c.get("/vms/" + links[0] + "/drift").status_code == 200
+    assert c.get("/fleet/" + quote("tenant-a/none", safe="")).status_code == 404
 
 
 def test_console_escapes_every_guest_string(hostile: Server) -> None:

@@ -101,6 +101,22 @@ def test_vms_lists_filters_and_sorts(db: Path) -> None:
     assert "use an age like" in run(db, "vms", "--stale", "soon", code=2)
 
 
+def test_operators_filter_by_usual_names_and_see_whole_cells(db: Path) -> None:
+    assert names(db, "--distro", "Debian") == names(db, "--distro", "DEBIAN") == [
+        "db", "old", "web"]
+    assert fv.distro_names("Alpine") == ["alpine", "alpinelinux"]
+    assert {"opensuse", "sles"} <= set(fv.distro_names("suse"))
+    assert "rhel" in fv.distro_names("RHEL") and "rhel" in fv.distro_names("redhat")
+    # the latest failure's message and time, not only its kind
+    failed = run(db, "vms", "--failed")
+    assert "image: qcow2 header <b>corrupt</b> (" in failed and " ago)" in failed
+    # narrow and not a terminal: nothing cut; --wide on a terminal does the same
+    narrow = subprocess.run([*GP, "vms", "--store", str(db)], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "40"})
+    assert narrow.returncode == 0 and "…" not in narrow.stdout
+    assert "debian 12" in narrow.stdout and "failure (latest attempt)" in narrow.stdout
+
+
 def test_report_has_the_fleet_view(db: Path) -> None:
     out = run(db, "report")
     for text in ("fleet: 5 VMs", "current as of the last round", "never inspected",

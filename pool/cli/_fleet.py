@@ -18,7 +18,7 @@ from guestpool._errors import GuestpoolError
 from guestpool.store import _fleetview as fv
 from guestpool.store._database import Store
 
-from ._output import out
+from ._output import fit_output, out, wide_option
 
 STATE_STYLE = {"inspected": "green", "unchanged": "cyan", "failed": "red", "never": "yellow"}
 
@@ -29,9 +29,10 @@ def _t(value: Any) -> Text:
 
 
 def _table(title: str, columns: Iterable[str]) -> Table:
+    """A table whose cells are never cut: too long for the terminal, they fold."""
     table = Table(title=title)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     return table
 
 
@@ -49,7 +50,8 @@ class AgeParam(click.ParamType):  # type: ignore[type-arg]
 
 
 @click.command("vms")
-@click.option("--distro", default="", help="Only this distro (as inspected, e.g. debian).")
+@click.option("--distro", default="",
+              help="Only this distro, any case: debian, alpine, rhel, suse (SLES and openSUSE).")
 @click.option("--version", "version", default="", help="Only this OS version (e.g. 12).")
 @click.option("--search", default="", help="Text in the VM name, hostname or OS name.")
 @click.option("--state", type=click.Choice(fv.STATES), default=None,
@@ -65,10 +67,12 @@ class AgeParam(click.ParamType):  # type: ignore[type-arg]
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
               help="Results store (SQLite; default: the data folder's guestpool.db).")
+@wide_option
 def vms_cmd(distro: str, version: str, search: str, state: str | None, stale: float | None,
             failed: bool, sort: str, desc: bool, limit: int | None, as_json: bool,
-            store_path: Path | None) -> None:
+            store_path: Path | None, wide: bool) -> None:
     """The fleet, one VM a line: trust group, OS, packages, last inspected, state."""
+    fit_output(wide)
     store = Store.existing(store_path)
     now = time.time()
     q = fv.FleetQuery(search=search, distro=distro, version=version, state=state or "",
@@ -81,15 +85,25 @@ def vms_cmd(distro: str, version: str, search: str, state: str | None, stale: fl
             {**r, "inspected_iso": fv.iso(r["inspected_at"]),
              "verified_iso": fv.iso(r["verified_at"])} for r in rows]}, indent=1))
         return
+    failures = any(r["state"] == "failed" for r in rows)
     table = _table(f"VMs ({len(rows)} of {total} matching)",
-                   ("VM", "trust group", "OS", "packages", "last inspected", "state"))
+                   ("VM", "trust group", "OS", "packages", "last inspected", "state",
+                    *(("failure (latest attempt)",) if failures else ())))
     for r in rows:
         table.add_row(_t(r["vm"]), _t(r["trust_group"]), _t(fv.os_label(r)),
                       _t(r["packages"]), _t(f"{fv.ago(r['inspected_at'], now)}  "
                                             f"{fv.iso(r['inspected_at'])}"
                                             if r["inspected_at"] else "never"),
-                      Text(r["state"], style=STATE_STYLE.get(r["state"], "")))
+                      Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
+                      *((_t(failure_text(r, now)),) if failures else ()))
     out.print(table)
+
+
+def failure_text(row: dict[str, Any], now: float) -> str:
+    """"image: qcow2 header corrupt (4 min ago)" for a VM whose latest attempt failed."""
+    if row["state"] != "failed":
+        return ""
+    return f"{row['error_kind'] or 'unknown'}: {row['error'] or ''} ({fv.ago(row['last_at'], now)})"
 
 
 def print_fleet_report(store: Store, report: dict[str, Any]) -> None:

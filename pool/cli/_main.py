@@ -28,10 +28,12 @@ from ._output import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     console,
+    fit_output,
     out,
     print_plan,
     print_report,
     print_round,
+    wide_option,
 )
 
 
@@ -318,11 +320,13 @@ def _open_store(path: Path | None, vms: Sequence[str] = ()) -> Any:
 @cli.command()
 @store_option
 @click.option("--json", "as_json", is_flag=True)
-def report(store_path: Path | None, as_json: bool) -> None:
+@wide_option
+def report(store_path: Path | None, as_json: bool, wide: bool) -> None:
     """Summary of the last round, the fleet (distros, freshness, failures by
     reason, most drift) and its exposure over time (rounds matched with --osv)."""
     from guestpool.store._fleetview import fleet_report
 
+    fit_output(wide)
     store = _open_store(store_path)
     last = store.last_round()
     if last is None:
@@ -350,11 +354,13 @@ def report(store_path: Path | None, as_json: bool) -> None:
 @store_option
 @click.option("--json", "as_json", is_flag=True,
               help="Everything as JSON (the stored results under \"results\").")
-def show(vm: str, store_path: Path | None, as_json: bool) -> None:
+@wide_option
+def show(vm: str, store_path: Path | None, as_json: bool, wide: bool) -> None:
     """One VM: OS, disks and filesystems, packages, users with findings, last
     drift, timings."""
     from ._fleet import show_vm
 
+    fit_output(wide)
     show_vm(_open_store(store_path, [vm]), vm, as_json)
 
 
@@ -392,17 +398,20 @@ def _since(value: str | None) -> float | None:
 @click.option("--since", default=None, help="ISO time, or an age such as 2h or 1d.")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table")
 @store_option
-def drift(vm: str | None, since: str | None, fmt: str, store_path: Path | None) -> None:
+@wide_option
+def drift(vm: str | None, since: str | None, fmt: str, store_path: Path | None,
+          wide: bool) -> None:
     """Changes between successive inspections (all VMs, or one)."""
     from guestpool.store._export import export
 
+    fit_output(wide)
     changes = _open_store(store_path, [vm] if vm else []).drift(vm, _since(since))
     if fmt != "table":
         click.echo(export(changes, fmt), nl=False)
         return
     table = Table(title=f"drift ({len(changes)} changes)")
     for col in ("vm", "inspector", "kind", "key", "before", "after"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for c in changes:
         table.add_row(c["vm"], c["inspector"], c["kind"], str(c["key"]), str(c["before"])[:40],
                       str(c["after"])[:40])

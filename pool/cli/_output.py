@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -14,6 +15,21 @@ from rich.text import Text
 #: "[/x]" in one would otherwise raise or restyle); styles are given as Text
 console = Console(stderr=True, markup=False)
 out = Console(markup=False)
+#: the width tables get with ``--wide``, or when output is not a terminal (a pipe or
+#: a file keeps every VM name and drift key whole)
+UNBOUNDED = 100_000
+
+
+wide_option = click.option("--wide", is_flag=True,
+                           help="Tables as wide as their cells, nothing folded (the default "
+                                "when output is not a terminal).")
+
+
+def fit_output(wide: bool) -> None:
+    """Let tables be as wide as their cells with ``--wide`` or off a terminal;
+    on a terminal long cells fold onto more lines rather than being cut."""
+    if wide or not out.is_terminal:
+        out.width = UNBOUNDED
 
 
 def warning(message: str) -> None:

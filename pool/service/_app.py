@@ -252,9 +252,11 @@ def build_app(svc: Service) -> Starlette:
         Route("/scans/{id}", guarded(get_scan), methods=["GET"]),
         Route("/scans/{id}", guarded(cancel_scan, mutating=True), methods=["DELETE"]),
         Route("/vms", guarded(list_vms), methods=["GET"]),
-        Route("/vms/{name}", guarded(get_vm), methods=["GET"]),
-        Route("/vms/{name}/drift", guarded(vm_drift), methods=["GET"]),
+        # a VM's name may hold "/" (Nova allows it; links percent-encode it): names
+        # match as paths, a VM's sub-resources before the VM itself
+        Route("/vms/{name:path}/drift", guarded(vm_drift), methods=["GET"]),
         *(Route(path, guarded(handler), methods=["GET"]) for path, handler in vulns.items()),
+        Route("/vms/{name:path}", guarded(get_vm), methods=["GET"]),
         Route("/pool", guarded(pool_view), methods=["GET"]),
         Route("/hosts", guarded(hosts_view), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),

@@ -379,4 +379,4 @@ def routes(svc: Service, guarded: Callable[[Handler], Handler]) -> list[Route]:
         return HTMLResponse(page)
 
     return [Route("/fleet", guarded(fleet), methods=["GET"]),
-            Route("/fleet/{name}", guarded(vm), methods=["GET"])]
+            Route("/fleet/{name:path}", guarded(vm), methods=["GET"])]

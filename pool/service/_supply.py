@@ -66,7 +66,8 @@ def handlers(svc: Service) -> dict[str, Handler]:
         view = await anyio.to_thread.run_sync(_fleet, str(svc.store.path), index)
         return JSONResponse(view)
 
-    return {"/vms/{name}/sbom": vm_sbom, "/vms/{name}/vulns": vm_vulns, "/vulns": fleet_vulns}
+    return {"/vms/{name:path}/sbom": vm_sbom, "/vms/{name:path}/vulns": vm_vulns,
+            "/vulns": fleet_vulns}
 
 
 def _fleet(store_path: str, index: _vulns.OsvIndex) -> dict[str, Any]:

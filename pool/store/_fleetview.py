@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from guestpool.inspectors._osfacts import distro_of_os_release_id
+
 from ._database import Store, facts_id, inspected_at, row_state
 from ._results import own_seconds, percentiles, ran_job
 
@@ -200,8 +202,9 @@ def _where(q: FleetQuery, now: float) -> tuple[str, list[Any]]:
                    " OR f.product LIKE ? ESCAPE '\\')")
         args += [like, like, like]
     if q.distro:
-        sql.append("f.distro = ?")
-        args.append(q.distro)
+        names = distro_names(q.distro)
+        sql.append(f"f.distro IN ({', '.join('?' * len(names))})")
+        args += names
     if q.version:
         sql.append("f.version = ?")
         args.append(q.version)
@@ -213,6 +216,19 @@ def _where(q: FleetQuery, now: float) -> tuple[str, list[Any]]:
         sql.append("COALESCE(f.verified_at, 0) < ?")
         args.append(now - q.stale_s)
     return " AND ".join(sql), args
+
+
+#: names operators use for a family of distros libguestfs names apart
+DISTRO_FAMILIES = {"suse": ("opensuse", "sles"), "redhat": ("rhel",), "red hat": ("rhel",),
+                   "mint": ("linuxmint",)}
+
+
+def distro_names(text: str) -> list[str]:
+    """The stored distro names (libguestfs's) a filter means: the name in any case,
+    an os-release ID (``alpine`` is ``alpinelinux``) or a family (``suse``)."""
+    name = text.strip().lower()
+    found = [name, distro_of_os_release_id(name) or name, *DISTRO_FAMILIES.get(name, ())]
+    return list(dict.fromkeys(found))
 
 
 def fleet_page(store: Store, q: FleetQuery, now: float | None = None
