@@ -37,10 +37,13 @@ def vm_name(i: int) -> str:
 
 
 def fill_store(path: Path, vms: int = 10_000, rounds: int = 10, packages: int = 40,
-               seed: int = 1, fail_rate: float = 0.03) -> None:
+               seed: int = 1, fail_rate: float = 0.03, carry_rate: float = 0.8) -> None:
     """Add ``rounds`` rounds over ``vms`` synthetic VMs to the store at ``path``
-    (a fresh store gets the fleet first). Each round: every VM inspected, about
-    ``fail_rate`` failing, a few per cent drifting; one transaction per round."""
+    (a fresh store gets the fleet first). Each round: every VM attempted; a VM whose
+    last attempt was good is verified unchanged with probability ``carry_rate`` (a
+    row carrying its inspection, as monitoring's steady state writes), the others
+    inspected, about ``fail_rate`` failing, a few per cent drifting; one
+    transaction per round."""
     rng = random.Random(seed)
     store = Store(path)
     db = store.db
@@ -48,6 +51,7 @@ def fill_store(path: Path, vms: int = 10_000, rounds: int = 10, packages: int = 
         store.sync_fleet([VM(vm_name(i), (Disk(f"/srv/images/{vm_name(i)}.qcow2", "qcow2"),),
                              trust_group=f"tenant-{i % 20}") for i in range(vms)])
     base = (db.execute("SELECT MAX(id) FROM rounds").fetchone()[0] or 0)
+    facts: dict[str, tuple[int, float]] = {}  # VM -> (its inspection's row, when)
     for r in range(rounds):
         rid = store.start_round(300, "pooled", 32, vms)
         t0 = time.time() - (rounds - r) * 300
@@ -57,18 +61,30 @@ def fill_store(path: Path, vms: int = 10_000, rounds: int = 10, packages: int = 
             name = vm_name(i)
             distro, version, fmt = DISTROS[i % len(DISTROS)]
             at = t0 + i * 0.02
+            if name in facts and rng.random() < carry_rate:
+                db.execute(
+                    "INSERT INTO results (round_id, vm, at, ok, error, strategy, attempts,"
+                    " timings, state, inspected_at, carried_from) VALUES"
+                    " (?, ?, ?, 1, 'null', 'pooled', 0, ?, 'unchanged', ?, ?)",
+                    (rid, name, at, json.dumps({"verify": 0.0001, "total": 0.0001}),
+                     facts[name][1], facts[name][0]))
+                continue
             ok = rng.random() >= fail_rate
-            job = {"attach": 0.3, "inspect": rng.gauss(1.8, 0.3), "detach": 0.1}
-            job["total"] = sum(job.values())
+            job = {"wait": 0.0, "attach": 0.3, "inspect": rng.gauss(1.8, 0.3), "detach": 0.1}
+            job["job"] = job["total"] = sum(job.values())
             error = None if ok else dict(zip(("kind", "message"), rng.choice(FAILURES),
                                              strict=True))
             failed += not ok
             cur = db.execute(
                 "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy,"
-                " attempts, timings) VALUES (?, ?, ?, ?, ?, ?, 'pooled', 1, ?)",
-                (rid, name, at, int(ok), json.dumps(error), i % 32, json.dumps(job)))
+                " attempts, timings, state, inspected_at) VALUES"
+                " (?, ?, ?, ?, ?, ?, 'pooled', 1, ?, ?, ?)",
+                (rid, name, at, int(ok), json.dumps(error), i % 32, json.dumps(job),
+                 "inspected" if ok else "failed", at if ok else None))
             if not ok:
+                facts.pop(name, None)  # a failed VM is inspected next time
                 continue
+            facts[name] = (int(cur.lastrowid or 0), at)
             os_value = {"type": "linux", "distro": distro, "version": version,
                         "product_name": f"{distro.title()} {version}", "hostname": name,
                         "arch": "x86_64", "package_format": fmt, "root": "/dev/sda1"}
