@@ -69,6 +69,30 @@ def test_restart_mid_queue_loses_no_accepted_request(tmp_path: Path) -> None:
         srv2.stop()
 
 
+def test_metrics_start_from_the_stored_last_round(tmp_path: Path) -> None:
+    """A service started on a store whose last round covered 68 of 100 VMs says so
+    before running any round (it used to say 0)."""
+    from guestpool import Store
+
+    store = Store(tmp_path / "s.db")
+    rid = store.start_round(300, "pooled", 2, 70)
+    store.end_round(rid, {"covered": 68, "inspected": 18, "unchanged": 50, "failed": 2,
+                          "not_reached": 30, "overrun_s": 1.5, "oldest_carried_s": 600.0})
+    store.start_round(300, "pooled", 2, 70)  # a round a killed service left open
+    store.close()
+    srv = Server(tmp_path / "s.db", str(tiny_manifest(tmp_path)), "--paused")
+    try:
+        text = httpx.get(srv.url + "/metrics", headers=AUTH).text
+    finally:
+        srv.stop()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("guestpool_round_coverage_ratio", ())] == 0.68
+    assert samples[("guestpool_round_overrun_seconds", ())] == 1.5
+    assert samples[("guestpool_round_vms", (("state", "unchanged"),))] == 50
+    assert samples[("guestpool_round_oldest_carried_seconds", ())] == 600.0
+
+
 def test_openapi_fuzzing_finds_no_server_error(paused: Server) -> None:
     exe = Path(sys.executable).with_name("schemathesis")
     r = subprocess.run([str(exe), "run", f"{paused.url}/openapi.json", "-H",

@@ -57,7 +57,8 @@ class AgeParam(click.ParamType):  # type: ignore[type-arg]
 @click.option("--state", type=click.Choice(fv.STATES), default=None,
               help="Only VMs whose latest attempt left them in this state.")
 @click.option("--stale", type=AgeParam(), default=None,
-              help="Only VMs not inspected successfully for this long (or never): 1h, 30m, 2d.")
+              help="Only VMs not inspected or verified unchanged for this long (or never): "
+                   "1h, 30m, 2d.")
 @click.option("--failed", is_flag=True, help="Only VMs whose latest attempt failed.")
 @click.option("--sort", type=click.Choice(list(fv.SORTS)), default="name", show_default=True,
               help="age: stalest first.")
