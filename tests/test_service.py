@@ -134,12 +134,19 @@ def test_scan_lifecycle_results_drift_metrics_and_status_page(
         vm = c.get(f"/vms/{names[0]}").json()
         assert vm["results"]["os"]["value"]["hostname"] == demo_fleet.truth[names[0]]["os"][
             "hostname"]
+        assert vm["vm_state"] == vm["state"] == "inspected" and vm["last_error"] is None
+        listed = {v["name"]: v for v in c.get("/vms").json()}
+        assert listed[names[0]]["state"] == "inspected"
+        assert listed[names[0]]["distro"] == vm["results"]["os"]["value"]["distro"]
+        assert listed[names[0]]["inspected_at"] == vm["inspected_at"]
         assert c.get(f"/vms/{names[0]}/drift").json() == []
         assert c.get("/vms/no-such-vm").status_code == 404
         metrics = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
         assert metrics["guestpool_boots"].samples[0].value >= 1
         assert "guestpool_job_seconds" in metrics and "guestpool_failures" in metrics
         assert metrics["guestpool_round_coverage_ratio"].samples[0].value == 1.0
+        waits = metrics["guestpool_job_wait_seconds"].samples
+        assert any(x.name.endswith("_count") and x.value >= 4 for x in waits)
         # cancel: a queued scan is cancelled at once, a running one finishes in-flight jobs
         q = c.post("/scans", json={"budget": 120}).json()["id"]
         deadline = time.monotonic() + 60

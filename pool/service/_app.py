@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from guestpool._errors import GuestpoolError
-from guestpool.store._fleetview import freshness
+from guestpool.store._fleetview import FleetQuery, fleet_page, freshness, vm_detail
 from guestpool.supply._matching import SEVERITIES
 
 from ._console import routes as console_routes
@@ -37,6 +37,9 @@ from ._supply import handlers as vuln_handlers
 Handler = Callable[[Request], Awaitable[Response]]
 #: Largest request body accepted, in bytes.
 MAX_BODY = 1024 * 1024
+
+#: what ``GET /vms`` lists of each VM (the fleet table's row)
+VM_FIELDS = ("state", "distro", "version", "packages", "inspected_at", "verified_at", "last_at")
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -206,11 +209,20 @@ def build_app(svc: Service) -> Starlette:
     async def list_vms(request: Request) -> Response:
         limit = _int_param(request, "limit", 1000, 1, 10_000)
         offset = _int_param(request, "offset", 0, 0, 10**9)
-        return _json(svc.store.vms_page(limit, offset))
+        rows, _ = fleet_page(svc.store, FleetQuery(limit=limit, offset=offset))
+        return _json([{"name": r["vm"], **{k: r[k] for k in VM_FIELDS}} for r in rows])
 
     async def get_vm(request: Request) -> Response:
+        """The VM's latest result (its facts, carried or not) and the state its
+        latest attempt left it in, from the one definition every view reads."""
+        detail = vm_detail(svc.store, request.path_params["name"], history=1)
         latest = svc.store.latest(request.path_params["name"])
-        return _json(latest) if latest else _problem(404, "no result for that VM")
+        if detail is None or latest is None:
+            return _problem(404, "no result for that VM")
+        return _json({**latest, "vm_state": detail["state"],
+                      "verified_at": detail["verified_at"],
+                      "last_attempt_at": detail["last_attempt_at"],
+                      "last_error": detail["last_error"]})
 
     async def vm_drift(request: Request) -> Response:
         name = request.path_params["name"]

@@ -73,7 +73,9 @@ OPENAPI: dict[str, Any] = {
                        "responses": {**_ok(_schema_scan(), "202"), "404": _ERR, "409": _ERR,
                                      **_AUTH}}},
         "/vms": {"get": {
-            "summary": "Known VMs, by name, one page at a time",
+            "summary": "Known VMs by name, one page at a time: each VM's state (inspected, "
+                       "unchanged, failed, never), OS, package count, when its facts were "
+                       "inspected and last verified",
             "parameters": [
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
@@ -84,7 +86,8 @@ OPENAPI: dict[str, Any] = {
         "/vms/{name}": {
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
-            "get": {"summary": "Latest results of a VM",
+            "get": {"summary": "A VM's latest result (for a VM verified unchanged, the "
+                               "inspection it carries) and vm_state, its latest attempt's",
                     "responses": {**_ok({"type": "object"}), "404": _ERR, **_AUTH}}},
         "/vms/{name}/drift": {
             "parameters": [{"name": "name", "in": "path", "required": True,
