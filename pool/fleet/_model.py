@@ -12,7 +12,10 @@ from typing import Any
 
 from guestpool._errors import FleetError
 
-FORMATS = ("raw", "qcow2")
+from ._schema import FORMATS, FieldError, check_name, parse_vm
+
+#: a manifest larger than this is refused before it is parsed (10,000 VMs take ~3 MB)
+MAX_MANIFEST_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -83,27 +86,17 @@ class VM:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> VM:
-        try:
-            disks = []
-            for x in d["disks"]:
-                p = Path(x["path"])
-                if base is not None and not p.is_absolute():
-                    p = base / p
-                disks.append(Disk(str(p), x["format"]))
-            if not disks:
-                raise FleetError(f"VM {d['name']!r} has no disks")
-            return cls(
-                name=str(d["name"]),
-                disks=tuple(disks),
-                tags=tuple(d.get("tags", ())),
-                trust_group=str(d.get("trust_group", "default")),
-                priority=int(d.get("priority", 0)),
-                clone_of=d.get("clone_of"),
-                live=bool(d.get("live", False)),
-                keys=tuple(_key_file(k, base) for k in d.get("keys", ())),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise FleetError(f"bad VM entry {d!r:.120}: {e}") from e
+        """A VM from a manifest entry, checked field by field (``_schema``); raises
+        :class:`~guestpool._errors.FleetError` naming the field."""
+        fields = parse_vm(d, base)
+        keys = []
+        for i, k in enumerate(fields.pop("keys")):
+            try:
+                keys.append(_key_file(k, base))
+            except (TypeError, ValueError) as e:
+                raise FieldError(f"keys[{i}]", str(e)) from None
+        return cls(disks=tuple(Disk(p, f) for p, f in fields.pop("disks")), keys=tuple(keys),
+                   **fields)
 
 
 def _key_file(d: Any, base: Path | None) -> KeyFile:
@@ -133,24 +126,54 @@ class Fleet:
 def load_manifest(path: str | Path) -> Fleet:
     """Read a JSON or TOML manifest: ``{"vms": [{"name", "disks": [{"path", "format"}]}]}``.
 
-    Relative disk paths are taken from the manifest's folder.
+    Relative disk paths are taken from the manifest's folder. Every entry is
+    checked strictly (``_schema``); an error is one line naming the file, the VM
+    and the field.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as e:
         raise FleetError(f"cannot read fleet manifest {path}: {e.strerror}") from e
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise FleetError(f"fleet manifest {path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: "
+                         "split the fleet")
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FleetError(f"fleet manifest {path} is not UTF-8 (byte {e.start})") from None
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
+    try:
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except RecursionError:
+        raise FleetError(f"fleet manifest {path} is nested too deeply") from None
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise FleetError(f"fleet manifest {path} is not valid {path.suffix[1:]}: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("vms", []), list):
-        raise FleetError(f"fleet manifest {path} must hold an object with a list \"vms\"")
-    vms = [VM.from_dict(d, path.parent.resolve()) for d in data.get("vms", [])]
-    names = [vm.name for vm in vms]
-    if len(set(names)) != len(names):
-        raise FleetError(f"fleet manifest {path} names a VM twice")
+        raise FleetError(f"fleet manifest {path} is not valid {kind}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("vms", []), list) \
+            or set(data) - {"vms"}:
+        raise FleetError(f"fleet manifest {path} must hold an object with one field, a list "
+                         "\"vms\"")
+    vms, seen = [], set()
+    for i, entry in enumerate(data.get("vms", [])):
+        try:
+            vm = VM.from_dict(entry, path.parent.resolve())
+        except FieldError as e:
+            raise FleetError(f"fleet manifest {path}: {_which(entry, i)}: {e}") from None
+        if vm.name in seen:
+            raise FleetError(f"fleet manifest {path}: VM {vm.name!r} (entry {i}) is named twice")
+        seen.add(vm.name)
+        vms.append(vm)
     return Fleet(vms)
+
+
+def _which(entry: object, i: int) -> str:
+    """"VM 'web' (entry 3)", or "entry 3" when the name itself is the problem."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    try:
+        return f"VM {check_name(name)!r} (entry {i})"
+    except FieldError:
+        return f"entry {i}"
 
 
 def write_manifest(path: Path, vms: Iterable[VM]) -> None:

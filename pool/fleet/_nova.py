@@ -10,7 +10,8 @@ from pathlib import Path
 
 from guestpool._errors import FleetError
 
-from ._model import FORMATS, VM, Disk
+from ._model import VM, Disk
+from ._schema import FORMATS
 
 log = logging.getLogger("guestpool")
 

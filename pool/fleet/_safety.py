@@ -32,7 +32,8 @@ from typing import Any
 from guestpool._errors import ImageError
 from guestpool.inspectors._specs import LuksKey
 
-from ._model import FORMATS, VM, Disk
+from ._model import VM, Disk
+from ._schema import FORMATS
 
 
 @dataclass(frozen=True)
