@@ -125,27 +125,31 @@ def test_monitor_runs_rounds_and_stops_cleanly_on_sigterm(demo_fleet: DemoFleet,
     assert store.last_round()["summary"]["covered"] == 3
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_monitor_signal_mid_job_lets_it_finish(sig: signal.Signals, demo_fleet: DemoFleet,
-                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("command, sig, code", [("monitor", signal.SIGINT, 0),
+                                               ("monitor", signal.SIGTERM, 0),
+                                               ("scan", signal.SIGTERM, 3)])
+def test_a_signal_mid_job_lets_it_finish(command: str, sig: signal.Signals, code: int,
+                                         demo_fleet: DemoFleet, tmp_path: Path) -> None:
     """A signal while a job is in flight: that job finishes and is stored, no new job
-    starts, the process exits 0."""
+    starts, the round is closed with its summary; monitor exits 0, scan 3 (VMs not
+    reached)."""
     manifest = tmp_path / "fleet.json"
     write_manifest(manifest, [dataclasses.replace(v, trust_group="default")
                               for v in demo_fleet.vms[:4]])
     db = tmp_path / "m.db"
-    proc = subprocess.Popen([*GP, "monitor", str(manifest), "--interval", "300", "--budget",
+    interval = ["--interval", "300"] if command == "monitor" else []
+    proc = subprocess.Popen([*GP, command, str(manifest), *interval, "--budget",
                              "300", "--pool", "1", "--batch", "1",  # one VM per job
                              "--inspectors", "testinspectors:Slow",
                              "--store", str(db), "--allow-path", str(demo_fleet.manifest.parent)],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 240
         while _results(db) < 1:  # one 8 s job done: the next one is in flight
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
         proc.send_signal(sig)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == code
     finally:
         proc.kill()
         proc.wait()

@@ -96,6 +96,15 @@ def test_sigkill_mid_round_loses_no_reported_result(demo_fleet: DemoFleet,
         latest = store.latest(name)
         assert latest is not None and latest["ok"], name
     time.sleep(2)  # the orphaned worker notices its parent is gone and exits
+    # the next scan closes the killed one's round, counted from what it stored
+    subprocess.run([sys.executable, "-m", "guestpool", "scan", str(manifest), "--store",
+                    str(db), "--pool", "1", "--budget", "5", "--inspectors", "hostname",
+                    "--allow-path", str(demo_fleet.manifest.parent)], capture_output=True,
+                   timeout=120)
+    killed = store.recent_rounds(5)[-1]
+    assert killed["summary"]["state"] == "interrupted", killed
+    assert killed["summary"]["covered"] >= len(reported)
+    store.close()
 
 
 def _tree(root: Path, nginx: str, users: list[str], permit_root: str) -> Path:

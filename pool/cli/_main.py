@@ -136,6 +136,7 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
           plan_only: bool = False, allow_remote_libvirt: bool = False) -> int:
     from guestpool.appliance._sizing import default_pool_size
     from guestpool.fleet._sources import open_source
+    from guestpool.rounds._periodic import stop_on_signals
     from guestpool.rounds._progress import ScanProgress
     from guestpool.rounds._round import preview, run_round
     from guestpool.store._database import Store
@@ -158,10 +159,20 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
     if not as_json:
         console.print(f"scanning {len(vms)} VMs from {fleet} within {options.budget:.0f} s "
                       f"({options.strategy}); results in {store.path}", highlight=False)
+    async def one_round() -> Any:
+        # SIGINT/SIGTERM: in-flight jobs finish, the round ends and is stored as it
+        # stands (a second signal stops at once; the next round closes what was left)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signals, stop, lambda name: console.print(
+                f"guestpool scan: {name}: finishing in-flight jobs, then stopping"))
+            report = await run_round(vms, options, pool=the_pool, safety=safety, store=store,
+                                     on_result=progress.on_result, stop=stop)
+            tg.cancel_scope.cancel()
+        return report
+
     with progress.running():
-        report = anyio.run(lambda: run_round(vms, options, pool=the_pool, safety=safety,
-                                             store=store, on_result=progress.on_result),
-                           backend="trio")
+        report = anyio.run(one_round, backend="trio")
     store.close()
     print_report(report, as_json)
     if report.failed:

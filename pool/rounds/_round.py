@@ -16,6 +16,7 @@ budget goes to the others. A pool the caller keeps warm across rounds
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ from ._unchanged import Verified, carried_results, context, verify
 
 ResultHook = Callable[[InspectResult], None]
 STALENESS_BUCKET_S = 300.0
+
+log = logging.getLogger(__name__)
 
 
 def order_fleet(vms: Sequence[VM], last_scanned: Mapping[str, float | None] | None = None,
@@ -111,12 +114,19 @@ async def run_round(
         if on_result is not None:
             on_result(result)
 
-    if todo:
-        with anyio.move_on_at(deadline):
-            await target.dispatch(todo, specs, options, report, deliver,
-                                  _order_key(seen, STALENESS_BUCKET_S), stop, deadline)
-    report.phases["dispatch"] = anyio.current_time() - start - report.phases["prepare"]
-    await _finish(target, report, todo, options, store, prepared.disks, start)
+    try:
+        if todo:
+            with anyio.move_on_at(deadline):
+                await target.dispatch(todo, specs, options, report, deliver,
+                                      _order_key(seen, STALENESS_BUCKET_S), stop, deadline)
+        report.phases["dispatch"] = anyio.current_time() - start - report.phases["prepare"]
+        await _finish(target, report, todo, options, store, prepared.disks, start)
+    except BaseException:
+        # cancelled from outside (the service stopping) or failed: the round still
+        # closes, as interrupted, with what it stored
+        if store is not None and report.round_id is not None:
+            store.close_interrupted(report.round_id)
+        raise
     return report
 
 
@@ -146,6 +156,10 @@ async def _prepare(target: Target, options: RoundOptions, specs: Sequence[Inspec
     todo = order_fleet(verified.todo, seen)
     report.plan = target.plan(todo, verified, store, options.budget)
     if store is not None:
+        for closed in store.close_interrupted():
+            log.warning("round %s was interrupted (its process is gone): closed with %s VMs "
+                        "covered, %s failed", closed["round"], closed["covered"],
+                        closed["failed"])
         report.fleet_changes = store.sync_fleet(vms, complete=whole)
         report.round_id = store.start_round(options.budget, target.strategy, target.size,
                                             report.plan.predicted)

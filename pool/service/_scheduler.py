@@ -74,6 +74,7 @@ class Service:
     def __post_init__(self) -> None:
         if self.vulns.folder is None:
             self.vulns.folder = self.options.osv
+        self.store.close_interrupted()  # rounds a killed service or scan left open
         finished = next((r["summary"] for r in self.store.recent_rounds(20) if r["summary"]),
                         None)
         if finished is not None:  # the gauges of the last round, across a restart

@@ -20,6 +20,7 @@ from guestpool._paths import data_dir
 from guestpool.fleet._model import VM
 
 from ._drift import Change, diff_results
+from ._owner import gone, this_process
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -71,7 +72,7 @@ ADDED_COLUMNS = {"results": (("state", "TEXT"), ("inspected_at", "REAL"),
                              ("carried_from", "INTEGER"), ("kind", "TEXT")),
                  "vms": (("state", "TEXT"), ("state_at", "REAL"), ("inspected_at", "REAL"),
                          ("kind", "TEXT")),
-                 "rounds": (("uid", "TEXT"),)}
+                 "rounds": (("uid", "TEXT"), ("owner", "TEXT"))}
 FINGERPRINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS fingerprints (
     vm TEXT PRIMARY KEY, result_id INTEGER NOT NULL, context TEXT NOT NULL, files TEXT NOT NULL);
@@ -182,9 +183,10 @@ class Store:
         stores (:meth:`round_uid`): two coordinators, or one given a new store,
         both number their first round 1."""
         cur = self._db.execute(
-            "INSERT INTO rounds (started, budget, strategy, pool_size, predicted, uid)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time(), budget, strategy, pool_size, predicted, uuid.uuid4().hex))
+            "INSERT INTO rounds (started, budget, strategy, pool_size, predicted, uid, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), budget, strategy, pool_size, predicted, uuid.uuid4().hex,
+             this_process()))
         return int(cur.lastrowid or 0)
 
     def round_uid(self, round_id: int) -> str:
@@ -194,6 +196,35 @@ class Store:
     def end_round(self, round_id: int, summary: dict[str, Any]) -> None:
         self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=?",
                          (time.time(), to_json(summary), round_id))
+
+    def close_interrupted(self, round_id: int | None = None) -> list[dict[str, Any]]:
+        """Close rounds left open by a process that is gone (or ``round_id``, whose
+        own process is being stopped): state ``interrupted``, a summary counted
+        from the results they stored, ended at their last result. Returns those
+        summaries."""
+        if round_id is None:
+            rows = [r for r in self._db.execute(
+                "SELECT id, started, budget, owner FROM rounds WHERE ended IS NULL")
+                if gone(r["owner"])]
+        else:
+            rows = list(self._db.execute("SELECT id, started, budget, owner FROM rounds"
+                                         " WHERE id=? AND ended IS NULL", (round_id,)))
+        closed = []
+        for r in rows:
+            n = self._db.execute(
+                "SELECT COUNT(*) AS results, SUM(ok) AS covered, SUM(state='unchanged') AS"
+                " unchanged, MAX(at) AS last FROM results WHERE round_id=?", (r["id"],)).fetchone()
+            ended = max(r["started"], n["last"] or r["started"])
+            covered = int(n["covered"] or 0)
+            summary = {"round": r["id"], "state": "interrupted", "budget_s": r["budget"],
+                       "elapsed_s": round(ended - r["started"], 2), "covered": covered,
+                       "inspected": covered - int(n["unchanged"] or 0),
+                       "unchanged": int(n["unchanged"] or 0),
+                       "failed": int(n["results"]) - covered, "not_reached": None}
+            self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=? AND ended IS NULL",
+                             (ended, to_json(summary), r["id"]))
+            closed.append(summary)
+        return closed
 
     def record(self, round_id: int | None, result: Any, context: str | None = None,
                kind: str | None = None) -> list[Change]:
