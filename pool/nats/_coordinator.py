@@ -24,9 +24,9 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -67,6 +67,12 @@ class CurrentRound:
     expected: dict[str, str]
     #: called with (host, result) for each of this round's results, once each
     deliver: Callable[[str, InspectResult], None]
+    #: whether the results delivered so far are committed (the round's writer stores
+    #: them off the event loop); a result is acknowledged only then
+    stored: Callable[[], Awaitable[bool]]
+    #: this round's VMs delivered already: a copy delivered again before its
+    #: original is committed is not stored twice
+    delivered: set[str] = field(default_factory=set)
 
 
 class Coordinator:
@@ -157,6 +163,9 @@ class Coordinator:
                     await self.hosts()
             for msg in msgs:
                 self._store(msg)
+            now = self.current
+            if now is not None and not await now.stored():
+                continue  # not committed yet (a locked store): sent again, then deduplicated
             for msg in msgs:
                 with contextlib.suppress(*_NATS_ERRORS):  # if lost: delivered again,
                     await msg.ack()                        # then only acknowledged
@@ -195,12 +204,14 @@ class Coordinator:
             self._refuse("round-closed", host, f"round {jr.round_id} ({jr.round_uid or '?'}) "
                          "is not open in this store")
             return
-        if self.store.has_result(jr.round_id, result.vm):
+        if (current and now is not None and result.vm in now.delivered) \
+                or self.store.has_result(jr.round_id, result.vm):
             self.duplicates += 1
             return
         self.stored += 1
         if current:  # the round stores it, with its drift, and reports it
             assert now is not None
+            now.delivered.add(result.vm)
             now.deliver(host, result)
         else:  # a round a killed coordinator left open
             self.store.record(jr.round_id, result)

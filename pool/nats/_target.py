@@ -180,7 +180,8 @@ class HostsTarget(Target):
                 answered.set()
 
         store_uid = coordinator.store.round_uid(report.round_id)
-        coordinator.current = CurrentRound(report.round_id, store_uid, expected, arrived)
+        coordinator.current = CurrentRound(report.round_id, store_uid, expected, arrived,
+                                           deliver.stored)
         wall_deadline = time.time() + (deadline - anyio.current_time()) - RESULT_GRACE_S
 
         async def queue(host: str) -> None:

@@ -97,6 +97,12 @@ class RoundReport:
     #: plan, store the carried results), dispatch (the jobs), finish (close, costs,
     #: findings): the round's own overhead is prepare + finish
     phases: dict[str, float] = field(default_factory=dict)
+    #: results the store did not take by the round's end (locked or full), kept in
+    #: ``journal`` and stored at the next start; ``store_error``: what the store did
+    #: during the round (locked by another process for a while, full), if anything
+    journaled: int = 0
+    journal: str | None = None
+    store_error: str | None = None
 
     @property
     def covered(self) -> list[InspectResult]:
@@ -134,6 +140,9 @@ class RoundReport:
             "stopped_early": self.stopped, "retirements": dict(sorted(self.retirements.items())),
             **{f"vms_{k}": len(v) for k, v in self.fleet_changes.items()},
             "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
+            **({"journaled": self.journaled, "journal": self.journal}
+               if self.journaled else {}),
+            **({"store_error": self.store_error} if self.store_error else {}),
             **({"verify_s": {"total": round(sum(verify), 3), **(percentiles(verify) or {})}}
                if (verify := [r.timings.get("verify", 0.0) for r in self.unchanged]) else {}),
             "job_steps_median_s": job_steps(self.covered),

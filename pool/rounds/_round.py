@@ -16,7 +16,9 @@ budget goes to the others. A pool the caller keeps warm across rounds
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +31,17 @@ from guestpool.fleet._sources import Source
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.inspectors._specs import InspectorSpec
 from guestpool.store._database import Store
+from guestpool.store._drift import Change
+from guestpool.store._journal import end_entry, spool
 from guestpool.store._results import InspectResult
+from guestpool.store._transactions import StoreError
 
 from ._plan import SHUTDOWN_RESERVE_S, Plan, vm_kind
 from ._pool import EventHook, Pool
 from ._report import RoundOptions, RoundReport, job_seconds
 from ._target import LocalTarget, Target, local_plan
 from ._unchanged import Verified, carried_results, context, verify
+from ._writer import Delivery, ResultWriter
 
 ResultHook = Callable[[InspectResult], None]
 STALENESS_BUCKET_S = 300.0
@@ -106,28 +112,53 @@ async def run_round(
     report.phases["prepare"] = anyio.current_time() - start
     deadline = start + max(1.0, options.budget - SHUTDOWN_RESERVE_S)
 
-    def deliver(result: InspectResult) -> None:
-        report.results.append(result)
-        if store is not None:
-            kind = vm_kind(result.results, prepared.disks.get(result.vm, 1))
-            report.drift += store.record(report.round_id, result, prepared.ctx, kind)
-        if on_result is not None:
-            on_result(result)
+    def written(result: InspectResult, changes: list[Change]) -> None:
+        report.drift += changes
 
+    writer = None if store is None else ResultWriter(store.path, report.round_id,
+                                                     prepared.ctx, written)
+    deliver = Delivery(report, writer, lambda r: vm_kind(r.results, prepared.disks.get(
+        r.vm, 1)), on_result)
     try:
-        if todo:
-            with anyio.move_on_at(deadline):
-                await target.dispatch(todo, specs, options, report, deliver,
-                                      _order_key(seen, STALENESS_BUCKET_S), stop, deadline)
-        report.phases["dispatch"] = anyio.current_time() - start - report.phases["prepare"]
+        async with anyio.create_task_group() as writing:
+            if writer is not None:
+                writing.start_soon(writer.run)
+            if todo:
+                with anyio.move_on_at(deadline):
+                    await target.dispatch(todo, specs, options, report, deliver,
+                                          _order_key(seen, STALENESS_BUCKET_S), stop, deadline)
+            report.phases["dispatch"] = anyio.current_time() - start - report.phases["prepare"]
+            if writer is not None:  # the shutdown reserve is the writer's
+                await writer.drain(start + options.budget)
+            writing.cancel_scope.cancel()
+        _journal(writer, report)
         await _finish(target, report, todo, options, store, prepared.disks, start)
     except BaseException:
-        # cancelled from outside (the service stopping) or failed: the round still
-        # closes, as interrupted, with what it stored
-        if store is not None and report.round_id is not None:
-            store.close_interrupted(report.round_id)
+        # cancelled from outside (the service stopping) or failed: what was not
+        # stored goes to the journal, and the round closes as interrupted
+        with anyio.CancelScope(shield=True):
+            _journal(writer, report)
+            if store is not None and report.round_id is not None:
+                with contextlib.suppress(StoreError), store.brief_waits():
+                    store.close_interrupted(report.round_id)
         raise
     return report
+
+
+def _journal(writer: ResultWriter | None, report: RoundReport) -> None:
+    """Results the store did not take by the round's end, kept in its journal."""
+    if writer is None:
+        return
+    trouble = writer.error or writer.waited
+    report.store_error = None if trouble is None else str(trouble)
+    if not writer.unwritten:
+        return
+    report.journaled = writer.unwritten
+    try:
+        report.journal = str(writer.spool())
+    except OSError as e:
+        raise StoreError(f"results store {writer.path}: {report.store_error}, and the "
+                         f"journal could not be written either: {e.strerror}") from e
 
 
 @dataclass
@@ -156,6 +187,7 @@ async def _prepare(target: Target, options: RoundOptions, specs: Sequence[Inspec
     todo = order_fleet(verified.todo, seen)
     report.plan = target.plan(todo, verified, store, options.budget)
     if store is not None:
+        store.replay_journal()
         for closed in store.close_interrupted():
             log.warning("round %s was interrupted (its process is gone): closed with %s VMs "
                         "covered, %s failed", closed["round"], closed["covered"],
@@ -181,14 +213,27 @@ async def _finish(target: Target, report: RoundReport, todo: Sequence[VM],
     done = {r.vm for r in report.results}
     report.not_reached = [vm.name for vm in todo if vm.name not in done]
     await target.finish(report, todo)
-    if store is not None:
-        _keep_costs(store, report, target.strategy, disks)
-        if options.osv and report.covered:
-            await _match_findings(store, report, options.osv)
-    report.phases["finish"] = anyio.current_time() - finishing
-    report.elapsed = anyio.current_time() - start
-    if store is not None:
-        store.end_round(report.round_id or 0, report.summary())
+    if store is None:
+        report.phases["finish"] = anyio.current_time() - finishing
+        report.elapsed = anyio.current_time() - start
+        return
+    # a store that gave trouble this round is not waited for: the round ends on time
+    with store.brief_waits() if report.store_error else contextlib.nullcontext():
+        try:
+            _keep_costs(store, report, target.strategy, disks)
+            if options.osv and report.covered and not report.journaled:
+                await _match_findings(store, report, options.osv)
+        except StoreError as e:
+            report.store_error = report.store_error or str(e)
+        report.phases["finish"] = anyio.current_time() - finishing
+        report.elapsed = anyio.current_time() - start
+        summary = report.summary()
+        try:
+            store.end_round(report.round_id or 0, summary)
+        except StoreError as e:  # closed from the journal at the next start
+            report.store_error = report.store_error or str(e)
+            where = spool(store.path, [end_entry(report.round_id or 0, time.time(), summary)])
+            log.warning("round %s: its end kept in %s (%s)", report.round_id, where, e)
 
 
 def preview(vms: Sequence[VM], options: RoundOptions, store: Store | None,

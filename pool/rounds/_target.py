@@ -16,6 +16,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import anyio
 
@@ -32,8 +33,16 @@ from ._pool import EventHook, Pool
 from ._report import RoundOptions, RoundReport, job_seconds
 from ._unchanged import Verified, context, verify
 
-#: what a target calls for each result of this round (stored, with drift, reported)
-Deliver = Callable[[InspectResult], None]
+
+class Deliver(Protocol):
+    """What a target calls for each result of this round (reported at once, stored
+    with its drift by the round's writer)."""
+
+    def __call__(self, result: InspectResult) -> None: ...
+
+    async def stored(self, timeout: float = 5.0) -> bool:
+        """Whether the results delivered so far are committed within ``timeout`` s."""
+        ...
 #: a VM's place in the round's order; its first three items are its staleness bucket
 OrderKey = Callable[[VM], tuple[object, ...]]
 

@@ -6,7 +6,9 @@ killed at any moment loses nothing it reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -19,8 +21,10 @@ from guestpool._errors import GuestpoolError
 from guestpool._paths import data_dir
 from guestpool.fleet._model import VM
 
+from . import _journal
 from ._drift import Change, diff_results
 from ._owner import gone, this_process
+from ._transactions import reporting, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -78,6 +82,7 @@ CREATE TABLE IF NOT EXISTS fingerprints (
     vm TEXT PRIMARY KEY, result_id INTEGER NOT NULL, context TEXT NOT NULL, files TEXT NOT NULL);
 """
 
+log = logging.getLogger(__name__)
 _SCHEMA_NAMES = re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)",
                            SCHEMA + FINGERPRINT_SCHEMA)
 
@@ -93,11 +98,12 @@ def to_json(value: Any) -> str:
 class Store:
     """Rounds, VMs, results (per inspector, with versions), drift and measured costs."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, busy_timeout: float = 30.0) -> None:
         self.path = Path(path) if path else default_path()
+        self._busy_timeout = busy_timeout
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -119,6 +125,16 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextlib.contextmanager
+    def brief_waits(self, seconds: float = 1.0) -> Iterator[None]:
+        """Wait at most ``seconds`` on another process's lock inside the block (a
+        round's end must not wait out the usual 30 s)."""
+        self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -153,9 +169,15 @@ class Store:
         With ``complete=False`` (a subset of the fleet) no VM is taken as gone."""
         now = time.time()
         seen: dict[str, list[str]] = {"appeared": [], "disappeared": [], "changed": []}
-        known = {r["name"]: r for r in self._db.execute("SELECT * FROM vms")}
-        names = set()
-        self._db.execute("BEGIN")
+        with reporting(self.path):
+            known = {r["name"]: r for r in self._db.execute("SELECT * FROM vms")}
+        names: set[str] = set()
+        with transaction(self._db, self.path):
+            self._sync(vms, known, names, seen, complete, now)
+        return seen
+
+    def _sync(self, vms: Iterable[VM], known: dict[str, sqlite3.Row], names: set[str],
+              seen: dict[str, list[str]], complete: bool, now: float) -> None:
         for vm in vms:
             names.add(vm.name)
             disks = to_json([[d.path, d.format] for d in vm.disks])
@@ -174,19 +196,18 @@ class Store:
             if complete and name not in names and not row["removed"]:
                 seen["disappeared"].append(name)
                 self._db.execute("UPDATE vms SET removed=? WHERE name=?", (now, name))
-        self._db.execute("COMMIT")
-        return seen
 
     def start_round(self, budget: float, strategy: str, pool_size: int,
                     predicted: int | None) -> int:
         """A new round's number. Beside it the round gets a ``uid`` unique across
         stores (:meth:`round_uid`): two coordinators, or one given a new store,
         both number their first round 1."""
-        cur = self._db.execute(
-            "INSERT INTO rounds (started, budget, strategy, pool_size, predicted, uid, owner)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), budget, strategy, pool_size, predicted, uuid.uuid4().hex,
-             this_process()))
+        with reporting(self.path):
+            cur = self._db.execute(
+                "INSERT INTO rounds (started, budget, strategy, pool_size, predicted, uid,"
+                " owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), budget, strategy, pool_size, predicted, uuid.uuid4().hex,
+                 this_process()))
         return int(cur.lastrowid or 0)
 
     def round_uid(self, round_id: int) -> str:
@@ -194,8 +215,9 @@ class Store:
         return str(row[0]) if row and row[0] else ""
 
     def end_round(self, round_id: int, summary: dict[str, Any]) -> None:
-        self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=?",
-                         (time.time(), to_json(summary), round_id))
+        with reporting(self.path):
+            self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=?",
+                             (time.time(), to_json(summary), round_id))
 
     def close_interrupted(self, round_id: int | None = None) -> list[dict[str, Any]]:
         """Close rounds left open by a process that is gone (or ``round_id``, whose
@@ -239,8 +261,7 @@ class Store:
         previous = self.latest(result.vm) if result.ok else None
         changes = diff_results(previous["results"], result.results) if previous else []
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db, self.path):
             cur = db.execute(
                 "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy, attempts,"
                 " timings, state, inspected_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -273,11 +294,27 @@ class Store:
                        " ELSE inspected_at END, kind=COALESCE(?, kind) WHERE name=?",
                        ("inspected" if result.ok else "failed", now, result.ok, now,
                         kind if result.ok else None, result.vm))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return changes
+
+    def replay_journal(self) -> int:
+        """Write the results rounds kept in this store's journal while it was locked
+        or full (``_journal``), each once; remove the journal when all are in."""
+        written = 0
+        for path, entries in _journal.pending(self.path):
+            for e in entries:
+                if "end_round" in e:  # a round whose end could not be stored
+                    self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=? AND"
+                                     " ended IS NULL", (e["at"], to_json(e["summary"]),
+                                                        e["end_round"]))
+                    continue
+                result = _journal.result_of(e)
+                if not self.has_result(e["round"], result.vm):
+                    self.record(e["round"], result, e["context"], e["kind"])
+                    written += 1
+            path.unlink()
+            log.warning("%d results kept in %s while the store was unusable are now stored",
+                        written, path)
+        return written
 
     def round_open(self, round_id: int, uid: str) -> bool:
         """Whether this store started round ``round_id`` as ``uid`` and has not
@@ -299,8 +336,7 @@ class Store:
         pointing at the result it carries. ``last_scanned`` (the staleness order)
         stays the time of the real inspection."""
         now, db = time.time(), self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db, self.path):
             for carried_from, r in carried:
                 db.execute(
                     "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy,"
@@ -311,10 +347,6 @@ class Store:
                      carried_from))
                 db.execute("UPDATE vms SET state='unchanged', state_at=?, inspected_at=?"
                            " WHERE name=?", (now, r.inspected_at, r.vm))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def record_findings(self, round_id: int | None, reports: Iterable[Mapping[str, Any]],
                         changes: Mapping[str, list[Change]] | None = None) -> None:
@@ -322,8 +354,7 @@ class Store:
         findings' drift per VM, in one transaction. A skipped VM is kept with its
         reason and is never the baseline of the next round's drift."""
         now, db = time.time(), self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db, self.path):
             for r in reports:
                 db.execute("INSERT INTO vuln_matches VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (round_id, r["vm"], now, r.get("ecosystem"), r.get("packages"),
@@ -337,20 +368,19 @@ class Store:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(vm, round_id, now, c["inspector"], c["kind"], c["key"],
                       to_json(c["before"]), to_json(c["after"])) for c in vm_changes])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def update_cost(self, name: str, value: float, weight: int = 1) -> None:
         """Keep a running mean of a measured cost (boot, per-VM job) between runs."""
-        row = self._db.execute("SELECT value, samples FROM costs WHERE name=?", (name,)).fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO costs VALUES (?, ?, ?)", (name, value, weight))
-        else:
-            n = min(row["samples"], 50) + weight  # recent runs dominate
-            mean = (row["value"] * (n - weight) + value * weight) / n
-            self._db.execute("UPDATE costs SET value=?, samples=? WHERE name=?", (mean, n, name))
+        with transaction(self._db, self.path):
+            row = self._db.execute("SELECT value, samples FROM costs WHERE name=?",
+                                   (name,)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO costs VALUES (?, ?, ?)", (name, value, weight))
+            else:
+                n = min(row["samples"], 50) + weight  # recent runs dominate
+                mean = (row["value"] * (n - weight) + value * weight) / n
+                self._db.execute("UPDATE costs SET value=?, samples=? WHERE name=?",
+                                 (mean, n, name))
 
     # -- reading -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from guestpool.inspectors._osfacts import distro_of_os_release_id
 
 from ._database import Store, facts_id, inspected_at, row_state
 from ._results import own_seconds, percentiles, ran_job
+from ._transactions import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_index (
@@ -89,16 +90,11 @@ def refresh(store: Store) -> int:
         "SELECT vm, MAX(id) AS last_id, MAX(CASE WHEN ok=1 THEN id END) AS ok_id,"
         " MIN(CASE WHEN ok=1 THEN at END) AS first_ok FROM results WHERE id > ? AND id <= ?"
         " GROUP BY vm", (start, top)).fetchall()
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db, store.path):
         for g in groups:
             _index_vm(db, g)
         db.execute("INSERT INTO fleet_index_mark VALUES (1, ?) ON CONFLICT(one) DO UPDATE"
                    " SET result_id=excluded.result_id", (top,))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     _round_stats(db)
     return len(groups)
 
