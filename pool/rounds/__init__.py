@@ -8,7 +8,8 @@ appliance, in batches), ``_plan`` (predicted coverage from measured costs),
 pool, or hosts over NATS through ``guestpool.nats``), ``_fingerprint`` and
 ``_unchanged`` (change detection: VMs whose disks did not change are carried
 forward), ``_periodic`` (rounds on an interval), ``_progress`` (what a round
-shows while it runs).
+shows while it runs), ``_writer`` (a round's results committed off the event
+loop, waiting out a locked store, the rest kept in the store's journal).
 
 May import: ``guestpool._errors``, ``guestpool._paths``, ``inspectors``,
 ``fleet``, ``appliance``, ``store``, ``supply``. Never ``service``, ``nats``
