@@ -169,3 +169,29 @@ def test_a_failed_commit_says_why_and_a_busy_store_says_so(tmp_path: Path) -> No
         assert str(e.value) == f"results store {db} is locked by another process"
         assert isinstance(e.value, GuestpoolError)  # the CLI prints it as one line, exit 2
         store.close()
+
+
+def test_the_service_answers_while_another_process_locks_the_store(tmp_path: Path) -> None:
+    import httpx
+    from helpers.server import AUTH, Server, tiny_manifest
+
+    db = tmp_path / "s.db"
+    srv = Server(db, str(tiny_manifest(tmp_path)), "--paused")
+    try:
+        c = httpx.Client(base_url=srv.url, headers=AUTH, timeout=20)
+        assert c.get("/healthz").json()["store"] == "ok"
+        with locked(db, 20):
+            for path, most in (("/healthz", 1.0), ("/metrics", 2.0), ("/", 2.0),
+                               ("/fleet", 2.0), ("/vms", 2.0)):
+                t = time.monotonic()
+                r = c.get(path)
+                assert r.status_code == 200 and time.monotonic() - t < most, (path, r.text)
+            assert c.get("/healthz").json()["store"] == "locked"
+            t = time.monotonic()
+            busy = c.post("/scans", json={"budget": 60})
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+            assert "locked by another process" in busy.json()["error"]
+            assert time.monotonic() - t < 3
+        assert c.post("/scans", json={"budget": 60}).status_code == 202
+    finally:
+        srv.stop()

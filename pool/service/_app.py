@@ -28,7 +28,7 @@ from guestpool.supply._matching import SEVERITIES
 from ._console import routes as console_routes
 from ._nats_hosts import hosts_state, update_metrics
 from ._openapi import OPENAPI
-from ._queue import FINAL, MAX_BUDGET
+from ._queue import FINAL, MAX_BUDGET, QueueBusy, store_state
 from ._responses import problem as _problem
 from ._scheduler import Service
 from ._status_page import pool_state, render_status
@@ -181,7 +181,11 @@ def build_app(svc: Service) -> Starlette:
         if key is not None and len(key) > 200:
             return _problem(422, "Idempotency-Key is longer than 200 characters")
         scoped = f"{principal(svc, request)}:{key}" if key else None
-        scan, created = svc.queue.submit(req, scoped)
+        try:
+            scan, created = svc.queue.submit(req, scoped)
+        except QueueBusy:
+            return _problem(503, "the results store is locked by another process: send the "
+                                 "request again", {"Retry-After": "5"})
         svc.kick()
         return _json(_scan_view(svc, scan), 202 if created else 200,
                      {"Location": f"/scans/{scan['id']}"})
@@ -248,7 +252,8 @@ def build_app(svc: Service) -> Starlette:
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
-        return _json({"ok": True, "running": svc.running})
+        """Answers at once while the store is locked, and says so."""
+        return _json({"ok": True, "running": svc.running, "store": store_state(svc.store.path)})
 
     async def openapi(request: Request) -> Response:
         return _json(OPENAPI)

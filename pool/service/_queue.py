@@ -26,9 +26,18 @@ FINAL = ("done", "cancelled", "failed")
 MAX_BUDGET = 3600.0
 
 
+#: seconds a queue write waits on another process's lock of the store file: the
+#: queue is written from request handlers, on the event loop
+BUSY_WAIT_S = 1.0
+
+
+class QueueBusy(Exception):
+    """Another process holds the store's lock: the request can be sent again."""
+
+
 class ScanQueue:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30,
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_WAIT_S,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -60,6 +69,8 @@ class ScanQueue:
                 "INSERT INTO scans (id, idempotency_key, state, request, created, seq)"
                 " VALUES (?, ?, 'queued', ?, ?, ?)",
                 (scan_id, idempotency_key, json.dumps(request), time.time(), seq))
+        except sqlite3.OperationalError as e:
+            raise QueueBusy(str(e)) from e
         except sqlite3.IntegrityError:  # the same key raced in
             row = self._db.execute("SELECT * FROM scans WHERE idempotency_key=?",
                                    (idempotency_key,)).fetchone()
@@ -107,3 +118,17 @@ class ScanQueue:
 
     def close(self) -> None:
         self._db.close()
+
+
+def store_state(path: Path) -> str:
+    """"ok", or "locked" while another process holds the store's write lock: one
+    look, no wait (a lock the service itself holds lasts milliseconds)."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+        return "ok"
+    except sqlite3.OperationalError:
+        return "locked"
+    finally:
+        db.close()

@@ -7,8 +7,10 @@ appliances use memory at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from guestpool.inspectors._registry import resolve_specs
 from guestpool.rounds._pool import Pool
 from guestpool.rounds._report import RoundOptions, RoundReport
 from guestpool.rounds._round import run_round
+from guestpool.store import _fleetview as fleetview
 from guestpool.store._database import Store
 from guestpool.store._results import InspectResult
 
@@ -75,6 +78,7 @@ class Service:
         if self.vulns.folder is None:
             self.vulns.folder = self.options.osv
         self.store.close_interrupted()  # rounds a killed service or scan left open
+        fleetview.refresh(self.store)  # the read models' tables made now, not in a request
         finished = next((r["summary"] for r in self.store.recent_rounds(20) if r["summary"]),
                         None)
         if finished is not None:  # the gauges of the last round, across a restart
@@ -211,7 +215,10 @@ class Service:
             self.progress["unchanged"] += r.state == "unchanged"
             if not r.ok:
                 errors.append({"vm": r.vm, **(r.error or {})})
-            self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
+            # best effort: the store's file may be locked by another process; the
+            # progress is in memory too, and the next result writes it again
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
 
         return on_result
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from guestpool.inspectors._osfacts import distro_of_os_release_id
 
 from ._database import Store, facts_id, inspected_at, row_state
 from ._results import own_seconds, percentiles, ran_job
-from ._transactions import transaction
+from ._transactions import StoreError, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_index (
@@ -59,6 +60,7 @@ SORTS = {
     "state": ("COALESCE(f.state, 'never')", "v.name"),
 }
 FRESH_S = 3600.0
+_SCHEMA_NAMES = re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA)
 
 
 def _ready(store: Store) -> sqlite3.Connection:
@@ -71,31 +73,40 @@ def _ready(store: Store) -> sqlite3.Connection:
         stats = {r[1] for r in db.execute("PRAGMA table_info(round_stats)")}
         if stats and "job_p50_s" not in stats:
             db.executescript("DROP TABLE IF EXISTS round_stats;")
-        db.executescript(SCHEMA)
+        have = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if not set(_SCHEMA_NAMES) <= have:  # creating takes the write lock: only if needed
+            db.executescript(SCHEMA)
         store._fleetview_schema = True  # type: ignore[attr-defined]
     return db
 
 
 def refresh(store: Store) -> int:
     """Bring the read models up to date with results recorded since the last
-    call (by any process); returns how many VMs were updated."""
+    call (by any process); returns how many VMs were updated. A reader does not
+    wait on another process's lock: the views then stay as they were and catch
+    up at the next read."""
     db = _ready(store)
     row = db.execute("SELECT result_id FROM fleet_index_mark").fetchone()
     start = row[0] if row else 0
     top = db.execute("SELECT MAX(id) FROM results").fetchone()[0] or 0
-    if top <= start:
-        _round_stats(db)
-        return 0
-    groups = db.execute(
+    groups = [] if top <= start else db.execute(
         "SELECT vm, MAX(id) AS last_id, MAX(CASE WHEN ok=1 THEN id END) AS ok_id,"
         " MIN(CASE WHEN ok=1 THEN at END) AS first_ok FROM results WHERE id > ? AND id <= ?"
         " GROUP BY vm", (start, top)).fetchall()
-    with transaction(db, store.path):
-        for g in groups:
-            _index_vm(db, g)
-        db.execute("INSERT INTO fleet_index_mark VALUES (1, ?) ON CONFLICT(one) DO UPDATE"
-                   " SET result_id=excluded.result_id", (top,))
-    _round_stats(db)
+    try:
+        with store.brief_waits(0.1):
+            if groups:
+                with transaction(db, store.path):
+                    for g in groups:
+                        _index_vm(db, g)
+                    db.execute("INSERT INTO fleet_index_mark VALUES (1, ?) ON CONFLICT(one)"
+                               " DO UPDATE SET result_id=excluded.result_id", (top,))
+            with transaction(db, store.path):
+                _round_stats(db)
+    except StoreError as e:
+        if not e.busy:
+            raise
+        return 0
     return len(groups)
 
 
