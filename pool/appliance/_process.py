@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import anyio
 from anyio.abc import Process
@@ -26,6 +27,7 @@ from ._protocol import (
     ReplyFrame,
     Request,
     RequestFrame,
+    Shutdown,
     decode_reply,
     frame,
 )
@@ -48,6 +50,33 @@ def worker_environment(workdir: str, environ: dict[str, str] | None = None) -> d
     env.update(GUESTPOOL_PARENT_PID=str(os.getpid()), GUESTPOOL_WORKDIR=workdir, TMPDIR=workdir)
     env.setdefault("LIBGUESTFS_CACHEDIR", "/var/tmp")
     return env
+
+
+#: how often a request in flight looks at its worker and qemu, and for how long
+#: one of them may stay stopped before the appliance is taken as frozen
+WATCH_S = 0.5
+STOPPED_S = 1.5
+
+
+class Frozen(Exception):
+    """The worker or its qemu is stopped, or qemu is gone, while a request waits."""
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``/proc/PID/stat`` (R, S, D, T, Z...); None: no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a task group wrapped (its first, looking inside nested groups)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 class WorkerAppliance(Appliance):
@@ -91,8 +120,13 @@ class WorkerAppliance(Appliance):
             done = False
             try:
                 with anyio.fail_after(timeout):
-                    answer = await self._roundtrip(RequestFrame(rid, request))
+                    answer = await self._watched(RequestFrame(rid, request),
+                                                 qemu=not isinstance(request, Shutdown))
                 done = True
+            except Frozen as e:
+                await self.kill()
+                raise ApplianceError(f"appliance {self.id}: {e} during {op}; appliance "
+                                     "killed") from None
             except TimeoutError:
                 await self.kill()
                 raise ApplianceTimeout(
@@ -111,6 +145,48 @@ class WorkerAppliance(Appliance):
             await self.kill()
             raise ApplianceError(f"appliance {self.id} answered out of order")
         return answer.reply
+
+    async def _watched(self, message: RequestFrame, qemu: bool) -> ReplyFrame:
+        """The round trip, while a watch looks at the worker and its qemu every
+        ``WATCH_S``: a process stopped (SIGSTOP, a debugger) or gone ends the wait
+        in seconds instead of at the operation's deadline (:class:`Frozen`)."""
+        reason: str | None = None
+        answer: ReplyFrame | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    nonlocal reason
+                    reason = await self._watch(qemu)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                answer = await self._roundtrip(message)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the round trip's own error, as it was
+            raise _first(group) from None
+        if reason is not None:
+            raise Frozen(reason)
+        assert answer is not None
+        return answer
+
+    async def _watch(self, qemu: bool) -> str:
+        """Why the appliance is frozen, once a watched process has been stopped for
+        ``STOPPED_S`` or (``qemu``: not while shutting down) its qemu is gone."""
+        stopped_since: float | None = None
+        while True:
+            await anyio.sleep(WATCH_S)
+            states = {pid: process_state(pid) for pid in (self.proc.pid, self.qemu_pid) if pid}
+            if qemu and self.qemu_pid and states.get(self.qemu_pid) in (None, "Z", "X"):
+                return f"qemu {self.qemu_pid} is gone"
+            if any(state in ("T", "t") for state in states.values()):
+                now = anyio.current_time()
+                stopped_since = stopped_since if stopped_since is not None else now
+                if now - stopped_since >= STOPPED_S:
+                    return (f"stopped for {now - stopped_since:.1f} s "
+                            f"({', '.join(f'{p}: {st}' for p, st in states.items())})")
+            else:
+                stopped_since = None
 
     async def _roundtrip(self, message: RequestFrame) -> ReplyFrame:
         assert self.proc.stdin is not None and self.proc.stdout is not None

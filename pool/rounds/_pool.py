@@ -335,6 +335,7 @@ class Pool:
                 break
             except ApplianceError as e:
                 result.error = {"kind": "appliance", "message": str(e)}
+                result.first_error = result.first_error or dict(result.error)
                 self.stats.failures["appliance"] += 1
                 log.info("VM %s: appliance failure (attempt %d): %s", vm.name, attempt, e)
         result.timings["total"] = anyio.current_time() - start
@@ -381,7 +382,12 @@ class Pool:
                 outs, inspect_times, attach, detach = await self._run_on(app, vms, specs)
         except (ImageError, ApplianceError, HostileGuest) as e:
             log.info("batch of %d VMs fell back to one at a time: %s", len(vms), e)
-            return [await self.inspect(vm, inspectors) for vm in vms]
+            first = {"kind": "batch", "message": f"batch of {len(vms)} fell back: {e}"}
+            retried = [await self.inspect(vm, inspectors) for vm in vms]
+            for r in retried:  # the batch was the first attempt
+                r.attempts += 1
+                r.first_error = r.first_error or first
+            return retried
         results = []
         for (vm, prints), out, w in zip(checked, outs, inspect_times, strict=True):
             r = InspectResult(vm.name, True, out.results, appliance=app.id,

@@ -32,7 +32,7 @@ from guestpool.inspectors._registry import resolve_specs
 from guestpool.inspectors._specs import InspectorSpec
 from guestpool.store._database import Store
 from guestpool.store._drift import Change
-from guestpool.store._journal import end_entry, spool
+from guestpool.store._journal import end_entry, replay, spool
 from guestpool.store._results import InspectResult
 from guestpool.store._transactions import StoreError
 
@@ -187,7 +187,7 @@ async def _prepare(target: Target, options: RoundOptions, specs: Sequence[Inspec
     todo = order_fleet(verified.todo, seen)
     report.plan = target.plan(todo, verified, store, options.budget)
     if store is not None:
-        store.replay_journal()
+        replay(store)
         for closed in store.close_interrupted():
             log.warning("round %s was interrupted (its process is gone): closed with %s VMs "
                         "covered, %s failed", closed["round"], closed["covered"],

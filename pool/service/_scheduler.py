@@ -28,6 +28,7 @@ from guestpool.rounds._report import RoundOptions, RoundReport
 from guestpool.rounds._round import run_round
 from guestpool.store import _fleetview as fleetview
 from guestpool.store._database import Store
+from guestpool.store._journal import replay
 from guestpool.store._results import InspectResult
 
 from ._metrics import Metrics
@@ -77,6 +78,7 @@ class Service:
     def __post_init__(self) -> None:
         if self.vulns.folder is None:
             self.vulns.folder = self.options.osv
+        replay(self.store)  # results a locked or full store did not take
         self.store.close_interrupted()  # rounds a killed service or scan left open
         fleetview.refresh(self.store)  # the read models' tables made now, not in a request
         finished = next((r["summary"] for r in self.store.recent_rounds(20) if r["summary"]),

@@ -21,7 +21,6 @@ from guestpool._errors import GuestpoolError
 from guestpool._paths import data_dir
 from guestpool.fleet._model import VM
 
-from . import _journal
 from ._drift import Change, diff_results
 from ._owner import gone, this_process
 from ._transactions import reporting, transaction
@@ -73,7 +72,8 @@ CREATE INDEX IF NOT EXISTS changes_round ON changes (round_id, vm);
 #     kept on its one row so a listing of every VM reads one row each (NULL
 #     state: no result since these columns exist).
 ADDED_COLUMNS = {"results": (("state", "TEXT"), ("inspected_at", "REAL"),
-                             ("carried_from", "INTEGER"), ("kind", "TEXT")),
+                             ("carried_from", "INTEGER"), ("kind", "TEXT"),
+                             ("first_error", "TEXT")),
                  "vms": (("state", "TEXT"), ("state_at", "REAL"), ("inspected_at", "REAL"),
                          ("kind", "TEXT")),
                  "rounds": (("uid", "TEXT"), ("owner", "TEXT"))}
@@ -264,10 +264,12 @@ class Store:
         with transaction(db, self.path):
             cur = db.execute(
                 "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy, attempts,"
-                " timings, state, inspected_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timings, state, inspected_at, kind, first_error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (round_id, result.vm, now, int(result.ok), to_json(result.error), result.appliance,
                  result.strategy, result.attempts, to_json(result.timings),
-                 "inspected" if result.ok else "failed", now if result.ok else None, kind))
+                 "inspected" if result.ok else "failed", now if result.ok else None, kind,
+                 to_json(getattr(result, "first_error", None))))
             rid = cur.lastrowid
             fingerprint = getattr(result, "fingerprint", None)
             if (context is not None and result.ok and fingerprint
@@ -295,26 +297,6 @@ class Store:
                        ("inspected" if result.ok else "failed", now, result.ok, now,
                         kind if result.ok else None, result.vm))
         return changes
-
-    def replay_journal(self) -> int:
-        """Write the results rounds kept in this store's journal while it was locked
-        or full (``_journal``), each once; remove the journal when all are in."""
-        written = 0
-        for path, entries in _journal.pending(self.path):
-            for e in entries:
-                if "end_round" in e:  # a round whose end could not be stored
-                    self._db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=? AND"
-                                     " ended IS NULL", (e["at"], to_json(e["summary"]),
-                                                        e["end_round"]))
-                    continue
-                result = _journal.result_of(e)
-                if not self.has_result(e["round"], result.vm):
-                    self.record(e["round"], result, e["context"], e["kind"])
-                    written += 1
-            path.unlink()
-            log.warning("%d results kept in %s while the store was unusable are now stored",
-                        written, path)
-        return written
 
     def round_open(self, round_id: int, uid: str) -> bool:
         """Whether this store started round ``round_id`` as ``uid`` and has not
@@ -462,7 +444,9 @@ class Store:
             "SELECT * FROM inspector_results WHERE result_id=?", (facts_id(row),))}
         return {"vm": row["vm"], "at": row["at"], "round": row["round_id"], "ok": bool(row["ok"]),
                 "state": row_state(row), "inspected_at": inspected_at(row),
-                "error": json.loads(row["error"]), "appliance": row["appliance"],
+                "error": json.loads(row["error"]), "attempts": row["attempts"],
+                "first_error": json.loads(row["first_error"] or "null"),
+                "appliance": row["appliance"],
                 "strategy": row["strategy"], "timings": json.loads(row["timings"]),
                 "results": entries}
 

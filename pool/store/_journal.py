@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._database import Store
 from ._results import InspectResult
 
 log = logging.getLogger(__name__)
@@ -83,3 +84,25 @@ def pending(store_path: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
 
 def result_of(e: dict[str, Any]) -> InspectResult:
     return InspectResult(**{k: v for k, v in e["result"].items() if k in _FIELDS})
+
+
+def replay(store: Store) -> int:
+    """Write the results rounds kept in ``store``'s journal while it was locked or
+    full, each once, and the ends of rounds it did not take; remove the journal
+    when all are in. Returns how many results were written."""
+    written = 0
+    for path, entries in pending(store.path):
+        for e in entries:
+            if "end_round" in e:  # a round whose end could not be stored
+                store.db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=? AND"
+                                 " ended IS NULL", (e["at"], json.dumps(e["summary"]),
+                                                    e["end_round"]))
+                continue
+            result = result_of(e)
+            if not store.has_result(e["round"], result.vm):
+                store.record(e["round"], result, e["context"], e["kind"])
+                written += 1
+        path.unlink()
+        log.warning("%d results kept in %s while the store was unusable are now stored",
+                    written, path)
+    return written

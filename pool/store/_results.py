@@ -64,6 +64,9 @@ class InspectResult:
     qemu_pid: int | None = None
     strategy: str = "pooled"
     attempts: int = 0
+    #: the error of the first attempt when the job was tried again (a batch that fell
+    #: back to one VM at a time, an appliance that died or froze)
+    first_error: dict[str, str] | None = None
     #: seconds: ``job`` (the VM's own job, :func:`own_seconds`), ``wait`` (for an
     #: appliance), the steps (attach, inspect, detach; boot when cold) and ``total``
     #: (from the job's start to its end, waiting included)
