@@ -162,7 +162,7 @@ def test_qemu_killed_mid_job_fails_over_and_is_replaced(shared_pool: PoolThread,
     deadline = time.monotonic() + 120
     while pool.stats.boots == boots and time.monotonic() < deadline:
         time.sleep(1)
-    assert pool.stats.boots == boots + 1
+    assert pool.stats.boots == boots + 1, (pool.stats.retirements, pool.stats.failures)
 
 
 def test_disks_are_never_written(shared_pool: PoolThread, demo_fleet: DemoFleet) -> None:

@@ -268,7 +268,9 @@ class Pool:
                     return app
             booting = [a for a in self.appliances.values()
                        if a.state in ("starting", "booting") and a.trust_group in (None, group)]
-            if idle and not booting:
+            # a retired appliance's replacement may not be started yet: it comes unbound
+            due = len(self.appliances) < self.size
+            if idle and not booting and not due:
                 # every free appliance belongs to another trust group: retire the one
                 # whose group has the fewest VMs left to inspect
                 victim = min(idle, key=lambda a: self.pending.get(a.trust_group or "", 0))
