@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from ._output import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     console,
+    emit_json,
     fit_output,
     out,
     print_plan,
@@ -66,7 +66,7 @@ def doctor(accel: str | None, refresh: bool, as_json: bool) -> None:
     with console.status("checking (a first KVM probe takes up to 20 s)..."):
         checks = run_checks(accel, refresh)
     if as_json:
-        out.print_json(json.dumps(to_json(checks)))
+        emit_json(to_json(checks))
     else:
         table = Table(title="guestpool doctor")
         for col in ("check", "status", "value"):
@@ -148,7 +148,7 @@ def _scan(fleet: str, options: RoundOptions, as_json: bool, store_path: Path | N
         plan = preview(vms, options, store, options.safety(source),
                        options.pool_size or default_pool_size())
         if as_json:
-            out.print_json(json.dumps(plan.to_dict()))
+            emit_json(plan.to_dict())
         else:
             print_plan(plan)
         return EXIT_OK
@@ -344,8 +344,7 @@ def report(store_path: Path | None, as_json: bool, wide: bool) -> None:
         raise click.ClickException("no round recorded yet: run `guestpool scan` first")
     fleet_view = fleet_report(store)
     if as_json:
-        out.print_json(json.dumps({**last, "exposure": store.exposure(), "fleet": fleet_view},
-                                  default=str))
+        emit_json({**last, "exposure": store.exposure(), "fleet": fleet_view})
         return
     from ._fleet import print_fleet_report
     from ._supply import print_exposure
