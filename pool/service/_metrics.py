@@ -15,8 +15,10 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.pool_size = Gauge("guestpool_pool_size", "Appliances the pool keeps", registry=r)
-        self.appliances = Gauge("guestpool_appliances", "Appliances by state", ["state"],
+        self.pool_size = Gauge("guestpool_pool_size", "Appliances the warm pool keeps booted "
+                               "(its target size)", registry=r)
+        self.appliances = Gauge("guestpool_appliances", "Appliances now, by state: starting, "
+                                "booting, idle, busy (read at each scrape)", ["state"],
                                 registry=r)
         self.boots = PCounter("guestpool_boots", "Appliance boots since the service started",
                               registry=r)
@@ -66,7 +68,9 @@ class Metrics:
             "inspected or verified unchanged (last_round, last_hour, older, never)",
             ["freshness"], registry=r)
         self.fleet_state = Gauge("guestpool_fleet_vms_by_state", "Live VMs by the state their "
-                                 "latest attempt left them in", ["state"], registry=r)
+                                 "latest attempt left them in: inspected, unchanged (verified, "
+                                 "an earlier inspection carried), failed, never", ["state"],
+                                 registry=r)
 
     def set_fleet(self, view: dict[str, Any]) -> None:
         """The fleet gauges from ``_fleetview.freshness`` (set at each scrape)."""
