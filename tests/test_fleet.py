@@ -104,11 +104,15 @@ VM_OK = {"name": "a", "disks": [{"path": "a.img", "format": "raw"}]}
     (json.dumps({"vms": [{**VM_OK, "tags": "web"}]}).encode(), "tags: must be a list, got 'web'"),
     (json.dumps({"vms": [{**VM_OK, "priority": True}]}).encode(), "priority: must be a whole"),
     (json.dumps({"vms": [{**VM_OK, "disks": []}]}).encode(), "disks: must name at least one"),
-    (json.dumps({"vms": [{**VM_OK, "disk": []}]}).encode(), "disk: is not a field of a VM"),
+    (json.dumps({"vms": [{**VM_OK, "disk": []}]}).encode(), "'disk': is not a field of a VM"),
     (json.dumps({"vms": [{**VM_OK, "trust_group": "a/b"}]}).encode(), "trust_group: may not"),
     (json.dumps({"vms": [VM_OK, {**VM_OK, "disks": [{"path": "b.img", "format": "raw"}]}]}
                 ).encode(), "VM 'a' (entry 1) is named twice"),
     (json.dumps({"vms": [], "vm": []}).encode(), "must hold an object with one field"),
+    (b'{"vms": [{"name": "a", "trust_group": "x", "trust_group": "y", "disks": []}]}',
+     "the field 'trust_group' is given twice"),
+    (json.dumps({"vms": [{**VM_OK, "name": "."}]}).encode(), "name: may not hold"),
+    (json.dumps({"vms": [{**VM_OK, "x\n[1/1] y": 1}]}).encode(), "is not a field of a VM"),
     (json.dumps({"vms": [{**VM_OK, "disks": [{"path": "a\u0000b", "format": "raw"}]}]}
                 ).encode(), "disks[0].path: must be a file path"),
 ])

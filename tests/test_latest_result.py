@@ -64,12 +64,20 @@ def _write(store: Store, history: list[Event], model: dict[str, Expected]) -> No
     """Replay ``history`` through the store's writers, in a new round, and on the
     model beside them."""
     rid = store.start_round(60, "pooled", 1, None)
+    seen: set[str] = set()  # a round keeps one result per VM: the store drops a second
     for vm, what, distro, packages in history:
         m = model[vm]
         if what == "round":
             store.end_round(rid, {"covered": 0, "failed": 0, "not_reached": 0})
-            rid = store.start_round(60, "pooled", 1, None)
-        elif what in ("inspected", "os-failed"):
+            rid, seen = store.start_round(60, "pooled", 1, None), set()
+            continue
+        if vm in seen:
+            if what != "unchanged":  # the store refuses it; the model stays as it was
+                store.record(rid, InspectResult(vm, what != "failed", {}), context=CONTEXT)
+            continue
+        if what != "unchanged" or m.fingerprinted:
+            seen.add(vm)
+        if what in ("inspected", "os-failed"):
             os_ok = what == "inspected"
             store.record(rid, InspectResult(
                 vm, True, _entries(distro, packages, os_ok),

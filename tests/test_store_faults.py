@@ -195,3 +195,24 @@ def test_the_service_answers_while_another_process_locks_the_store(tmp_path: Pat
         assert c.post("/scans", json={"budget": 60}).status_code == 202
     finally:
         srv.stop()
+
+
+def test_a_journal_entry_the_store_refuses_is_set_aside_not_blocking(tmp_path: Path) -> None:
+    """One bad entry (a result no store can take) must not stop the others being
+    written, nor every later start: it is moved to JOURNAL.rejected."""
+    from guestpool import InspectResult
+    from guestpool.store._journal import entry, replay, spool
+
+    db = tmp_path / "r.db"
+    store = Store(db)
+    rid = store.start_round(60, "pooled", 1, 2)
+    good = entry(rid, InspectResult("a", True, {}, timings={"job": 0.5}), None, None)
+    bad = {**entry(rid, InspectResult("b", True, {}), None, None)}
+    bad["result"] = {**bad["result"], "attempts": [1]}  # not a number: SQLite refuses it
+    spool(db, [bad, good, good])  # and one delivered twice
+    assert replay(store) == 1
+    assert _stored(db) == {"a"}
+    rejected = journal_paths(db)[0].with_name("r.db.journal.rejected")
+    assert rejected.exists() and not journal_paths(db)[0].exists()
+    assert replay(store) == 0  # nothing left to block the next start
+    store.close()

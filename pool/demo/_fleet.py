@@ -371,7 +371,7 @@ def generate(outdir: Path, count: int, progress: Callable[[str], None] | None = 
     want = f"{GENERATOR_VERSION}:{count}"
     if stamp.exists() and stamp.read_text() == want and manifest.exists():
         return manifest
-    with build_lock(outdir):  # a second run into this folder waits, then reuses it
+    with build_lock(outdir / ".demo"):  # a second run into this folder waits, then reuses it
         if stamp.exists() and stamp.read_text() == want and manifest.exists():
             return manifest
         stamp.unlink(missing_ok=True)  # what follows rewrites the folder

@@ -145,7 +145,8 @@ def load_manifest(path: str | Path) -> Fleet:
         raise FleetError(f"fleet manifest {path} is not UTF-8 (byte {e.start})") from None
     kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(
+            text, object_pairs_hook=_no_duplicate_keys)
     except RecursionError:
         raise FleetError(f"fleet manifest {path} is nested too deeply") from None
     except (ValueError, tomllib.TOMLDecodeError) as e:
@@ -165,6 +166,16 @@ def load_manifest(path: str | Path) -> Fleet:
         seen.add(vm.name)
         vms.append(vm)
     return Fleet(vms)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it names a field twice (TOML refuses that too)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the field {key[:80]!r} is given twice")
+        seen[key] = value
+    return seen
 
 
 def _which(entry: object, i: int) -> str:

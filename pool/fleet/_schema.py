@@ -44,7 +44,7 @@ def check_name(value: object, field: str = "name") -> str:
     bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
     if bad is not None:
         raise FieldError(field, f"must be printable, holds U+{ord(bad):04X}")
-    if "/" in value or ".." in value:
+    if "/" in value or ".." in value or value == ".":
         raise FieldError(field, f"may not hold '/' or '..', got {value[:80]!r}")
     if value != value.strip():
         raise FieldError(field, f"may not start or end with a space, got {value[:80]!r}")
@@ -58,8 +58,8 @@ def parse_vm(d: object, base: Path | None = None) -> dict[str, Any]:
         raise FieldError("entry", f"must be an object, got {_kind(d)}")
     unknown = sorted(str(k) for k in d if k not in FIELDS)
     if unknown:
-        raise FieldError(unknown[0], "is not a field of a VM (fields: "
-                                     f"{', '.join(sorted(FIELDS))})")
+        raise FieldError(repr(unknown[0])[:80], "is not a field of a VM (fields: "
+                                                f"{', '.join(sorted(FIELDS))})")
     if "name" not in d:
         raise FieldError("name", "is required")
     out: dict[str, Any] = {"name": check_name(d["name"])}
@@ -103,7 +103,7 @@ def _disk(x: object, i: int, base: Path | None) -> tuple[str, str]:
         raise FieldError(field, f"must be an object with path and format, got {_kind(x)}")
     extra = sorted(str(k) for k in x if k not in ("path", "format"))
     if extra:
-        raise FieldError(f"{field}.{extra[0]}", "is not a field of a disk (path, format)")
+        raise FieldError(f"{field}.{extra[0]!r:.80}", "is not a field of a disk (path, format)")
     path, fmt = x.get("path"), x.get("format")
     if not isinstance(path, str) or not path or "\0" in path or len(path) > MAX_PATH:
         raise FieldError(f"{field}.path", f"must be a file path, got {_kind(path)}")

@@ -137,7 +137,8 @@ async def run_round(
         # cancelled from outside (the service stopping) or failed: what was not
         # stored goes to the journal, and the round closes as interrupted
         with anyio.CancelScope(shield=True):
-            _journal(writer, report)
+            with contextlib.suppress(StoreError):  # logged; the original error goes on
+                _journal(writer, report)
             if store is not None and report.round_id is not None:
                 with contextlib.suppress(StoreError), store.brief_waits():
                     store.close_interrupted(report.round_id)
@@ -156,9 +157,11 @@ def _journal(writer: ResultWriter | None, report: RoundReport) -> None:
     report.journaled = writer.unwritten
     try:
         report.journal = str(writer.spool())
-    except OSError as e:
+    except Exception as e:
+        log.error("round %s: %d results could not be stored nor kept in a journal: %s",
+                  report.round_id, report.journaled, e)
         raise StoreError(f"results store {writer.path}: {report.store_error}, and the "
-                         f"journal could not be written either: {e.strerror}") from e
+                         f"journal could not be written either: {e}") from e
 
 
 @dataclass

@@ -50,6 +50,7 @@ class ResultWriter:
         self.waited: str | None = None
         #: waiting on another process's lock now (the last write found it busy)
         self.busy = False
+        self.running = True
 
     def put(self, result: InspectResult, kind: str | None) -> None:
         self._queue.append((result, kind))
@@ -73,10 +74,12 @@ class ResultWriter:
                 result, kind = self._queue[0]
                 try:
                     changes = await anyio.to_thread.run_sync(self._write, result, kind)
-                except StoreError as e:
-                    if not e.busy:
-                        self.error = e
-                        log.warning("round %s: %s; results go to the journal", self._round, e)
+                except Exception as e:
+                    if not isinstance(e, StoreError) or not e.busy:
+                        self.error = e if isinstance(e, StoreError) else StoreError(
+                            f"results store {self.path}: {type(e).__name__}: {e}")
+                        log.warning("round %s: %s; results go to the journal", self._round,
+                                    self.error)
                         self._wake()
                         continue
                     if self.waited is None:
@@ -93,6 +96,8 @@ class ResultWriter:
                 self._on_written(result, changes)
                 self._wake()
         finally:
+            self.running = False
+            self._wake()  # nobody waits for a writer that is gone
             if self._store is not None:
                 self._store.close()
 
@@ -101,15 +106,16 @@ class ResultWriter:
             self._store = Store(self.path, busy_timeout=BUSY_WAIT_S)
         return self._store.record(self._round, result, self._context, kind)
 
-    async def drain(self, until: float) -> None:
+    async def drain(self, until: float, bounded: bool = False) -> None:
         """Wait until every queued result is written or writing failed; while the
         store is locked by another process, only until ``until``
         (``anyio.current_time()``). Writes that make progress are waited for: each
-        takes milliseconds, or at most ``BUSY_WAIT_S`` on a lock."""
-        while self._queue and self.error is None:
-            if self.busy and anyio.current_time() >= until:
+        takes milliseconds, or at most ``BUSY_WAIT_S`` on a lock. ``bounded``: never
+        past ``until``."""
+        while self._queue and self.error is None and self.running:
+            if (self.busy or bounded) and anyio.current_time() >= until:
                 return
-            with anyio.move_on_at(until if self.busy else math.inf):
+            with anyio.move_on_at(until if self.busy or bounded else math.inf):
                 await self._changed.wait()
 
     def spool(self) -> Path | None:
@@ -119,6 +125,7 @@ class ResultWriter:
         where = spool(self.path, (entry(self._round, r, self._context, k)
                                    for r, k in self._queue))
         count, self._queue = len(self._queue), deque()
+        self._wake()
         log.warning("round %s: %d results could not be stored (%s); kept in %s and stored "
                     "at the next start", self._round, count,
                     self.error or self.waited, where)
@@ -146,5 +153,5 @@ class Delivery:
         seconds (a result is acknowledged to its sender only then)."""
         if self._writer is None:
             return True
-        await self._writer.drain(anyio.current_time() + timeout)
+        await self._writer.drain(anyio.current_time() + timeout, bounded=True)
         return self._writer.unwritten == 0

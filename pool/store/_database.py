@@ -100,7 +100,6 @@ class Store:
 
     def __init__(self, path: str | Path | None = None, busy_timeout: float = 30.0) -> None:
         self.path = Path(path) if path else default_path()
-        self._busy_timeout = busy_timeout
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout,
@@ -130,11 +129,12 @@ class Store:
     def brief_waits(self, seconds: float = 1.0) -> Iterator[None]:
         """Wait at most ``seconds`` on another process's lock inside the block (a
         round's end must not wait out the usual 30 s)."""
+        before = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])
         self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
         try:
             yield
         finally:
-            self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            self._db.execute(f"PRAGMA busy_timeout={before}")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -224,6 +224,10 @@ class Store:
         own process is being stopped): state ``interrupted``, a summary counted
         from the results they stored, ended at their last result. Returns those
         summaries."""
+        with transaction(self._db, self.path):
+            return self._close_interrupted(round_id)
+
+    def _close_interrupted(self, round_id: int | None) -> list[dict[str, Any]]:
         if round_id is None:
             rows = [r for r in self._db.execute(
                 "SELECT id, started, budget, owner FROM rounds WHERE ended IS NULL")
@@ -262,6 +266,10 @@ class Store:
         changes = diff_results(previous["results"], result.results) if previous else []
         db = self._db
         with transaction(db, self.path):
+            if round_id is not None and db.execute(
+                    "SELECT 1 FROM results WHERE vm=? AND round_id=? LIMIT 1",
+                    (result.vm, round_id)).fetchone():
+                return []  # one result per VM and round: a copy delivered again is dropped
             cur = db.execute(
                 "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy, attempts,"
                 " timings, state, inspected_at, kind, first_error)"

@@ -2,7 +2,7 @@
 
 A round does not wait for a locked or full store: what is still unwritten at its
 end is appended to ``STORE.journal`` beside the store (or, if that disk is full
-too, to a file named after the store in ``$TMPDIR/guestpool-journal``). The
+too, to a file named after the store in this user's cache folder). The
 next round, or the service at start, replays every journal of its store and
 removes it once every line is committed.
 """
@@ -14,22 +14,27 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._database import Store
+from guestpool._cache import build_lock
+from guestpool._paths import cache_dir
+
+from ._database import Store, to_json
 from ._results import InspectResult
+from ._transactions import StoreError, reporting
 
 log = logging.getLogger(__name__)
 _FIELDS = {f.name for f in dataclasses.fields(InspectResult)}
 
 
 def journal_paths(store_path: Path) -> list[Path]:
-    """Where a store's journal may be: beside it, then the fallback folder."""
+    """Where a store's journal may be: beside it, then this user's own cache folder
+    (another disk, usually; never a shared temporary folder another user could
+    write a forged journal into)."""
     digest = hashlib.sha256(str(store_path.resolve()).encode()).hexdigest()[:16]
-    fallback = Path(tempfile.gettempdir()) / "guestpool-journal" / f"{store_path.name}-{digest}"
+    fallback = cache_dir() / "journal" / f"{store_path.name}-{digest}"
     return [store_path.with_name(store_path.name + ".journal"), fallback]
 
 
@@ -48,15 +53,18 @@ def end_entry(round_id: int, at: float, summary: dict[str, Any]) -> dict[str, An
 def spool(store_path: Path, entries: Iterable[dict[str, Any]]) -> Path:
     """Append ``entries`` to the store's journal; returns where they went. Raises
     OSError only when neither place can be written."""
-    lines = "".join(json.dumps(e) + "\n" for e in entries)
+    lines = "".join(to_json(e) + "\n" for e in entries)
     error: OSError | None = None
     for path in journal_paths(store_path):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(lines)
-                f.flush()
-                os.fsync(f.fileno())
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with build_lock(path):  # never beside a replay of the same journal
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                             0o600)
+                with os.fdopen(fd, "a") as f:
+                    f.write(lines)
+                    f.flush()
+                    os.fsync(f.fileno())
             return path
         except OSError as e:
             error = e
@@ -89,20 +97,44 @@ def result_of(e: dict[str, Any]) -> InspectResult:
 def replay(store: Store) -> int:
     """Write the results rounds kept in ``store``'s journal while it was locked or
     full, each once, and the ends of rounds it did not take; remove the journal
-    when all are in. Returns how many results were written."""
+    when all are in. An entry the store refuses for itself (not for a lock) is
+    moved to ``JOURNAL.rejected`` and named in a warning. Returns how many
+    results were written."""
     written = 0
-    for path, entries in pending(store.path):
-        for e in entries:
-            if "end_round" in e:  # a round whose end could not be stored
-                store.db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=? AND"
-                                 " ended IS NULL", (e["at"], json.dumps(e["summary"]),
-                                                    e["end_round"]))
-                continue
-            result = result_of(e)
-            if not store.has_result(e["round"], result.vm):
-                store.record(e["round"], result, e["context"], e["kind"])
-                written += 1
-        path.unlink()
+    for path, _ in pending(store.path):
+        with build_lock(path):  # one replay at a time, and no spool meanwhile
+            entries = next((e for p, e in pending(store.path) if p == path), [])
+            for e in entries:
+                try:
+                    written += _replay_one(store, e)
+                except StoreError as err:
+                    if err.busy:
+                        raise
+                    _reject(path, e, err)
+                except (KeyError, TypeError, ValueError, AttributeError) as err:
+                    _reject(path, e, err)
+            path.unlink(missing_ok=True)
         log.warning("%d results kept in %s while the store was unusable are now stored",
                     written, path)
     return written
+
+
+def _replay_one(store: Store, e: dict[str, Any]) -> int:
+    if "end_round" in e:  # a round whose end could not be stored
+        with reporting(store.path):
+            store.db.execute("UPDATE rounds SET ended=?, summary=? WHERE id=? AND ended IS NULL",
+                             (e["at"], to_json(e["summary"]), e["end_round"]))
+        return 0
+    result = result_of(e)
+    if store.has_result(e["round"], result.vm):
+        return 0
+    store.record(e["round"], result, e["context"], e["kind"])
+    return 1
+
+
+def _reject(path: Path, e: dict[str, Any], error: Exception) -> None:
+    rejected = path.with_name(path.name + ".rejected")
+    with open(rejected, "a") as f:
+        f.write(to_json({**e, "rejected": str(error)}) + "\n")
+    log.warning("journal %s: an entry the store refuses (%s) moved to %s", path, error,
+                rejected)

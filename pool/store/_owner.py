@@ -38,4 +38,12 @@ def gone(owner: str | None) -> bool:
     pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return _started(int(pid)) != started
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # another user's live process
+    now = _started(int(pid))
+    # a recycled pid is another process; what cannot be read is taken as alive
+    return now is not None and started not in ("", "None") and now != started
