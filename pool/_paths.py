@@ -17,9 +17,10 @@ def _dir(override: str, xdg: str, fallback: str, create: bool = True) -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    """Per-host facts worth remembering (accelerator verdict, measured costs)."""
-    return _dir("GUESTPOOL_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
+def cache_dir(create: bool = True) -> Path:
+    """Per-host facts worth remembering (accelerator verdict, measured costs);
+    ``create=False``: only where it is (a user without a home folder may run a scan)."""
+    return _dir("GUESTPOOL_CACHE_DIR", "XDG_CACHE_HOME", ".cache", create)
 
 
 def data_dir(create: bool = True) -> Path:

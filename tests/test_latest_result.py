@@ -64,7 +64,7 @@ def _write(store: Store, history: list[Event], model: dict[str, Expected]) -> No
     """Replay ``history`` through the store's writers, in a new round, and on the
     model beside them."""
     rid = store.start_round(60, "pooled", 1, None)
-    seen: set[str] = set()  # a round keeps one result per VM: the store drops a second
+    seen: set[str] = set()  # a round writes one result per VM (``once``): a second is dropped
     for vm, what, distro, packages in history:
         m = model[vm]
         if what == "round":
@@ -73,7 +73,8 @@ def _write(store: Store, history: list[Event], model: dict[str, Expected]) -> No
             continue
         if vm in seen:
             if what != "unchanged":  # the store refuses it; the model stays as it was
-                store.record(rid, InspectResult(vm, what != "failed", {}), context=CONTEXT)
+                store.record(rid, InspectResult(vm, what != "failed", {}), context=CONTEXT,
+                             once=True)
             continue
         if what != "unchanged" or m.fingerprinted:
             seen.add(vm)

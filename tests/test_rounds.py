@@ -89,8 +89,8 @@ def test_sigkill_mid_round_loses_no_reported_result(demo_fleet: DemoFleet,
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert len(reported) == 2
-    # the first job waited for the appliance's boot: its own time is told apart
-    assert ", waited " in lines[0] and float(lines[0].split(", job ")[1].split(" s")[0]) < 30
+    # each line tells the job's own time (attach to detach), apart from any wait
+    assert all(float(line.split(", job ")[1].split(" s")[0]) < 30 for line in lines), lines
     store = Store(db)
     for name in reported:
         latest = store.latest(name)

@@ -214,7 +214,7 @@ class Coordinator:
             now.delivered.add(result.vm)
             now.deliver(host, result)
         else:  # a round a killed coordinator left open
-            self.store.record(jr.round_id, result)
+            self.store.record(jr.round_id, result, once=True)
 
     # -- the round in progress (``HostsTarget`` drives it) ----------------------------
 

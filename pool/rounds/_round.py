@@ -114,6 +114,8 @@ async def run_round(
 
     def written(result: InspectResult, changes: list[Change]) -> None:
         report.drift += changes
+        if on_result is not None:  # reported once it is safe
+            on_result(result)
 
     writer = None if store is None else ResultWriter(store.path, report.round_id,
                                                      prepared.ctx, written)

@@ -104,7 +104,7 @@ class ResultWriter:
     def _write(self, result: InspectResult, kind: str | None) -> list[Change]:
         if self._store is None:  # this thread's own connection, short lock waits
             self._store = Store(self.path, busy_timeout=BUSY_WAIT_S)
-        return self._store.record(self._round, result, self._context, kind)
+        return self._store.record(self._round, result, self._context, kind, once=True)
 
     async def drain(self, until: float, bounded: bool = False) -> None:
         """Wait until every queued result is written or writing failed; while the
@@ -124,8 +124,11 @@ class ResultWriter:
             return None
         where = spool(self.path, (entry(self._round, r, self._context, k)
                                    for r, k in self._queue))
-        count, self._queue = len(self._queue), deque()
+        kept, self._queue = self._queue, deque()
+        count = len(kept)
         self._wake()
+        for result, _ in kept:  # safe in the journal: reported now
+            self._on_written(result, [])
         log.warning("round %s: %d results could not be stored (%s); kept in %s and stored "
                     "at the next start", self._round, count,
                     self.error or self.waited, where)
@@ -133,8 +136,10 @@ class ResultWriter:
 
 
 class Delivery:
-    """What a target calls with each result of the round: reported at once, queued
-    for the store; :meth:`stored` waits until those delivered so far are written."""
+    """What a target calls with each result of the round: counted in the report at
+    once, queued for the store, and passed to ``on_result`` once it is safe
+    (committed, or kept in the journal): a scan killed at any moment loses nothing
+    it reported. :meth:`stored` waits until those delivered so far are written."""
 
     def __init__(self, report: RoundReport, writer: ResultWriter | None,
                  kind_of: Callable[[InspectResult], str], on_result: ResultHook | None) -> None:
@@ -145,7 +150,7 @@ class Delivery:
         self._report.results.append(result)
         if self._writer is not None:
             self._writer.put(result, self._kind_of(result))
-        if self._on_result is not None:
+        elif self._on_result is not None:
             self._on_result(result)
 
     async def stored(self, timeout: float = 5.0) -> bool:

@@ -253,23 +253,25 @@ class Store:
         return closed
 
     def record(self, round_id: int | None, result: Any, context: str | None = None,
-               kind: str | None = None) -> list[Change]:
+               kind: str | None = None, once: bool = False) -> list[Change]:
         """Store one VM's result and its drift against the previous good result.
 
         With ``context`` (``_unchanged.context``: the inspectors and the safety
         policy), a good result whose inspectors all succeeded keeps its disk
         fingerprint, against which later rounds verify the VM unchanged; any
         other result drops the VM's fingerprint (it is inspected next time).
+        ``once``: store nothing if round ``round_id`` has a result of the VM
+        already (rounds write theirs so: a copy delivered again is stored once).
         """
         now = time.time()
         previous = self.latest(result.vm) if result.ok else None
         changes = diff_results(previous["results"], result.results) if previous else []
         db = self._db
         with transaction(db, self.path):
-            if round_id is not None and db.execute(
+            if once and round_id is not None and db.execute(
                     "SELECT 1 FROM results WHERE vm=? AND round_id=? LIMIT 1",
                     (result.vm, round_id)).fetchone():
-                return []  # one result per VM and round: a copy delivered again is dropped
+                return []  # a round's copy delivered again (redelivery, journal replay)
             cur = db.execute(
                 "INSERT INTO results (round_id, vm, at, ok, error, appliance, strategy, attempts,"
                 " timings, state, inspected_at, kind, first_error)"

@@ -34,7 +34,7 @@ def journal_paths(store_path: Path) -> list[Path]:
     (another disk, usually; never a shared temporary folder another user could
     write a forged journal into)."""
     digest = hashlib.sha256(str(store_path.resolve()).encode()).hexdigest()[:16]
-    fallback = cache_dir() / "journal" / f"{store_path.name}-{digest}"
+    fallback = cache_dir(create=False) / "journal" / f"{store_path.name}-{digest}"
     return [store_path.with_name(store_path.name + ".journal"), fallback]
 
 
@@ -128,7 +128,7 @@ def _replay_one(store: Store, e: dict[str, Any]) -> int:
     result = result_of(e)
     if store.has_result(e["round"], result.vm):
         return 0
-    store.record(e["round"], result, e["context"], e["kind"])
+    store.record(e["round"], result, e["context"], e["kind"], once=True)
     return 1
 
 
