@@ -309,11 +309,14 @@ class Store:
         return changes
 
     def round_open(self, round_id: int, uid: str) -> bool:
-        """Whether this store started round ``round_id`` as ``uid`` and has not
-        ended it (a round a killed coordinator left stays open: its results may
-        still come)."""
-        return self._db.execute("SELECT 1 FROM rounds WHERE id=? AND uid=? AND ended IS NULL",
-                                (round_id, uid)).fetchone() is not None
+        """Whether this store started round ``round_id`` as ``uid`` and its owner did
+        not end it: still running, or closed as ``interrupted`` by another process
+        (a killed coordinator's round: its hosts' results may still come, and
+        are stored under it)."""
+        return self._db.execute(
+            "SELECT 1 FROM rounds WHERE id=? AND uid=? AND (ended IS NULL OR"
+            " json_extract(summary, '$.state') = 'interrupted')",
+            (round_id, uid)).fetchone() is not None
 
     def has_result(self, round_id: int, vm: str) -> bool:
         """Whether round ``round_id`` already stored a result of ``vm``: a result
