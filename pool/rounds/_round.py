@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -45,6 +45,7 @@ from ._writer import Delivery, ResultWriter
 
 ResultHook = Callable[[InspectResult], None]
 STALENESS_BUCKET_S = 300.0
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -188,25 +189,48 @@ async def _prepare(target: Target, options: RoundOptions, specs: Sequence[Inspec
         verified = await target.verify(vms, store, ctx, options.max_age)
         report.reinspect = verified.counts()
         report.changed_disks = verified.changed()
-    seen = store.last_scanned() if store else {}
-    todo = order_fleet(verified.todo, seen)
-    report.plan = target.plan(todo, verified, store, options.budget)
-    if store is not None:
-        replay(store)
-        for closed in store.close_interrupted():
+    if store is None:
+        todo = order_fleet(verified.todo, {})
+        report.plan = target.plan(todo, verified, None, options.budget)
+        return _Prepared(report, todo, {}, ctx, {vm.name: len(vm.disks) for vm in vms})
+
+    def open_round(own: Store) -> tuple[list[VM], Mapping[str, float | None],
+                                        list[tuple[int, InspectResult]]]:
+        seen = own.last_scanned()
+        todo = order_fleet(verified.todo, seen)
+        report.plan = target.plan(todo, verified, own, options.budget)
+        replay(own)
+        for closed in own.close_interrupted():
             log.warning("round %s was interrupted (its process is gone): closed with %s VMs "
                         "covered, %s failed", closed["round"], closed["covered"],
                         closed["failed"])
-        report.fleet_changes = store.sync_fleet(vms, complete=whole)
-        report.round_id = store.start_round(options.budget, target.strategy, target.size,
-                                            report.plan.predicted)
-        carried = carried_results(store, verified, target.strategy)
-        store.record_unchanged(report.round_id, carried)
-        for _, result in carried:
-            report.results.append(result)
-            if on_result is not None:
-                on_result(result)
+        report.fleet_changes = own.sync_fleet(vms, complete=whole)
+        report.round_id = own.start_round(options.budget, target.strategy, target.size,
+                                          report.plan.predicted)
+        carried = carried_results(own, verified, target.strategy)
+        own.record_unchanged(report.round_id, carried)
+        return todo, seen, carried
+
+    todo, seen, carried = await on_own_connection(store, open_round)
+    for _, result in carried:
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
     return _Prepared(report, todo, seen, ctx, {vm.name: len(vm.disks) for vm in vms})
+
+
+async def on_own_connection(store: Store, fn: Callable[[Store], T]) -> T:
+    """``fn`` on a worker thread with a connection of its own to ``store``'s file:
+    a 10,000-VM round's SQL takes seconds, and the event loop (a service's
+    requests, the round's jobs) must wait neither on it nor on another
+    process's lock; nor may it share a transaction with another task."""
+    def run() -> T:
+        own = Store(store.path)
+        try:
+            return fn(own)
+        finally:
+            own.close()
+    return await anyio.to_thread.run_sync(run)
 
 
 async def _finish(target: Target, report: RoundReport, todo: Sequence[VM],
@@ -223,22 +247,35 @@ async def _finish(target: Target, report: RoundReport, todo: Sequence[VM],
         report.elapsed = anyio.current_time() - start
         return
     # a store that gave trouble this round is not waited for: the round ends on time
-    with store.brief_waits() if report.store_error else contextlib.nullcontext():
-        try:
-            _keep_costs(store, report, target.strategy, disks)
-            if options.osv and report.covered and not report.journaled:
-                await _match_findings(store, report, options.osv)
-        except StoreError as e:
-            report.store_error = report.store_error or str(e)
-        report.phases["finish"] = anyio.current_time() - finishing
-        report.elapsed = anyio.current_time() - start
-        summary = report.summary()
-        try:
-            store.end_round(report.round_id or 0, summary)
-        except StoreError as e:  # closed from the journal at the next start
-            report.store_error = report.store_error or str(e)
-            where = spool(store.path, [end_entry(report.round_id or 0, time.time(), summary)])
-            log.warning("round %s: its end kept in %s (%s)", report.round_id, where, e)
+    troubled = report.store_error is not None
+
+    def briefly(own: Store) -> contextlib.AbstractContextManager[None]:
+        return own.brief_waits() if troubled else contextlib.nullcontext()
+
+    def keep_costs(own: Store) -> None:
+        with briefly(own):
+            _keep_costs(own, report, target.strategy, disks)
+
+    try:
+        await on_own_connection(store, keep_costs)
+        if options.osv and report.covered and not report.journaled:
+            await _match_findings(store, report, options.osv)
+    except StoreError as e:
+        report.store_error = report.store_error or str(e)
+    report.phases["finish"] = anyio.current_time() - finishing
+    report.elapsed = anyio.current_time() - start
+    summary = report.summary()
+
+    def end_round(own: Store) -> None:
+        with briefly(own):
+            own.end_round(report.round_id or 0, summary)
+
+    try:
+        await on_own_connection(store, end_round)
+    except StoreError as e:  # closed from the journal at the next start
+        report.store_error = report.store_error or str(e)
+        where = spool(store.path, [end_entry(report.round_id or 0, time.time(), summary)])
+        log.warning("round %s: its end kept in %s (%s)", report.round_id, where, e)
 
 
 def preview(vms: Sequence[VM], options: RoundOptions, store: Store | None,
@@ -260,17 +297,13 @@ async def _match_findings(store: Store, report: RoundReport, folder: str) -> Non
     from guestpool.supply import _findings
     from guestpool.supply import _matching as _vulns
 
-    def match() -> tuple[list[_vulns.VmFindings], list[dict[str, Any]]]:
+    def match(own: Store) -> tuple[list[_vulns.VmFindings], list[dict[str, Any]]]:
         index = _findings.index_for(folder)
-        own = Store(store.path)  # this thread's own connection: the service reads meanwhile
-        try:
-            return _findings.record_round(own, report.round_id, index,
-                                          [r.vm for r in report.covered])
-        finally:
-            own.close()
+        return _findings.record_round(own, report.round_id, index,
+                                      [r.vm for r in report.covered])
 
     try:
-        reports, changes = await anyio.to_thread.run_sync(match)
+        reports, changes = await on_own_connection(store, match)
     except GuestpoolError as e:
         report.findings_error = str(e)
         return

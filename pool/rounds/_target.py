@@ -129,7 +129,8 @@ class LocalTarget(Target):
         assert self.pool is not None
         if self.pool.safety is None:  # checks off: no fingerprint to compare
             return Verified(todo=list(vms))
-        return await anyio.to_thread.run_sync(verify, vms, store.fingerprints(), ctx, max_age)
+        return await anyio.to_thread.run_sync(
+            lambda: verify(vms, store.fingerprints(), ctx, max_age))
 
     def plan(self, todo: Sequence[VM], verified: Verified, store: Store | None,
              budget: float) -> Plan:

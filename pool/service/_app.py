@@ -7,14 +7,17 @@ scheduler in order; callers poll. Nothing holds a caller while appliances boot.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +25,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from guestpool._errors import GuestpoolError
+from guestpool.store._database import Store
 from guestpool.store._fleetview import FleetQuery, fleet_page, freshness, vm_detail
+from guestpool.store._transactions import StoreError
 from guestpool.supply._matching import SEVERITIES
 
 from ._console import routes as console_routes
@@ -35,6 +40,8 @@ from ._status_page import pool_state, render_status
 from ._supply import handlers as vuln_handlers
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+log = logging.getLogger("guestpool")
 #: Largest request body accepted, in bytes.
 MAX_BODY = 1024 * 1024
 
@@ -52,6 +59,27 @@ def _scan_view(svc: Service, scan: dict[str, Any]) -> dict[str, Any]:
     if scan["state"] == "queued":
         out["estimated_start_s"] = round(svc.estimate_start(scan["id"]), 1)
     return out
+
+
+async def queue(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a worker thread: the scan queue is SQL on the store's file,
+    which another process may hold locked (a write waits up to ``BUSY_WAIT_S``)."""
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def vm_view(store: Store, name: str) -> dict[str, Any] | None:
+    """The VM's latest result (its facts, carried or not) and the state its
+    latest attempt left it in, from the one definition every view reads."""
+    detail = vm_detail(store, name, history=1)
+    latest = store.latest(name)
+    if detail is None or latest is None:
+        return None
+    return {**latest, "vm_state": detail["state"], "verified_at": detail["verified_at"],
+            "last_attempt_at": detail["last_attempt_at"], "last_error": detail["last_error"]}
+
+
+def drift_view(store: Store, name: str) -> list[dict[str, Any]] | None:
+    return store.drift(name) if store.has_vm(name) else None
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -166,6 +194,11 @@ def build_app(svc: Service) -> Starlette:
                 return await handler(request)
             except HTTPProblem as e:
                 return _problem(e.status, str(e))
+            except StoreError as e:  # the service goes on; the caller may ask again
+                if e.busy:
+                    return _problem(503, f"{e}: send the request again", {"Retry-After": "5"})
+                log.error("%s %s: %s", request.method, request.url.path, e)
+                return _problem(500, str(e))
         return check
 
     async def create_scan(request: Request) -> Response:
@@ -182,57 +215,50 @@ def build_app(svc: Service) -> Starlette:
             return _problem(422, "Idempotency-Key is longer than 200 characters")
         scoped = f"{principal(svc, request)}:{key}" if key else None
         try:
-            scan, created = svc.queue.submit(req, scoped)
+            scan, created = await queue(svc.queue.submit, req, scoped)
         except QueueBusy:
             return _problem(503, "the results store is locked by another process: send the "
                                  "request again", {"Retry-After": "5"})
         svc.kick()
-        return _json(_scan_view(svc, scan), 202 if created else 200,
+        return _json(await queue(_scan_view, svc, scan), 202 if created else 200,
                      {"Location": f"/scans/{scan['id']}"})
 
     async def get_scan(request: Request) -> Response:
-        scan = svc.queue.get(request.path_params["id"])
-        return _json(_scan_view(svc, scan)) if scan else _problem(404, "no such scan")
+        scan = await queue(svc.queue.get, request.path_params["id"])
+        return _json(await queue(_scan_view, svc, scan)) if scan else \
+            _problem(404, "no such scan")
 
     async def list_scans(request: Request) -> Response:
-        return _json([_scan_view(svc, s) for s in svc.queue.recent()])
+        return _json(await queue(lambda: [_scan_view(svc, s) for s in svc.queue.recent()]))
 
     async def cancel_scan(request: Request) -> Response:
         scan_id = request.path_params["id"]
-        scan = svc.queue.get(scan_id)
+        scan = await queue(svc.queue.get, scan_id)
         if scan is None:
             return _problem(404, "no such scan")
         if scan["state"] in FINAL:
             return _problem(409, f"scan is already {scan['state']}")
         if scan["state"] == "queued":
-            svc.queue.update(scan_id, state="cancelled", finished=time.time())
+            await queue(functools.partial(svc.queue.update, scan_id, state="cancelled",
+                                          finished=time.time()))
         elif svc.running == scan_id and svc.cancel is not None:
             svc.cancel.set()  # in-flight jobs finish, no new ones start
-        return _json(_scan_view(svc, svc.queue.get(scan_id) or scan), 202)
+        now = await queue(svc.queue.get, scan_id)
+        return _json(await queue(_scan_view, svc, now or scan), 202)
 
     async def list_vms(request: Request) -> Response:
         limit = _int_param(request, "limit", 1000, 1, 10_000)
         offset = _int_param(request, "offset", 0, 0, 10**9)
-        rows, _ = fleet_page(svc.store, FleetQuery(limit=limit, offset=offset))
+        rows, _ = await svc.reads(fleet_page, FleetQuery(limit=limit, offset=offset))
         return _json([{"name": r["vm"], **{k: r[k] for k in VM_FIELDS}} for r in rows])
 
     async def get_vm(request: Request) -> Response:
-        """The VM's latest result (its facts, carried or not) and the state its
-        latest attempt left it in, from the one definition every view reads."""
-        detail = vm_detail(svc.store, request.path_params["name"], history=1)
-        latest = svc.store.latest(request.path_params["name"])
-        if detail is None or latest is None:
-            return _problem(404, "no result for that VM")
-        return _json({**latest, "vm_state": detail["state"],
-                      "verified_at": detail["verified_at"],
-                      "last_attempt_at": detail["last_attempt_at"],
-                      "last_error": detail["last_error"]})
+        found = await svc.reads(vm_view, request.path_params["name"])
+        return _json(found) if found is not None else _problem(404, "no result for that VM")
 
     async def vm_drift(request: Request) -> Response:
-        name = request.path_params["name"]
-        if not svc.store.has_vm(name):
-            return _problem(404, "unknown VM")
-        return _json(svc.store.drift(name))
+        changes = await svc.reads(drift_view, request.path_params["name"])
+        return _json(changes) if changes is not None else _problem(404, "unknown VM")
 
     async def pool_view(request: Request) -> Response:
         return _json(pool_state(svc))
@@ -245,21 +271,23 @@ def build_app(svc: Service) -> Starlette:
         counts = Counter(a["state"] for a in pool_state(svc)["appliances"])
         for state in ("starting", "booting", "idle", "busy"):
             svc.metrics.appliances.labels(state).set(counts.get(state, 0))
-        findings = svc.store.open_findings()
+        findings, fleet = await svc.reads(lambda store: (store.open_findings(),
+                                                         freshness(store)))
         for severity in SEVERITIES:
             svc.metrics.vuln_findings.labels(severity).set(findings.get(severity, 0))
-        svc.metrics.set_fleet(freshness(svc.store))
+        svc.metrics.set_fleet(fleet)
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         """Answers at once while the store is locked, and says so."""
-        return _json({"ok": True, "running": svc.running, "store": store_state(svc.store.path)})
+        state = await anyio.to_thread.run_sync(store_state, svc.store.path)
+        return _json({"ok": True, "running": svc.running, "store": state})
 
     async def openapi(request: Request) -> Response:
         return _json(OPENAPI)
 
     async def status_page(request: Request) -> Response:
-        return HTMLResponse(render_status(svc))
+        return HTMLResponse(await render_status(svc))
 
     vulns = vuln_handlers(svc)
     return Starlette(routes=[

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from guestpool.store import _fleetview as fv
+from guestpool.store._database import Store
 
 from ._charts import Series, bar_chart
 from ._scheduler import Service
@@ -144,12 +145,12 @@ def _select(name: str, label: str, options: Mapping[str, str], chosen: str) -> s
            "</label>"
 
 
-def render_fleet(svc: Service, params: Mapping[str, str]) -> str:
+def render_fleet(store: Store, params: Mapping[str, str]) -> str:
     now = time.time()
     q = fleet_query(params)
-    rows, total = fv.fleet_page(svc.store, q, now)
+    rows, total = fv.fleet_page(store, q, now)
     distro_opts = {"": "all"} | {
-        name: f"{name} ({n})" for name, n in _distro_totals(fv.distros(svc.store)).items()}
+        name: f"{name} ({n})" for name, n in _distro_totals(fv.distros(store)).items()}
     keep = {k: v for k, v in params.items() if k in ("q", "distro", "version", "state", "stale",
                                                      "sort", "desc", "size") and v}
 
@@ -233,9 +234,9 @@ def _distro_totals(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 # -- one VM --------------------------------------------------------------------------------
 
-def render_vm(svc: Service, name: str) -> str | None:
+def render_vm(store: Store, name: str) -> str | None:
     now = time.time()
-    d = fv.vm_detail(svc.store, name)
+    d = fv.vm_detail(store, name)
     if d is None:
         return None
     os_ = d["os"] or {}
@@ -364,15 +365,15 @@ def routes(svc: Service, guarded: Callable[[Handler], Handler]) -> list[Route]:
         params = dict(request.query_params)
         try:
             if params.pop("format", "") == "json":
-                rows, total = fv.fleet_page(svc.store, fleet_query(params))
+                rows, total = await svc.reads(fv.fleet_page, fleet_query(params))
                 return JSONResponse({"total": total, "vms": rows})
-            return HTMLResponse(render_fleet(svc, params))
+            return HTMLResponse(await svc.reads(render_fleet, params))
         except ValueError as err:
             return HTMLResponse(layout("Bad request", f"<h1>Bad request</h1><p>{e(str(err))}"
                                        "</p><p><a href='/fleet'>Back to the fleet</a></p>"), 422)
 
     async def vm(request: Request) -> Response:
-        page = render_vm(svc, request.path_params["name"])
+        page = await svc.reads(render_vm, request.path_params["name"])
         if page is None:
             return HTMLResponse(layout("Unknown VM", "<h1>Unknown VM</h1><p>No VM of that name "
                                        "in the store. <a href='/fleet'>The fleet</a></p>"), 404)

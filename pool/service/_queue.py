@@ -39,6 +39,9 @@ class ScanQueue:
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_WAIT_S,
                                    check_same_thread=False)
+        #: for progress, written on the event loop after each result: never waits
+        self._at_once = sqlite3.connect(path, isolation_level=None, timeout=0,
+                                        check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
@@ -109,6 +112,17 @@ class ScanQueue:
                   for k, v in fields.items()]
         self._db.execute(f"UPDATE scans SET {cols} WHERE id=?", (*values, scan_id))
 
+    def note_progress(self, scan_id: str, progress: dict[str, Any],
+                      errors: list[dict[str, Any]]) -> bool:
+        """Best effort and at once: False when another process holds the store's
+        lock (the progress is in memory too, and the next result writes it again)."""
+        try:
+            self._at_once.execute("UPDATE scans SET progress=?, errors=? WHERE id=?",
+                                  (json.dumps(progress), json.dumps(errors), scan_id))
+        except sqlite3.OperationalError:
+            return False
+        return True
+
     @staticmethod
     def _row(row: sqlite3.Row) -> dict[str, Any]:
         out = dict(row)
@@ -118,6 +132,7 @@ class ScanQueue:
 
     def close(self) -> None:
         self._db.close()
+        self._at_once.close()
 
 
 def store_state(path: Path) -> str:

@@ -7,7 +7,6 @@ appliances use memory at a time."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from guestpool.nats import Coordinator
 from ._osv_state import OsvState
 from ._queue import ScanQueue
+from ._reads import StoreReads
 
 log = logging.getLogger("guestpool")
 
@@ -74,8 +74,12 @@ class Service:
     #: (set to let the warm pool's keeper close it, set by the keeper once closed)
     _keeper_events: tuple[anyio.Event, anyio.Event] | None = None
     _keepers: TaskGroup | None = None
+    #: the handlers' reads of the store, off the event loop on their own connection
+    reads: StoreReads = field(init=False)
+    _queue_unreadable: bool = False
 
     def __post_init__(self) -> None:
+        self.reads = StoreReads(self.store.path)
         if self.vulns.folder is None:
             self.vulns.folder = self.options.osv
         replay(self.store)  # results a locked or full store did not take
@@ -107,13 +111,26 @@ class Service:
         async with anyio.create_task_group() as keepers:
             self._keepers = keepers
             while True:
-                scan = None if self.paused else self.queue.next_queued()
+                scan = None if self.paused else await self._next_queued()
                 if scan is None:
                     with anyio.move_on_after(1.0):
                         await self.wake.wait()
                     self.wake = anyio.Event()
                     continue
                 await self._run(scan)
+
+    async def _next_queued(self) -> dict[str, Any] | None:
+        """The next scan, or None while another process holds the store's file
+        locked (asked again a second later; the service goes on meanwhile)."""
+        try:
+            scan = await anyio.to_thread.run_sync(self.queue.next_queued)
+        except sqlite3.OperationalError as e:
+            if not self._queue_unreadable:  # once per episode, not every second
+                log.warning("the scan queue cannot be read (%s): trying again", e)
+            self._queue_unreadable = True
+            return None
+        self._queue_unreadable = False
+        return scan
 
     async def _warm_pool(self, fleet: str, options: RoundOptions, safety: SafetyPolicy
                          ) -> Pool:
@@ -217,10 +234,7 @@ class Service:
             self.progress["unchanged"] += r.state == "unchanged"
             if not r.ok:
                 errors.append({"vm": r.vm, **(r.error or {})})
-            # best effort: the store's file may be locked by another process; the
-            # progress is in memory too, and the next result writes it again
-            with contextlib.suppress(sqlite3.OperationalError):
-                self.queue.update(scan_id, progress=self.progress, errors=errors[-100:])
+            self.queue.note_progress(scan_id, self.progress, errors[-100:])
 
         return on_result
 

@@ -98,6 +98,7 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[s
             tg.start_soon(run_periodic, interval, queue_rounds)
         tg.start_soon(http, tg)
     svc.queue.close()
+    svc.reads.close()
     store.close()
 
 

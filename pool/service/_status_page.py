@@ -7,7 +7,10 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
+
 from guestpool.store import _fleetview as fv
+from guestpool.store._database import Store
 
 from ._charts import Series, bar_chart
 from ._console import e, layout, seconds, vm_link, when
@@ -25,10 +28,22 @@ def pool_state(svc: Service) -> dict[str, Any]:
         for a in list(pool.appliances.values())]}
 
 
-def render_status(svc: Service) -> str:
+async def render_status(svc: Service) -> str:
     """The console's overview: the current round and the appliances (refreshing
     itself), charts per round, the fleet by freshness, distro and failure."""
     now = time.time()
+    scan = await anyio.to_thread.run_sync(svc.queue.get, svc.running) if svc.running else None
+    return _page(svc, now, scan or {}, *await svc.reads(_figures, now))
+
+
+def _figures(store: Store, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                dict[str, Any]]:
+    """The overview's reads of the store: rounds, recent drift, the fleet report."""
+    return fv.round_series(store, 20), store.recent_drift(15), fv.fleet_report(store, now)
+
+
+def _page(svc: Service, now: float, scan: dict[str, Any], series: list[dict[str, Any]],
+          recent_drift: list[dict[str, Any]], report: dict[str, Any]) -> str:
     pool = pool_state(svc)
     rows = "".join(f"<tr><td>{a['id']}</td><td class='{e(a['state'])}'>{e(a['state'])}</td>"
                    f"<td>{e(str(a['trust_group']))}</td><td class='num'>{a['jobs']}</td>"
@@ -37,7 +52,6 @@ def render_status(svc: Service) -> str:
         "<tr><td colspan=5>no pool running</td></tr>"
     current = "idle"
     if svc.running:
-        scan = svc.queue.get(svc.running) or {}
         p = svc.progress
         budget = float((scan.get("request") or {}).get("budget", svc.options.budget))
         elapsed = time.time() - (scan.get("started") or time.time())
@@ -48,7 +62,6 @@ def render_status(svc: Service) -> str:
                    f"<div class='bar' role='progressbar' aria-valuemin='0' aria-valuemax='100' "
                    f"aria-valuenow='{used:.0f}' aria-label='round time used'>"
                    f"<div style='width:{used:.0f}%'></div></div>")
-    series = fv.round_series(svc.store, 20)
     rounds = "".join(f"<tr><td>{r['round']}</td><td>{when(r['ended'], now)}</td>"
                      f"<td class='num'>{r['covered']}</td><td class='num'>{r['failed']}</td>"
                      f"<td class='num'>{r['not_reached']}</td><td class='num'>{r['boots']}</td>"
@@ -58,9 +71,8 @@ def render_status(svc: Service) -> str:
                      for r in reversed(series[-10:])) or "<tr><td colspan=8>no round yet</td></tr>"
     drift = "".join(f"<tr><td>{vm_link(c['vm'])}</td><td>{e(c['kind'])}</td>"
                     f"<td><code>{e(str(c['key']))}</code></td><td>{when(c['at'], now)}</td></tr>"
-                    for c in svc.store.recent_drift(15)) or \
+                    for c in recent_drift) or \
         "<tr><td colspan=4>no drift recorded</td></tr>"
-    report = fv.fleet_report(svc.store, now)
     n = report["vms"] or 1
     fresh = "".join(
         f"<tr><th scope='row'>{label}</th><td class='num'>{report['freshness'][k]:,}</td>"

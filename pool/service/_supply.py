@@ -34,7 +34,7 @@ def handlers(svc: Service) -> dict[str, Handler]:
             return _problem(422, "format must be one of " + ", ".join(MEDIA_TYPES))
         if spec not in _sbom.CYCLONEDX_VERSIONS:
             return _problem(422, "spec must be one of " + ", ".join(_sbom.CYCLONEDX_VERSIONS))
-        latest = svc.store.latest(request.path_params["name"])
+        latest = await svc.reads(Store.latest, request.path_params["name"])
         if latest is None:
             return _problem(404, "no result for that VM")
         try:
@@ -49,7 +49,7 @@ def handlers(svc: Service) -> dict[str, Handler]:
             return refused
         index = svc.vulns.index
         assert index is not None
-        latest = svc.store.latest(request.path_params["name"])
+        latest = await svc.reads(Store.latest, request.path_params["name"])
         if latest is None:
             return _problem(404, "no result for that VM")
         try:
@@ -71,7 +71,8 @@ def handlers(svc: Service) -> dict[str, Handler]:
 
 
 def _fleet(store_path: str, index: _vulns.OsvIndex) -> dict[str, Any]:
-    """Every VM's findings, read on this thread's own connection to the store."""
+    """Every VM's findings, read on this thread's own connection to the store
+    (matching a fleet takes seconds: the other reads' lane is not held meanwhile)."""
     store = Store(store_path)
     try:
         reports = _findings.match_latest(store, index, list(_findings.all_vms(store)))

@@ -23,7 +23,7 @@ from guestpool.fleet._model import VM
 
 from ._drift import Change, diff_results
 from ._owner import gone, this_process
-from ._transactions import reporting, transaction
+from ._transactions import StoreError, reporting, store_error, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -104,12 +104,17 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout,
                                        check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._create_schema()
             self._add_columns()
-        except (OSError, sqlite3.Error) as e:
-            raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
+        except sqlite3.Error as e:
+            self._db.close()
+            raise StoreError(f"cannot open results store {self.path}: {e}",
+                             busy=store_error(self.path, e).busy) from e
         self._db.row_factory = sqlite3.Row
 
     @classmethod
