@@ -112,8 +112,13 @@ async def test_a_store_locked_to_the_round_s_end_keeps_results_in_a_journal(
     stored_before = _stored(db)  # what made it before the lock
     assert stored_before < covered
     # the next round writes the journal first, each result once, and removes it
+    round_ended = time.time()
     await run_round(_vms(0), RoundOptions(budget=5), store=Store(db), pool=_pool())  # type: ignore[arg-type]
     assert _stored(db) == covered
+    # each with the time it came, not the replay's
+    store = Store(db)
+    assert all(store.latest(vm)["at"] <= round_ended for vm in covered)  # type: ignore[index]
+    store.close()
     assert not any(p.exists() for p in journal_paths(db))
     first = Store(db).recent_rounds(5)[-1]
     assert first["summary"]["covered"] == len(covered)  # its end, from the journal

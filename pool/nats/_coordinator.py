@@ -20,6 +20,7 @@ refused, logged and counted (:attr:`Coordinator.refused`), never stored.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -39,6 +40,7 @@ from nats.js.errors import NoKeysError
 
 from guestpool.store._database import Store
 from guestpool.store._results import InspectResult
+from guestpool.store._transactions import StoreError
 
 from ._connect import NatsSettings, connected, ensure_host, ensure_streams
 from ._messages import HostInfo, Job, decode_host, decode_result, encode
@@ -90,6 +92,8 @@ class Coordinator:
         self.known_hosts: dict[str, HostInfo] = {}
         self._consumers: set[str] = set()
         self.current: CurrentRound | None = None
+        #: late results (a round a killed coordinator left open), written one at a time
+        self._writes = anyio.CapacityLimiter(1)
 
     # -- hosts -----------------------------------------------------------------------
 
@@ -161,12 +165,11 @@ class Coordinator:
             if not senders <= self.known_hosts.keys():  # a host announced since we looked
                 with contextlib.suppress(*_NATS_ERRORS):
                     await self.hosts()
-            for msg in msgs:
-                self._store(msg)
+            taken = [msg for msg in msgs if await self._store(msg)]
             now = self.current
             if now is not None and not await now.stored():
                 continue  # not committed yet (a locked store): sent again, then deduplicated
-            for msg in msgs:
+            for msg in taken:
                 with contextlib.suppress(*_NATS_ERRORS):  # if lost: delivered again,
                     await msg.ack()                        # then only acknowledged
 
@@ -175,17 +178,19 @@ class Coordinator:
         log.warning("coordinator: refused a result from host %s (%s): %s", host or "?",
                     reason, detail)
 
-    def _store(self, msg: Msg) -> None:
+    async def _store(self, msg: Msg) -> bool:
+        """Take one result (or refuse it); False when it could not be stored now
+        and must not be acknowledged (NATS delivers it again)."""
         host = results_host(msg.subject)
         try:
             jr = decode_result(msg.data)
             result = jr.inspect_result()
         except (ValueError, TypeError):
             self._refuse("malformed", host, "not a result")
-            return
+            return True
         if host is None or jr.host != host:
             self._refuse("wrong-host", host, f"it names host {jr.host!r}")
-            return
+            return True
         now = self.current
         current = now is not None and jr.round_id == now.round_id and jr.round_uid == now.uid
         own_name, result.vm = result.vm, fleet_name(host, result.vm)
@@ -199,22 +204,30 @@ class Coordinator:
         if owner != host:
             self._refuse("not-announced", host, f"VM {own_name!r} is not one of its "
                          + ("jobs this round" if current else "VMs"))
-            return
+            return True
         if not current and not self.store.round_open(jr.round_id, jr.round_uid):
             self._refuse("round-closed", host, f"round {jr.round_id} ({jr.round_uid or '?'}) "
                          "is not open in this store")
-            return
+            return True
         if (current and now is not None and result.vm in now.delivered) \
                 or self.store.has_result(jr.round_id, result.vm):
             self.duplicates += 1
-            return
+            return True
         self.stored += 1
         if current:  # the round stores it, with its drift, and reports it
             assert now is not None
             now.delivered.add(result.vm)
             now.deliver(host, result)
-        else:  # a round a killed coordinator left open
-            self.store.record(jr.round_id, result, once=True)
+        else:  # a round a killed coordinator left open; the write may wait on a lock
+            try:
+                await anyio.to_thread.run_sync(functools.partial(
+                    self.store.record, jr.round_id, result, once=True), limiter=self._writes)
+            except StoreError as e:
+                self.stored -= 1
+                log.warning("coordinator: a late result of %s not stored yet (%s): it is "
+                            "delivered again", result.vm, e)
+                return False
+        return True
 
     # -- the round in progress (``HostsTarget`` drives it) ----------------------------
 

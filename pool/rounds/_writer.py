@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ class ResultWriter:
                  on_written: Callable[[InspectResult, list[Change]], None]) -> None:
         self.path, self._round, self._context = path, round_id, context
         self._on_written = on_written
-        self._queue: deque[tuple[InspectResult, str | None]] = deque()
+        self._queue: deque[tuple[InspectResult, str | None, float]] = deque()
         self._changed = anyio.Event()
         self._store: Store | None = None
         #: why writing stopped (a store that fails for another reason than a lock)
@@ -53,7 +54,7 @@ class ResultWriter:
         self.running = True
 
     def put(self, result: InspectResult, kind: str | None) -> None:
-        self._queue.append((result, kind))
+        self._queue.append((result, kind, time.time()))  # stored with when it came
         self._wake()
 
     def _wake(self) -> None:
@@ -71,9 +72,9 @@ class ResultWriter:
                 if not self._queue or self.error is not None:
                     await self._changed.wait()
                     continue
-                result, kind = self._queue[0]
+                result, kind, at = self._queue[0]
                 try:
-                    changes = await anyio.to_thread.run_sync(self._write, result, kind)
+                    changes = await anyio.to_thread.run_sync(self._write, result, kind, at)
                 except Exception as e:
                     if not isinstance(e, StoreError) or not e.busy:
                         self.error = e if isinstance(e, StoreError) else StoreError(
@@ -101,10 +102,10 @@ class ResultWriter:
             if self._store is not None:
                 self._store.close()
 
-    def _write(self, result: InspectResult, kind: str | None) -> list[Change]:
+    def _write(self, result: InspectResult, kind: str | None, at: float) -> list[Change]:
         if self._store is None:  # this thread's own connection, short lock waits
             self._store = Store(self.path, busy_timeout=BUSY_WAIT_S)
-        return self._store.record(self._round, result, self._context, kind, once=True)
+        return self._store.record(self._round, result, self._context, kind, once=True, at=at)
 
     async def drain(self, until: float, bounded: bool = False) -> None:
         """Wait until every queued result is written or writing failed; while the
@@ -122,12 +123,12 @@ class ResultWriter:
         """Put what is still queued into the journal; where it went (None: nothing)."""
         if not self._queue:
             return None
-        where = spool(self.path, (entry(self._round, r, self._context, k)
-                                   for r, k in self._queue))
+        where = spool(self.path, (entry(self._round, r, self._context, k, at)
+                                   for r, k, at in self._queue))
         kept, self._queue = self._queue, deque()
         count = len(kept)
         self._wake()
-        for result, _ in kept:  # safe in the journal: reported now
+        for result, _, _ in kept:  # safe in the journal: reported now
             self._on_written(result, [])
         log.warning("round %s: %d results could not be stored (%s); kept in %s and stored "
                     "at the next start", self._round, count,

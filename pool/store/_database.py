@@ -258,7 +258,8 @@ class Store:
         return closed
 
     def record(self, round_id: int | None, result: Any, context: str | None = None,
-               kind: str | None = None, once: bool = False) -> list[Change]:
+               kind: str | None = None, once: bool = False,
+               at: float | None = None) -> list[Change]:
         """Store one VM's result and its drift against the previous good result.
 
         With ``context`` (``_unchanged.context``: the inspectors and the safety
@@ -267,8 +268,10 @@ class Store:
         other result drops the VM's fingerprint (it is inspected next time).
         ``once``: store nothing if round ``round_id`` has a result of the VM
         already (rounds write theirs so: a copy delivered again is stored once).
+        ``at``: when the result came, if not now (a round's writer that waited on
+        a lock, a journal replayed at the next start).
         """
-        now = time.time()
+        now = time.time() if at is None else at
         previous = self.latest(result.vm) if result.ok else None
         changes = diff_results(previous["results"], result.results) if previous else []
         db = self._db

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,12 @@ def journal_paths(store_path: Path) -> list[Path]:
 
 
 def entry(round_id: int | None, result: InspectResult, context: str | None,
-          kind: str | None) -> dict[str, Any]:
-    """One journal line: what ``Store.record`` would have been given."""
+          kind: str | None, at: float | None = None) -> dict[str, Any]:
+    """One journal line: what ``Store.record`` would have been given, with the
+    time the result came (stored as its time, not the replay's)."""
     fields = {k: v for k, v in result.to_dict().items() if k in _FIELDS}
-    return {"round": round_id, "context": context, "kind": kind, "result": fields}
+    return {"round": round_id, "context": context, "kind": kind, "result": fields,
+            "at": time.time() if at is None else at}
 
 
 def end_entry(round_id: int, at: float, summary: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +131,10 @@ def _replay_one(store: Store, e: dict[str, Any]) -> int:
     result = result_of(e)
     if store.has_result(e["round"], result.vm):
         return 0
-    store.record(e["round"], result, e["context"], e["kind"], once=True)
+    at = e.get("at")
+    if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
+        raise TypeError(f"'at' is not a time: {at!r}")
+    store.record(e["round"], result, e["context"], e["kind"], once=True, at=at)
     return 1
 
 
