@@ -84,6 +84,27 @@ def test_folder_source_reads_formats_from_extension_or_sidecar(tmp_path: Path) -
     assert [d.format for d in vms["e"].disks] == ["qcow2", "raw"]
 
 
+def test_folder_source_checks_names_and_sidecars_like_a_manifest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file's name is a VM's name: one with a newline (it would forge a progress
+    line or split a CSV row) or a sidecar with wrong fields skips that VM, with a
+    warning naming it, and never the others."""
+    (tmp_path / "ok.raw").write_bytes(b"x")
+    (tmp_path / "forged\nok: 1 covered.raw").write_bytes(b"x")
+    (tmp_path / "t.raw").write_bytes(b"x")
+    (tmp_path / "t.raw.json").write_text('{"format": "raw", "tags": "web"}')
+    (tmp_path / "p.raw").write_bytes(b"x")
+    (tmp_path / "p.raw.json").write_text('{"format": "raw", "priority": "high"}')
+    (tmp_path / "g.raw").write_bytes(b"x")
+    (tmp_path / "g.raw.json").write_text('{"format": "raw", "trust_group": "a/../b"}')
+    with caplog.at_level("WARNING", logger="guestpool"):
+        vms = FolderSource(tmp_path).load()
+    assert [v.name for v in vms] == ["ok"]
+    text = caplog.text
+    assert "must be printable" in text and "tags: must be a list" in text
+    assert "priority: must be a whole number" in text and "trust_group: may not hold" in text
+
+
 def test_domain_xml_parsing() -> None:
     xml = f"""<domain type='qemu'><name>web</name>
       <metadata><gp:guestpool xmlns:gp='{GUESTPOOL_XMLNS}' trust_group='tenant-x'/></metadata>

@@ -136,3 +136,17 @@ def test_a_store_being_created_shows_all_its_tables_or_none(tmp_path: Path) -> N
     complete = len(_store._SCHEMA_NAMES)
     assert seen <= {0, complete}, sorted(seen)
     assert complete in seen
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted() -> None:
+    """Guest bytes (a hostname, a package name) reach CSV cells: a leading =, +,
+    -, @, tab or CR would make a spreadsheet run the cell as a formula."""
+    import csv
+    import io
+
+    hostile = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    rows = [{"vm": v, "n": -5, "nested": {"k": "=1"}} for v in hostile]
+    back = list(csv.DictReader(io.StringIO(export(rows, "csv"))))
+    assert [r["vm"] for r in back] == ["'" + v for v in hostile]
+    assert {r["n"] for r in back} == {"-5"}  # numbers stay numbers
+    assert back[0]["nested"] == '{"k": "=1"}'

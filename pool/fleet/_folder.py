@@ -11,7 +11,7 @@ from typing import Any
 from guestpool._errors import FleetError
 
 from ._model import VM, Disk
-from ._schema import FORMATS
+from ._schema import FORMATS, FieldError, parse_vm
 
 log = logging.getLogger("guestpool")
 EXTENSIONS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw"}
@@ -73,8 +73,18 @@ class FolderSource:
                 continue
             meta = found[0][1]
             home = None if entry.is_file() else str(entry.resolve())
-            vms.append(VM(entry.stem if entry.is_file() else entry.name,
-                          tuple(d for d, _ in found), tags=tuple(meta.get("tags", ())),
-                          trust_group=str(meta.get("trust_group", "default")),
-                          priority=int(meta.get("priority", 0)), home=home))
+            # a file's name and its sidecar are the manifest's fields here: checked the
+            # same way (a newline in a name would forge progress lines and CSV rows)
+            described: dict[str, Any] = {
+                "name": entry.stem if entry.is_file() else entry.name,
+                "disks": [{"path": d.path, "format": d.format} for d, _ in found],
+                **{k: meta[k] for k in ("tags", "trust_group", "priority") if k in meta}}
+            try:
+                fields = parse_vm(described)
+            except FieldError as e:
+                log.warning("skipping %r: %s", str(entry)[-300:], e)
+                continue
+            vms.append(VM(fields["name"], tuple(d for d, _ in found), tags=fields["tags"],
+                          trust_group=fields["trust_group"], priority=fields["priority"],
+                          home=home))
         return vms

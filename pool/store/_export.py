@@ -23,6 +23,20 @@ def export(rows: Iterable[dict[str, Any]], fmt: str) -> str:
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
         for r in rows:
-            w.writerow({k: to_json(v) if isinstance(v, dict | list) else v for k, v in r.items()})
+            w.writerow({k: _cell(v) for k, v in r.items()})
         return buf.getvalue()
     raise GuestpoolError(f"unknown export format {fmt!r}: use jsonl or csv")
+
+
+#: what makes a spreadsheet read a cell as a formula (OWASP's CSV injection list)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """Nested values as JSON; a text that a spreadsheet would run as a formula (a
+    guest's hostname, a package's name: guest bytes) quoted with a leading ``'``."""
+    if isinstance(value, dict | list):
+        value = to_json(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
