@@ -61,7 +61,7 @@ def run(manifest: Path, budget: float, lock_at: float, lock_for: float,
     if proc.returncode not in (0, 3):
         raise SystemExit(f"scan failed ({proc.returncode}): {proc.stderr[-2000:]}")
     report = json.loads(proc.stdout)
-    covered = {r["vm"] for r in report["results"] if r["ok"]}
+    covered = {r["vm"] for r in report["vms"] if r["ok"]}
     s = Store(store)
     try:
         stored_now = _stored(s, report["round"])
@@ -70,7 +70,7 @@ def run(manifest: Path, budget: float, lock_at: float, lock_for: float,
         stored_after = _stored(s, report["round"])
     finally:
         s.close()
-    summary = report["summary"]
+    summary = report  # `scan --json`: the round's summary, with every VM's result
     return {
         "budget_s": budget, "wall_s": round(wall, 1),
         "overrun_s": round(max(0.0, wall - budget), 1),
@@ -79,7 +79,8 @@ def run(manifest: Path, budget: float, lock_at: float, lock_for: float,
         "covered": len(covered), "failed": summary.get("failed"),
         "stored_at_exit": len(covered & stored_now), "journaled": summary.get("journaled", 0),
         "replayed": replayed, "stored_after_replay": len(covered & stored_after),
-        "store_error": summary.get("store_error"), "job_p50_s": summary.get("job_s", {}).get("p50"),
+        "store_error": (summary.get("store_error") or "").replace(str(store), "STORE")
+        or None, "job_p50_s": summary.get("job_s", {}).get("p50"),
         "exit": proc.returncode}
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from guestpool._errors import ImageError
 from guestpool.fleet._safety import resolve_image
 from guestpool.inspectors._shell import device_listing, shell_lines
 
+from ._descriptors import ChainRefused, chain_options, check_nodes, hand_over, node_files, release
 from ._protocol import DiskRef, ErrorKind
 from ._qmp import QMP, QMPDead, QMPError
 
@@ -43,6 +44,8 @@ class Plugged:
     node: str
     device_id: str
     device: str = ""
+    #: the fd sets of its files (attached by descriptor), released with it
+    fdsets: list[int] = field(default_factory=list)
 
 
 def prepare_appliance(g: Any) -> bool:
@@ -158,19 +161,7 @@ class HotPlug:
         for disk in disks:
             label = next(self._labels)
             node, dev_id = f"gp-{label}", f"gpd-{label}"
-            # a running VM's qemu holds a write lock: share it, never take it
-            share = {"force-share": True} if disk.live else {}
-            try:
-                self.qmp.command("blockdev-add", {
-                    "driver": disk.format, "node-name": node, "read-only": True, **share,
-                    "file": {"driver": "file", "filename": disk.path, "read-only": True,
-                             **share}})
-            except QMPDead as e:
-                raise OpError(ErrorKind.APPLIANCE, f"qemu did not answer: {e}") from e
-            except QMPError as e:
-                self._unplug_quietly(labels)
-                raise OpError(ErrorKind.IMAGE,
-                              f"qemu cannot open {disk.path} as {disk.format}: {e}") from e
+            fdsets = self._add_node(disk, node, labels)
             try:
                 self.qmp.command("device_add", {"driver": "scsi-hd", "drive": node,
                                                 "bus": "scsi.0", "id": dev_id, "serial": label,
@@ -178,11 +169,47 @@ class HotPlug:
             except QMPError as e:
                 with contextlib.suppress(QMPError):
                     self.qmp.command("blockdev-del", {"node-name": node})
+                release(self.qmp, fdsets)
                 raise OpError(ErrorKind.APPLIANCE, f"device_add failed: {e}") from e
-            self.plugged[label] = Plugged(disk.path, node, dev_id)
+            self.plugged[label] = Plugged(disk.path, node, dev_id, fdsets=fdsets)
             labels.append(label)
         self._wait_devices(labels)
         return labels
+
+    def _add_node(self, disk: DiskRef, node: str, labels: list[str]) -> list[int]:
+        """The disk's block node, read-only, its format explicit; its files handed
+        over as the descriptors of the checked files (``_descriptors``) when the
+        checks ran. Returns their fd sets. A refusal unplugs the VM's disks added
+        before it, so the appliance stays clean."""
+        # a running VM's qemu holds a write lock: share it, never take it
+        share = {"force-share": True} if disk.live else {}
+        fdsets: list[int] = []
+        try:
+            if not disk.chain:  # checks off: qemu opens the path and follows the header
+                self.qmp.command("blockdev-add", {
+                    "driver": disk.format, "node-name": node, "read-only": True, **share,
+                    "file": {"driver": "file", "filename": disk.path, "read-only": True,
+                             **share}})
+                return fdsets
+            fdsets = hand_over(self.qmp, disk)
+            before = node_files(self.qmp)
+            self.qmp.command("blockdev-add", chain_options(disk, node, fdsets, share))
+            try:
+                check_nodes(before, node_files(self.qmp), fdsets, disk)
+            except ChainRefused:
+                with contextlib.suppress(QMPError):
+                    self.qmp.command("blockdev-del", {"node-name": node})
+                raise
+        except QMPDead as e:
+            raise OpError(ErrorKind.APPLIANCE, f"qemu did not answer: {e}") from e
+        except (QMPError, ChainRefused) as e:
+            release(self.qmp, fdsets)
+            self._unplug_quietly(labels)
+            if isinstance(e, ChainRefused):
+                raise OpError(ErrorKind.IMAGE, str(e)) from e
+            raise OpError(ErrorKind.IMAGE,
+                          f"qemu cannot open {disk.path} as {disk.format}: {e}") from e
+        return fdsets
 
     def _unplug_quietly(self, labels: list[str]) -> None:
         """An image qemu refused: unplug the VM's disks added before it, so the
@@ -214,6 +241,7 @@ class HotPlug:
             for p in going:
                 self.qmp.wait_event("DEVICE_DELETED", DEVICE_WAIT_S, device=p.device_id)
                 self.qmp.command("blockdev-del", {"node-name": p.node})
+                release(self.qmp, p.fdsets)
         except QMPError as e:
             raise OpError(ErrorKind.APPLIANCE, f"detaching disks failed: {e}") from e
         # qemu reports DEVICE_DELETED before the guest kernel lets go; the udev

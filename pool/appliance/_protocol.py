@@ -56,6 +56,20 @@ class ErrorKind(enum.Enum):
 # -- values carried by messages ----------------------------------------------------
 
 
+class Layer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One file of a disk as the supervisor's checks found it: the worker opens it,
+    verifies it is that very file (device and inode), and hands qemu the open
+    descriptor, so qemu opens no path of its own choosing."""
+
+    path: str
+    #: "raw" or "qcow2" ("raw" for a data file)
+    format: str
+    #: "disk", "backing" (the next layer down) or "data" (the layer's data file)
+    role: str
+    dev: int
+    ino: int
+
+
 class DiskRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A disk to attach: its checked path and its declared format (never probed)."""
 
@@ -63,6 +77,10 @@ class DiskRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: str
     #: the VM is running: read without taking qemu's lock (the result may be inconsistent)
     live: bool = False
+    #: every file the checks opened, in their order (the disk, its data file, the
+    #: backing file, its data file, ...); empty with the checks off: qemu then
+    #: opens the path and follows the image's header itself
+    chain: list[Layer] = []
 
 
 # -- requests ------------------------------------------------------------------------

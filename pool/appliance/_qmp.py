@@ -57,12 +57,17 @@ class QMP:
         return msg
 
     def command(self, name: str, arguments: dict[str, Any] | None = None,
-                timeout: float = 10.0) -> Any:
+                timeout: float = 10.0, fd: int | None = None) -> Any:
+        """Run one command; ``fd`` travels with it (SCM_RIGHTS), for ``add-fd``."""
         msg: dict[str, Any] = {"execute": name}
         if arguments:
             msg["arguments"] = arguments
+        data = json.dumps(msg).encode() + b"\n"
         try:
-            self._sock.sendall(json.dumps(msg).encode() + b"\n")
+            if fd is None:
+                self._sock.sendall(data)
+            else:
+                socket.send_fds(self._sock, [data], [fd])
         except OSError as e:
             raise QMPDead(f"qemu's monitor is gone: {e}") from None
         deadline = time.monotonic() + timeout

@@ -8,11 +8,14 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guestpool._errors import FleetError
 
 from ._schema import FORMATS, FieldError, check_name, parse_vm
+
+if TYPE_CHECKING:
+    from ._safety import ChainFile
 
 #: a manifest larger than this is refused before it is parsed (10,000 VMs take ~3 MB)
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -24,6 +27,9 @@ class Disk:
 
     path: str
     format: str
+    #: the files the safety checks opened for this disk (``check_disk``), in order:
+    #: what is attached, by descriptor, and nothing else
+    chain: tuple[ChainFile, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

@@ -233,8 +233,7 @@ def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False,
     else:
         real = os.path.realpath(disk.path)
     opened = _open_image(disk.path, real)
-    if files is not None:
-        files.append(ChainFile(real, disk.format, "disk", opened.stat))
+    mine: ChainFiles = [ChainFile(real, disk.format, "disk", opened.stat)]
     found = _magic(opened.head, opened.footer)
     if disk.format == "raw" and found is not None and not policy.allow_format_mismatch:
         raise ImageError(f"image {disk.path} is declared raw but {_where(found, opened)}; "
@@ -244,8 +243,10 @@ def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False,
             seen = f" (it has a {found} header)" if found else ""
             raise ImageError(f"image {disk.path} is declared qcow2 but has no qcow2 header{seen}")
         _check_qcow2_tables(real, opened)
-        _check_chain(real, policy, live, files if files is not None else [])
-    return Disk(real, disk.format)
+        _check_chain(real, policy, live, mine)
+    if files is not None:
+        files.extend(mine)
+    return Disk(real, disk.format, chain=tuple(mine))
 
 
 def _check_qcow2_tables(real: str, opened: _Opened) -> None:

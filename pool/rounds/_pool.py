@@ -41,11 +41,12 @@ from guestpool.appliance._protocol import (
     DiskRef,
     Inspect,
     Inspected,
+    Layer,
     Ping,
     Pong,
 )
 from guestpool.appliance._sizing import DEFAULT_MEMSIZE_MB, default_pool_size
-from guestpool.fleet._model import VM
+from guestpool.fleet._model import VM, Disk
 from guestpool.fleet._safety import ChainFiles, SafetyPolicy, check_vm, luks_keys
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.inspectors._specs import InspectorSpec
@@ -431,7 +432,7 @@ class Pool:
         """Attach every disk of ``vms`` at once, inspect each VM on its own devices,
         detach all: (results per VM, inspect seconds per VM, attach s, detach s).
         An image qemu refuses is unplugged again by the worker before ImageError."""
-        disks = [DiskRef(d.path, d.format, vm.live) for vm in vms for d in vm.disks]
+        disks = [disk_ref(d, vm.live) for vm in vms for d in vm.disks]
         keys = [luks_keys(vm) for vm in vms]  # an unreadable key fails before attaching
         t = anyio.current_time()
         attached = (await app.call(Attach(disks), self.op_timeout, Attached)).labels
@@ -489,7 +490,7 @@ class Pool:
             self.appliances[app.id] = app
             app.state = "busy"
             try:
-                disks = [DiskRef(d.path, d.format) for d in vm.disks]
+                disks = [disk_ref(d, False) for d in vm.disks]
                 deadline = self.boot_timeout + _seconds(specs)
                 reply = await app.call(Cold(vm.name, disks, list(specs), self.accel,
                                             self.memsize, self.smp, luks_keys(vm)),
@@ -516,3 +517,9 @@ def batchable(vms: Sequence[VM]) -> bool:
     templates = [vm.clone_of for vm in vms if vm.clone_of]
     return len({vm.trust_group for vm in vms}) <= 1 and len(templates) == len(set(templates))
 
+
+def disk_ref(disk: Disk, live: bool) -> DiskRef:
+    """What the worker attaches: the disk with every file the checks opened (by
+    device and inode), so it attaches exactly those (``Layer``)."""
+    return DiskRef(disk.path, disk.format, live, [
+        Layer(f.path, f.format, f.role, f.stat.st_dev, f.stat.st_ino) for f in disk.chain])
