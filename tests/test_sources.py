@@ -303,6 +303,91 @@ def test_sources_confine_disks_to_their_folders(tmp_path: Path) -> None:
     check_vm(vm, safety_policy(source, allow_paths=["/etc"]))
 
 
+def _qcow2(path: Path, backing: Path | None = None, fmt: str = "qcow2") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = ["-b", str(backing), "-F", fmt] if backing else []
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *args, str(path), "1M"],
+                   check=True)
+    return path
+
+
+def test_no_vm_of_a_folder_source_reaches_another_vm_s_files(tmp_path: Path) -> None:
+    """Issue 29, item 2: a top-level image backed by another VM's disk (or any file
+    of its folder) is refused; backing files several VMs share live in _base."""
+    fleet = tmp_path / "fleet"
+    victim = _qcow2(fleet / "victim" / "disk.qcow2")
+    (fleet / "victim" / "secret.bin").write_bytes(b"\1" * 4096)  # no format: not a disk
+    _qcow2(fleet / "evil.qcow2", victim)
+    _qcow2(fleet / "sneaky.qcow2", fleet / "victim" / "secret.bin", "raw")
+    _qcow2(fleet / "sibling.qcow2", fleet / "evil.qcow2")  # another top-level VM's image
+    base = _qcow2(fleet / "_base" / "debian.qcow2")
+    _qcow2(fleet / "web.qcow2", base)
+    _qcow2(fleet / "db" / "disk.qcow2", base)
+    source = FolderSource(fleet)
+    vms = {v.name: v for v in source.load()}
+    assert set(vms) == {"victim", "evil", "sneaky", "sibling", "web", "db"}  # _base: no VM
+    for name in ("evil", "sneaky", "sibling"):
+        assert "outside the allowed folders" in _refused(vms[name], source), name
+    for name in ("victim", "web", "db"):
+        check_vm(vms[name], safety_policy(source))
+
+
+def test_no_vm_of_a_manifest_reads_another_vm_s_disk(tmp_path: Path) -> None:
+    """A manifest's folder tree is shared, but one VM's backing (or data) file may
+    not be another VM's disk."""
+    victim = _qcow2(tmp_path / "victim.qcow2")
+    evil = _qcow2(tmp_path / "evil.qcow2", victim)
+    base = _qcow2(tmp_path / "base.qcow2")
+    ok = _qcow2(tmp_path / "ok.qcow2", base)
+    manifest = tmp_path / "fleet.json"
+    manifest.write_text(json.dumps({"vms": [
+        {"name": n, "trust_group": n, "disks": [{"path": str(p), "format": "qcow2"}]}
+        for n, p in (("victim", victim), ("evil", evil), ("ok", ok))]}))
+    source = ManifestSource(manifest)
+    vms = {v.name: v for v in source.load()}
+    assert "is the disk of VM 'victim' (trust group 'victim')" in _refused(vms["evil"], source)
+    check_vm(vms["ok"], safety_policy(source))
+    check_vm(vms["victim"], safety_policy(source))
+
+
+def test_no_nova_instance_reads_another_instance_s_disk(tmp_path: Path) -> None:
+    root = tmp_path / "instances"
+    base = _qcow2(root / "_base" / "b")
+    victim = _qcow2(root / "victim" / "disk", base)
+    evil = _qcow2(root / "evil" / "disk", victim)
+    for disk in (victim, evil):
+        (disk.parent / "disk.info").write_text(json.dumps({str(disk): "qcow2"}))
+    source = NovaSource(root)
+    vms = {v.name: v for v in source.load()}
+    assert "outside the allowed folders" in _refused(vms["evil"], source)
+    check_vm(vms["victim"], safety_policy(source))
+
+
+@pytest.mark.appliance  # libvirtd probes the real qemu to define a domain
+def test_no_libvirt_domain_reads_another_domain_s_disk(libvirtd: str, tmp_path: Path) -> None:
+    """libvirt's folders are shared by every domain (its storage pools): a real
+    libvirtd lists two domains, one backed by the other's disk, which is refused."""
+    pool = tmp_path / "images"
+    victim = _qcow2(pool / "victim.qcow2")
+    evil = _qcow2(pool / "evil.qcow2", victim)
+    base = _qcow2(pool / "base.qcow2")
+    ok = _qcow2(pool / "ok.qcow2", base)
+    names = {f"{libvirtd}{n}": p for n, p in (("victim", victim), ("evil", evil), ("ok", ok))}
+    try:
+        for name, disk in names.items():
+            xml = tmp_path / f"{name}.xml"
+            xml.write_text(_domain(name, [(str(disk), "qcow2")], name))
+            assert _virsh("define", str(xml)).returncode == 0
+        source = LibvirtSource(URI)
+        vms = {v.name: v for v in source.load() if v.name in names}
+        assert f"is the disk of VM '{libvirtd}victim'" in _refused(vms[f"{libvirtd}evil"],
+                                                                     source)
+        check_vm(vms[f"{libvirtd}ok"], safety_policy(source))  # a shared base: fine
+    finally:
+        for name in names:
+            _virsh("undefine", name)
+
+
 def test_libvirt_uris_are_local_drivers_only(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     prog = tmp_path / "prog.sh"

@@ -11,6 +11,7 @@ from typing import Any
 from guestpool._errors import FleetError
 
 from ._model import VM, Disk
+from ._safety import disk_owners
 from ._schema import FORMATS
 
 log = logging.getLogger("guestpool")
@@ -47,6 +48,8 @@ class LibvirtSource:
     name: str = "libvirt"
     allowed_roots: list[str] = field(default_factory=lambda: ["/var/lib/libvirt/images"])
     shared_roots: list[str] = field(default_factory=list)
+    #: every disk of the last load, with its VM (the safety policy's ``fleet_disks``)
+    disk_owners: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def load(self) -> list[VM]:
         try:
@@ -68,6 +71,7 @@ class LibvirtSource:
                      *(os.path.dirname(os.path.realpath(d.path)) for v in vms for d in v.disks)}
             self.allowed_roots = sorted(roots)
             self.shared_roots = list(self.allowed_roots)
+            self.disk_owners = disk_owners(vms)
             return sorted(vms, key=lambda v: v.name)
         finally:
             conn.close()

@@ -8,14 +8,11 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from guestpool._errors import FleetError
 
 from ._schema import FORMATS, FieldError, check_name, parse_vm
-
-if TYPE_CHECKING:
-    from ._safety import ChainFile
 
 #: a manifest larger than this is refused before it is parsed (10,000 VMs take ~3 MB)
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -27,9 +24,6 @@ class Disk:
 
     path: str
     format: str
-    #: the files the safety checks opened for this disk (``check_disk``), in order:
-    #: what is attached, by descriptor, and nothing else
-    chain: tuple[ChainFile, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -68,8 +62,9 @@ class VM:
     #: The VM is running: its disks are read without qemu's lock and may be inconsistent.
     live: bool = False
     #: A folder that holds this VM's disks and no other VM's (a Nova instance, a
-    #: subfolder of a folder source): its disks, backing and data files must stay
-    #: there (or in the source's shared folders).
+    #: subfolder of a folder source), or its one image file (a single image of a
+    #: folder source): its disks, backing and data files must stay there (or in
+    #: the source's shared folders).
     home: str | None = None
     #: LUKS keys: where to read them (never the passphrases themselves)
     keys: tuple[KeyFile, ...] = ()

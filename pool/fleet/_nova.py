@@ -11,6 +11,7 @@ from pathlib import Path
 from guestpool._errors import FleetError
 
 from ._model import VM, Disk
+from ._safety import disk_owners
 from ._schema import FORMATS
 
 log = logging.getLogger("guestpool")
@@ -26,6 +27,8 @@ class NovaSource:
     name: str = "nova"
     allowed_roots: list[str] = field(default_factory=list)
     shared_roots: list[str] = field(default_factory=list)
+    #: every disk of the last load, with its VM (the safety policy's ``fleet_disks``)
+    disk_owners: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         base = str((self.path / "_base").resolve())
@@ -58,6 +61,7 @@ class NovaSource:
             if disks:
                 vms.append(VM(inst.name, tuple(disks), tags=("nova",), home=str(inst.resolve()),
                               trust_group=_nova_project(inst / "libvirt.xml") or "nova"))
+        self.disk_owners = disk_owners(vms)
         return vms
 
 

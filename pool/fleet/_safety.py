@@ -24,7 +24,7 @@ import re
 import stat
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,13 @@ class SafetyPolicy:
     #: with a ``home`` folder is confined to it and these, never to another
     #: VM's folder.
     shared_roots: Sequence[str] = ()
+    #: Every disk of the fleet (resolved path -> its VM and trust group,
+    #: :func:`disk_owners`): no file of a VM's disks (the disk, a backing or data
+    #: file) may be the disk of a VM of another trust group.
+    fleet_disks: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    #: Set by :func:`check_vm` for a VM with a ``home``: taken as it is (resolved
+    #: by its source), never through symlinks, beside ``disk_roots``.
+    home: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,14 +186,16 @@ def resolve_image(path: str) -> str:
     return real
 
 
-def confine(path: str, roots: Sequence[str]) -> str:
-    """``path`` with symlinks resolved; ImageError unless it lies inside one of ``roots``.
+def confine(path: str, roots: Sequence[str], home: str | None = None) -> str:
+    """``path`` with symlinks resolved; ImageError unless it lies inside one of ``roots``
+    or ``home``.
 
     The roots are resolved as well, so a root named through a symlink still
     matches; ``..`` is resolved before the check, and no roots allow nothing.
+    ``home`` is taken as it is: a symlink there must not move a VM's own place.
     """
     real = os.path.realpath(path)
-    real_roots = [os.path.realpath(r) for r in roots]
+    real_roots = _resolved(roots, home)
     if not _inside(real, real_roots):
         raise ImageError(f"image {path} resolves to {real}, outside the allowed folders "
                          f"({', '.join(real_roots) or 'none given'}); refusing it "
@@ -229,7 +238,7 @@ def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False,
     tree or ``allowed_roots``, as before.
     """
     if policy.disk_roots is not None:
-        real = confine(disk.path, policy.disk_roots)
+        real = confine(disk.path, policy.disk_roots, policy.home)
     else:
         real = os.path.realpath(disk.path)
     opened = _open_image(disk.path, real)
@@ -246,7 +255,7 @@ def check_disk(disk: Disk, policy: SafetyPolicy, live: bool = False,
         _check_chain(real, policy, live, mine)
     if files is not None:
         files.extend(mine)
-    return Disk(real, disk.format, chain=tuple(mine))
+    return Disk(real, disk.format)
 
 
 def _check_qcow2_tables(real: str, opened: _Opened) -> None:
@@ -274,10 +283,12 @@ def qcow2_layout(head: bytes) -> tuple[int, int, int]:
 def _chain_roots(real: str, policy: SafetyPolicy) -> list[str]:
     """Where a disk's backing and data files may live (see :func:`check_disk`)."""
     if policy.disk_roots is not None:
-        roots: Sequence[str] = policy.disk_roots
-    else:
-        roots = (str(Path(real).parent), *policy.allowed_roots)
-    return [os.path.realpath(r) for r in roots]
+        return _resolved(policy.disk_roots, policy.home)
+    return _resolved((str(Path(real).parent), *policy.allowed_roots))
+
+
+def _resolved(roots: Sequence[str], home: str | None = None) -> list[str]:
+    return [*(os.path.realpath(r) for r in roots), *([home] if home else [])]
 
 
 def _check_chain(real: str, policy: SafetyPolicy, live: bool, files: ChainFiles) -> None:
@@ -417,10 +428,30 @@ def check_vm(vm: VM, policy: SafetyPolicy, files: ChainFiles | None = None) -> V
     import dataclasses
 
     if vm.home is not None and policy.disk_roots is not None:
-        policy = dataclasses.replace(policy, disk_roots=[vm.home, *policy.shared_roots])
-    disks = tuple(check_disk(d, policy, vm.live, files) for d in vm.disks)
+        for d in vm.disks:  # in the source's folders, then in the VM's own place
+            confine(d.path, policy.disk_roots)
+        policy = dataclasses.replace(policy, disk_roots=list(policy.shared_roots),
+                                     home=vm.home)
+    mine: ChainFiles = []
+    disks = tuple(check_disk(d, policy, vm.live, mine) for d in vm.disks)
+    for f in mine:
+        owner, group = policy.fleet_disks.get(f.path, (vm.name, vm.trust_group))
+        if owner != vm.name and group != vm.trust_group:
+            what = "image" if f.role == "disk" else f"{f.role} file"
+            raise ImageError(f"VM {vm.name}: its {what} {f.path} is the disk of VM {owner!r} "
+                             f"(trust group {group!r}); refusing it (a VM may not read "
+                             "another trust group's disk)")
+    if files is not None:
+        files.extend(mine)
     keys = tuple(dataclasses.replace(k, file=_check_key_file(k.file, policy)) for k in vm.keys)
     return dataclasses.replace(vm, disks=disks, keys=keys)
+
+
+def disk_owners(vms: Iterable[VM]) -> dict[str, tuple[str, str]]:
+    """Each disk of ``vms``, resolved, with its VM's name and trust group
+    (``SafetyPolicy.fleet_disks``)."""
+    return {os.path.realpath(d.path): (vm.name, vm.trust_group) for vm in vms
+            for d in vm.disks}
 
 
 def _check_key_file(path: str, policy: SafetyPolicy) -> str:
@@ -428,8 +459,8 @@ def _check_key_file(path: str, policy: SafetyPolicy) -> str:
     folders, like the disks (a manifest must not make guestpool read, say,
     /etc/shadow into an appliance)."""
     real = os.path.realpath(path)
-    if policy.disk_roots is not None and not _inside(real, [os.path.realpath(r) for r
-                                                             in policy.disk_roots]):
+    if policy.disk_roots is not None and not _inside(real, _resolved(policy.disk_roots,
+                                                                      policy.home)):
         raise ImageError(f"key file {path} resolves to {real}, outside the fleet's folders; "
                          "refusing it (a scan can allow another folder with --allow-path)")
     _stat_regular(path, real, "key file")

@@ -36,6 +36,8 @@ class Source(Protocol):
     name: str
     allowed_roots: list[str]
     shared_roots: list[str]
+    # optional: ``disk_owners`` (``_safety.disk_owners`` of the last load), so that
+    # no VM's backing or data file may be another VM's disk
 
     def load(self) -> list[VM]: ...
 
@@ -59,7 +61,8 @@ def safety_policy(source: Source, allow_format_mismatch: bool = False,
     extra = [os.path.realpath(p) for p in allow_paths]
     return SafetyPolicy(disk_roots=[*source.allowed_roots, *extra],
                         shared_roots=[*source.shared_roots, *extra],
-                        allow_format_mismatch=allow_format_mismatch)
+                        allow_format_mismatch=allow_format_mismatch,
+                        fleet_disks=getattr(source, "disk_owners", {}))
 
 
 def open_source(spec: str, *, allow_remote_libvirt: bool = False) -> Source:

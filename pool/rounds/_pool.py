@@ -46,7 +46,7 @@ from guestpool.appliance._protocol import (
     Pong,
 )
 from guestpool.appliance._sizing import DEFAULT_MEMSIZE_MB, default_pool_size
-from guestpool.fleet._model import VM, Disk
+from guestpool.fleet._model import VM
 from guestpool.fleet._safety import ChainFiles, SafetyPolicy, check_vm, luks_keys
 from guestpool.inspectors._registry import resolve_specs
 from guestpool.inspectors._specs import InspectorSpec
@@ -313,7 +313,7 @@ class Pool:
         tried: set[int] = set()
         start = anyio.current_time()
         try:
-            vm, result.fingerprint = await self._checked(vm)
+            vm, result.fingerprint, disks = await self._checked(vm)
         except ImageError as e:
             result.error = {"kind": "image", "message": str(e)}
             self.stats.failures["image"] += 1
@@ -325,7 +325,7 @@ class Pool:
                 if self.strategy == "cold":
                     await self._inspect_cold(vm, specs, result)
                 else:
-                    await self._inspect_pooled(vm, specs, result, tried)
+                    await self._inspect_pooled(vm, specs, result, tried, disks)
                 result.ok, result.error = True, None
                 break
             except ImageError as e:
@@ -376,13 +376,14 @@ class Pool:
             checked = [await self._checked(vm) for vm in vms]
         except ImageError:
             return [await self.inspect(vm, inspectors) for vm in vms]
-        vms = [vm for vm, _ in checked]
+        vms = [vm for vm, _, _ in checked]
         start = anyio.current_time()
         app = await self._acquire(vms[0].trust_group, set())
         waited = anyio.current_time() - start
         try:
             async with self._holding(app, len(vms)):
-                outs, inspect_times, attach, detach = await self._run_on(app, vms, specs)
+                outs, inspect_times, attach, detach = await self._run_on(
+                    app, vms, specs, [d for _, _, disks in checked for d in disks])
         except (ImageError, ApplianceError, HostileGuest) as e:
             log.info("batch of %d VMs fell back to one at a time: %s", len(vms), e)
             first = {"kind": "batch", "message": f"batch of {len(vms)} fell back: {e}"}
@@ -392,7 +393,7 @@ class Pool:
                 r.first_error = r.first_error or first
             return retried
         results = []
-        for (vm, prints), out, w in zip(checked, outs, inspect_times, strict=True):
+        for (vm, prints, _), out, w in zip(checked, outs, inspect_times, strict=True):
             r = InspectResult(vm.name, True, out.results, appliance=app.id,
                               qemu_pid=app.qemu_pid, attempts=1, steps=dict(out.steps),
                               fingerprint=prints, timings={
@@ -427,12 +428,12 @@ class Pool:
                 else:
                     await self._retire(app, reason)
 
-    async def _run_on(self, app: Appliance, vms: Sequence[VM], specs: Sequence[InspectorSpec]
+    async def _run_on(self, app: Appliance, vms: Sequence[VM], specs: Sequence[InspectorSpec],
+                      disks: list[DiskRef]
                       ) -> tuple[list[Inspected], list[float], float, float]:
         """Attach every disk of ``vms`` at once, inspect each VM on its own devices,
         detach all: (results per VM, inspect seconds per VM, attach s, detach s).
         An image qemu refuses is unplugged again by the worker before ImageError."""
-        disks = [disk_ref(d, vm.live) for vm in vms for d in vm.disks]
         keys = [luks_keys(vm) for vm in vms]  # an unreadable key fails before attaching
         t = anyio.current_time()
         attached = (await app.call(Attach(disks), self.op_timeout, Attached)).labels
@@ -457,29 +458,30 @@ class Pool:
         self.stats.detaches += len(disks)
         return outs, inspect_times, attach, anyio.current_time() - t
 
-    async def _checked(self, vm: VM) -> tuple[VM, Fingerprint | None]:
-        """The VM checked (paths resolved) and its disk files' fingerprint, taken from
-        the stats the checks made before reading each file; no checks, no fingerprint."""
+    async def _checked(self, vm: VM) -> tuple[VM, Fingerprint | None, list[DiskRef]]:
+        """The VM checked (paths resolved), its disk files' fingerprint, taken from
+        the stats the checks made before reading each file, and what to attach
+        (:func:`disk_refs`); no checks, no fingerprint."""
         if self.safety is None:
-            return vm, None
+            return vm, None, disk_refs(vm, None)
         safety = self.safety
 
-        def check() -> tuple[VM, Fingerprint | None]:
+        def check() -> tuple[VM, Fingerprint | None, list[DiskRef]]:
             files: ChainFiles = []
             checked = check_vm(vm, safety, files)
-            return checked, take_fingerprint(files)
+            return checked, take_fingerprint(files), disk_refs(checked, files)
 
         return await anyio.to_thread.run_sync(check)
 
     async def _inspect_pooled(self, vm: VM, specs: Sequence[InspectorSpec], result: InspectResult,
-                              tried: set[int]) -> None:
+                              tried: set[int], disks: list[DiskRef]) -> None:
         t0 = anyio.current_time()
         app = await self._acquire(vm.trust_group, tried)
         tried.add(app.id)
         result.appliance, result.qemu_pid = app.id, app.qemu_pid
         result.timings["wait"] = anyio.current_time() - t0
         async with self._holding(app):
-            (out,), (inspect,), attach, detach = await self._run_on(app, [vm], specs)
+            (out,), (inspect,), attach, detach = await self._run_on(app, [vm], specs, disks)
         result.results, result.steps = out.results, dict(out.steps)
         result.timings.update(attach=attach, inspect=inspect, detach=detach)
 
@@ -490,7 +492,7 @@ class Pool:
             self.appliances[app.id] = app
             app.state = "busy"
             try:
-                disks = [disk_ref(d, False) for d in vm.disks]
+                disks = [DiskRef(d.path, d.format) for d in vm.disks]  # opened by path
                 deadline = self.boot_timeout + _seconds(specs)
                 reply = await app.call(Cold(vm.name, disks, list(specs), self.accel,
                                             self.memsize, self.smp, luks_keys(vm)),
@@ -518,8 +520,16 @@ def batchable(vms: Sequence[VM]) -> bool:
     return len({vm.trust_group for vm in vms}) <= 1 and len(templates) == len(set(templates))
 
 
-def disk_ref(disk: Disk, live: bool) -> DiskRef:
-    """What the worker attaches: the disk with every file the checks opened (by
-    device and inode), so it attaches exactly those (``Layer``)."""
-    return DiskRef(disk.path, disk.format, live, [
-        Layer(f.path, f.format, f.role, f.stat.st_dev, f.stat.st_ino) for f in disk.chain])
+def disk_refs(vm: VM, files: ChainFiles | None) -> list[DiskRef]:
+    """What the worker attaches for ``vm``: each disk with every file the checks
+    opened for it (by device and inode: ``Layer``), so it attaches exactly those;
+    without checks (``files`` None), the bare paths."""
+    if files is None:
+        return [DiskRef(d.path, d.format, vm.live) for d in vm.disks]
+    chains: list[list[Layer]] = []
+    for f in files:  # in the checks' order: each disk, then its data and backing files
+        if f.role == "disk":
+            chains.append([])
+        chains[-1].append(Layer(f.path, f.format, f.role, f.stat.st_dev, f.stat.st_ino))
+    return [DiskRef(d.path, d.format, vm.live, chain)
+            for d, chain in zip(vm.disks, chains, strict=True)]

@@ -102,8 +102,8 @@ class Store:
         self.path = Path(path) if path else default_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       timeout=busy_timeout, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise GuestpoolError(f"cannot open results store {self.path}: {e}") from e
         try:
@@ -268,9 +268,7 @@ class Store:
         other result drops the VM's fingerprint (it is inspected next time).
         ``once``: store nothing if round ``round_id`` has a result of the VM
         already (rounds write theirs so: a copy delivered again is stored once).
-        ``at``: when the result came, if not now (a round's writer that waited on
-        a lock, a journal replayed at the next start).
-        """
+        ``at``: when it came, if not now (a writer that waited, a journal replay)."""
         now = time.time() if at is None else at
         previous = self.latest(result.vm) if result.ok else None
         changes = diff_results(previous["results"], result.results) if previous else []
