@@ -6,7 +6,9 @@ guest data is hostile."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
+import os
 import re
 import shlex
 import tempfile
@@ -17,7 +19,14 @@ from typing import Any
 
 from guestpool._errors import InspectorError
 
+from ._layout import Finding
+
 _PREAD_CHUNK = 1024 * 1024
+#: errors of one path that the guest made (a symlink loop, a mode that refuses
+#: even root in the appliance, a name too long): that path's fact is unknown,
+#: nothing else is; any other error is the appliance's and fails the inspector
+PATH_ERRNOS = frozenset({errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOENT,
+                         errno.ENOTDIR, errno.ENAMETOOLONG})
 
 
 class DeadlineExceeded(InspectorError):
@@ -38,6 +47,21 @@ class GuestFiles:
         #: seconds spent per step of the facade itself (discover, probe, mount,
         #: release); what inspectors spend beyond that is their own reading
         self.steps: dict[str, float] = {}
+        #: guest paths that exist but could not be read (a loop, a FIFO where a
+        #: file was expected), reported as findings on the VM, each once
+        self.unreadable: dict[str, Finding] = {}
+
+    def _path_failed(self, path: str, e: RuntimeError) -> bool:
+        """Whether ``e`` was this path's own failure (kept as a finding), not the
+        appliance's."""
+        # the Python bindings give the daemon's message only: it ends with strerror
+        message = str(e)
+        code = next((c for c in PATH_ERRNOS if message.endswith(os.strerror(c))), None)
+        if code is None:
+            return False
+        if code != errno.ENOENT:  # a missing file is not a finding
+            self.unreadable.setdefault(path, Finding(path, "unreadable", str(e)[-200:]))
+        return True
 
     @contextlib.contextmanager
     def _step(self, name: str) -> Iterator[None]:
@@ -98,8 +122,12 @@ class GuestFiles:
                 kind = {0o100000: "file", 0o040000: "dir", 0o120000: "link"}.get(
                     st["st_mode"] & 0o170000, "other")
                 if kind == "link" and follow:
-                    kind = ("file" if g.is_file(path, followsymlinks=True)
-                            else "dir" if g.is_dir(path, followsymlinks=True) else "link")
+                    try:
+                        kind = ("file" if g.is_file(path, followsymlinks=True)
+                                else "dir" if g.is_dir(path, followsymlinks=True) else "link")
+                    except RuntimeError as e:  # a loop: it stays an unresolvable link
+                        if not self._path_failed(path, e):
+                            raise
                 out[path] = kind
         return out
 
@@ -108,7 +136,11 @@ class GuestFiles:
         self.check_deadline()
         g = self._g
         try:
-            if self.kinds([path]).get(path) != "file":
+            kind = self.kinds([path]).get(path)
+            if kind != "file":
+                if kind == "other":  # a FIFO or a device where a file was expected
+                    self.unreadable.setdefault(path, Finding(
+                        path, "unreadable", "not a regular file (a FIFO, socket or device)"))
                 raise GuestReadError(f"{path}: not a regular file")
             out = b""
             while len(out) < max_bytes:
@@ -130,18 +162,27 @@ class GuestFiles:
         return self.read_text(path, max_bytes).splitlines()[:max_lines]
 
     def exists(self, path: str) -> bool:
+        """Whether ``path`` names something reachable (False for a symlink loop)."""
         self.check_deadline()
-        return bool(self._g.exists(path))
+        return self._test(path, lambda: self._g.exists(path))
 
     def is_file(self, path: str, follow: bool = False) -> bool:
         """Whether ``path`` is a regular file (``follow``: through symlinks, inside
         the guest)."""
         self.check_deadline()
-        return bool(self._g.is_file(path, followsymlinks=follow))
+        return self._test(path, lambda: self._g.is_file(path, followsymlinks=follow))
 
     def is_dir(self, path: str) -> bool:
         self.check_deadline()
-        return bool(self._g.is_dir(path))
+        return self._test(path, lambda: self._g.is_dir(path))
+
+    def _test(self, path: str, call: Any) -> bool:
+        try:
+            return bool(call())
+        except RuntimeError as e:
+            if not self._path_failed(path, e):
+                raise
+            return False
 
     def stat(self, path: str) -> dict[str, int]:
         """lstat of ``path``: mode, size, uid, gid, mtime (symlinks not followed)."""

@@ -124,7 +124,7 @@ class Guest(GuestFiles):
         """What could not be read on the VM's disks, and why (a LUKS device without
         its key, an md member without its partner, an unsupported filesystem)."""
         self.roots()
-        return [*self._discovered().findings, *self._findings]
+        return [*self._discovered().findings, *self._findings, *self.unreadable.values()]
 
     def partition_ids(self) -> dict[str, str]:
         """Partition identities (``mbr:<signature>:<offset>``, ``gpt:<GUID>``) to

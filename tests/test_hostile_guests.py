@@ -109,3 +109,31 @@ def test_hostile_package_databases_fail_alone(shared_pool: PoolThread,
         assert packages["seconds"] < 60
         assert r.results["os"]["ok"] and r.results["os"]["value"]["hostname"] == "hostile"
         assert r.results["users"]["ok"]
+
+
+def test_a_looping_symlink_fails_one_field_not_the_vm(shared_pool: PoolThread,
+                                                      tmp_path: Path) -> None:
+    """Issue 29, item 4: ``/etc/hosts -> hosts`` and an ``/etc/os-release`` loop
+    (ELOOP) make those facts unknown; every inspector still answers."""
+    from guestpool.inspectors._registry import BUILTINS
+
+    names = [cls.name for cls in BUILTINS]
+    hosts = _root_tree(tmp_path / "hosts")
+    (hosts / "etc/hosts").symlink_to("hosts")
+    release = _root_tree(tmp_path / "release")
+    (release / "etc/os-release").unlink()
+    (release / "etc/os-release").symlink_to("os-release")
+    (release / "usr/lib").mkdir(parents=True)
+    (release / "usr/lib/os-release").symlink_to("../../etc/os-release")
+    for name, tree, looped, distro in (("loop-hosts", hosts, "/etc/hosts", "debian"),
+                                       ("loop-release", release, "/etc/os-release", "unknown")):
+        vm = VM(name, (image_from_tree(tree, tmp_path / name, 16),))
+        r = shared_pool.inspect(vm, names)
+        assert r.ok, r.error
+        failed = {k: v["error"] for k, v in r.results.items() if not v["ok"]}
+        assert failed == {}, (name, failed)
+        value = r.results["os"]["value"]
+        assert value["hostname"] == "hostile"
+        assert [(f["device"], f["kind"]) for f in value["findings"]] == [(looped, "unreadable")]
+        assert "Too many levels of symbolic links" in value["findings"][0]["detail"]
+        assert value["distro"] == distro  # unknown only where os-release is the loop
