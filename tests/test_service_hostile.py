@@ -50,6 +50,8 @@ def test_hostile_scan_requests_are_refused(server: Server, marker: tuple[Path, P
         {"fleet": "demo", "inspectors": ["subprocess:Popen"]},
         {"fleet": "demo", "budget": True},
         {"fleet": "demo", "vms": [{"$gt": ""}]},
+        {"fleet": "demo", "vms": ["vm0"] * 10_001},  # counted, not only weighed in bytes
+        {"fleet": "demo", "inspectors": ["os"] * 65},
         [],
         "demo",
     ]

@@ -33,7 +33,14 @@ from guestpool.supply._matching import SEVERITIES
 from ._console import routes as console_routes
 from ._nats_hosts import hosts_state, update_metrics
 from ._openapi import OPENAPI
-from ._queue import FINAL, MAX_BUDGET, QueueBusy, store_state
+from ._queue import (
+    FINAL,
+    MAX_BUDGET,
+    MAX_REQUEST_INSPECTORS,
+    MAX_REQUEST_VMS,
+    QueueBusy,
+    store_state,
+)
 from ._responses import problem as _problem
 from ._scheduler import Service
 from ._status_page import pool_state, render_status
@@ -104,12 +111,15 @@ def validate_scan_request(body: Any, fleets: Collection[str]) -> dict[str, Any]:
             raise ValueError("fleet must name a fleet this service was configured with: "
                              f"{', '.join(sorted(fleets)) or 'none'}")
         out["fleet"] = body["fleet"]
-    for key in ("vms", "inspectors"):
+    for key, most in (("vms", MAX_REQUEST_VMS), ("inspectors", MAX_REQUEST_INSPECTORS)):
         if key in body:
             v = body[key]
-            if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v) \
-                    or len(v) > 100_000:
+            if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
                 raise ValueError(f"{key} must be a list of non-empty strings")
+            if len(v) > most:
+                raise ValueError(f"{key} may name at most {most:,} items, got {len(v):,} "
+                                 "(scan the whole fleet by leaving it out)" if key == "vms"
+                                 else f"{key} may name at most {most} items, got {len(v):,}")
             out[key] = v
     if "budget" in body:
         b = body["budget"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._queue import MAX_BUDGET, STATES
+from ._queue import MAX_BUDGET, MAX_REQUEST_INSPECTORS, MAX_REQUEST_VMS, STATES
 
 
 def _schema_scan() -> dict[str, Any]:
@@ -55,8 +55,9 @@ OPENAPI: dict[str, Any] = {
                         "fleet": {"type": "string", "minLength": 1,
                                   "description": "a fleet this service was started with "
                                                  "(--fleet NAME=FLEET); never a path or URI"},
-                        "vms": {"type": "array", "items": {"type": "string", "minLength": 1}},
-                        "inspectors": {"type": "array",
+                        "vms": {"type": "array", "maxItems": MAX_REQUEST_VMS,
+                                "items": {"type": "string", "minLength": 1}},
+                        "inspectors": {"type": "array", "maxItems": MAX_REQUEST_INSPECTORS,
                                        "description": "registered inspector names only",
                                        "items": {"type": "string", "minLength": 1}},
                         "budget": {"type": "number", "minimum": 5, "maximum": MAX_BUDGET}}}}}},

@@ -24,6 +24,10 @@ STATES = ("queued", "running", "done", "cancelled", "failed")
 FINAL = ("done", "cancelled", "failed")
 #: Longest budget a scan request may ask for, in seconds.
 MAX_BUDGET = 3600.0
+#: The most VM names and inspectors one scan request may list (its bytes are
+#: bounded too, by ``_app.MAX_BODY``).
+MAX_REQUEST_VMS = 10_000
+MAX_REQUEST_INSPECTORS = 64
 
 
 #: seconds a queue write waits on another process's lock of the store file: the
