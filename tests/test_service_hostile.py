@@ -69,6 +69,30 @@ def test_hostile_scan_requests_are_refused(server: Server, marker: tuple[Path, P
     assert c.post("/scans", json={"fleet": "demo", "budget": 30}).status_code == 202
 
 
+def test_open_reads_check_the_host_header_too(tmp_path: Path) -> None:
+    """With --open-reads, a read without a token is what a rebinding page can
+    send: its Host header must name the service; a request with the token need not."""
+    from guestpool import SetupError
+    from guestpool.service import check_bind
+
+    srv = Server(tmp_path / "s.db", str(tiny_manifest(tmp_path)), "--paused", "--open-reads",
+                 "--public-name", "guestpool.example")
+    try:
+        c = httpx.Client(base_url=srv.url, timeout=30)
+        for path in ("/scans", "/vms", "/", "/fleet"):
+            assert c.get(path, headers={"Host": "attacker.example:80"}).status_code == 421
+            assert c.get(path).status_code == 200  # 127.0.0.1:PORT: the bind's own name
+            assert c.get(path, headers={"Host": f"guestpool.example:{srv.port}"}
+                         ).status_code == 200
+            assert c.get(path, headers={"Host": "attacker.example:80", **AUTH}
+                         ).status_code == 200
+    finally:
+        srv.stop()
+    with pytest.raises(SetupError, match="--public-name"):
+        check_bind("0.0.0.0", "token", open_reads=True)
+    check_bind("0.0.0.0", "token", open_reads=True, public_names=("guestpool.example",))
+
+
 def test_without_a_token_only_json_from_this_host_is_accepted(tmp_path: Path) -> None:
     srv = Server(tmp_path / "s.db", str(tiny_manifest(tmp_path)), "--paused", token=None)
     try:

@@ -504,6 +504,10 @@ def _fleet_option(items: tuple[str, ...], positional: str | None) -> dict[str, s
 @click.option("--token-file", type=click.Path(path_type=Path, exists=True), default=None,
               help="File holding the bearer token (default: env GUESTPOOL_TOKEN).")
 @click.option("--open-reads", is_flag=True, help="Serve GET endpoints without a token.")
+@click.option("--public-name", "public_names", multiple=True, metavar="HOST[:PORT]",
+              help="A name clients reach the service by (repeatable): the Host headers "
+                   "accepted on requests served without a token (needed with --open-reads "
+                   "on a non-loopback bind).")
 @click.option("--interval", type=click.FloatRange(min=10), default=None,
               help="Also scan every fleet every INTERVAL seconds (the monitor loop).")
 @click.option("--paused", is_flag=True, help="Accept and queue scans but start none.")
@@ -512,8 +516,9 @@ def _fleet_option(items: tuple[str, ...], positional: str | None) -> dict[str, s
 @remote_libvirt_option
 @_with(nats_options)
 def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file: Path | None,
-          open_reads: bool, interval: float | None, paused: bool, store_path: Path | None,
-          allow_remote_libvirt: bool, **kw: Any) -> None:
+          open_reads: bool, public_names: tuple[str, ...], interval: float | None,
+          paused: bool, store_path: Path | None, allow_remote_libvirt: bool,
+          **kw: Any) -> None:
     """HTTP API (POST /scans → 202), Prometheus /metrics and a status page at /.
 
     The service scans only the fleets it is started with: a request names one,
@@ -545,7 +550,8 @@ def serve(fleet: str | None, fleet_items: tuple[str, ...], bind: str, token_file
     anyio.run(lambda: run_service(host=host.strip("[]"), port=int(port_s), store_path=store_path,
                                   fleets=fleets, token=token, open_reads=open_reads,
                                   paused=paused, options=options, interval=interval,
-                                  allow_remote_libvirt=allow_remote_libvirt, nats=nats),
+                                  allow_remote_libvirt=allow_remote_libvirt, nats=nats,
+                                  public_names=public_names),
               backend="trio" if nats is None else "asyncio")
 
 

@@ -157,11 +157,15 @@ def refusal(svc: Service, request: Request, mutating: bool) -> Response | None:
 
     Without a token the service listens on loopback only, where any web page a
     local browser opens can reach it: the Host header must then name the bind
-    address (against DNS rebinding) and a change must come as JSON (a
+    address (against DNS rebinding; so must a read served without a token
+    under ``--open-reads``, against the bind or ``--public-name``) and a
+    change must come as JSON (a
     cross-site form or ``text/plain`` POST cannot send ``application/json``
     without a CORS preflight, which this API never grants).
     """
-    if svc.token is None and svc.hosts and request.headers.get("host", "") not in svc.hosts:
+    tokenless = svc.token is None or (not mutating and svc.open_reads
+                                      and not authorised(svc, request, True))
+    if tokenless and svc.hosts and request.headers.get("host", "") not in svc.hosts:
         return _problem(421, "the Host header does not name this service's address")
     if not authorised(svc, request, mutating):
         return _json({"error": "missing or wrong bearer token"}, 401,

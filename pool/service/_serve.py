@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from guestpool.nats import NatsSettings
 
 
-def check_bind(host: str, token: str | None) -> None:
+def check_bind(host: str, token: str | None, open_reads: bool = False,
+               public_names: tuple[str, ...] = ()) -> None:
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -35,19 +36,26 @@ def check_bind(host: str, token: str | None) -> None:
     if not loopback and not token:
         raise SetupError(f"refusing to listen on {host} without a token: set GUESTPOOL_TOKEN "
                          "(or --token-file), or bind to 127.0.0.1")
+    if not loopback and open_reads and not public_names:
+        raise SetupError(f"--open-reads on {host} needs --public-name NAME (the host name "
+                         "clients use): reads without a token check the Host header against "
+                         "it, so a web page cannot read results through DNS rebinding")
 
 
-def allowed_hosts(host: str, port: int) -> frozenset[str]:
-    """Host headers that name a loopback bind (checked when there is no token)."""
+def allowed_hosts(host: str, port: int, public_names: tuple[str, ...] = ()) -> frozenset[str]:
+    """Host headers that name this service (checked on requests served without a
+    token): a loopback bind's names, and the names clients use."""
     names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost") \
         else {f"[{host}]" if ":" in host else host}
-    return frozenset(f"{n}:{port}" for n in names)
+    given = {n if n.rpartition(":")[2].isdigit() and not n.endswith("]") else f"{n}:{port}"
+             for n in public_names}
+    return frozenset({f"{n}:{port}" for n in names} | given)
 
 
 async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[str, str],
                 token: str | None, open_reads: bool, paused: bool, options: RoundOptions,
                 interval: float | None, allow_remote_libvirt: bool = False,
-                nats: NatsSettings | None = None) -> None:
+                nats: NatsSettings | None = None, public_names: tuple[str, ...] = ()) -> None:
     """Run the API and the scheduler until SIGINT/SIGTERM; with ``interval``, also
     queue a scan of every configured fleet every ``interval`` seconds. With
     ``nats`` (run on anyio's asyncio backend) scans run
@@ -59,14 +67,15 @@ async def serve(*, host: str, port: int, store_path: Path | None, fleets: dict[s
     else:
         from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[assignment]
 
-    check_bind(host, token)
+    check_bind(host, token, open_reads, public_names)
     for spec in fleets.values():
         open_source(spec, allow_remote_libvirt=allow_remote_libvirt)  # refuse bad specs now
     if nats is not None:
         fleets = {"hosts": f"nats:{nats.url}"}
     store = Store(store_path)
     svc = Service(store, ScanQueue(store.path), fleets, token, open_reads, paused, options,
-                  allow_remote_libvirt=allow_remote_libvirt, hosts=allowed_hosts(host, port))
+                  allow_remote_libvirt=allow_remote_libvirt,
+                  hosts=allowed_hosts(host, port, public_names))
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
