@@ -20,6 +20,7 @@ from ._layout import Filesystem, Finding, Layout, api_device
 from ._mount_scripts import (
     _MOUNT_FN,
     _UNMOUNT_ALL,
+    UNMOUNT_SYSROOT,
     _appliance_device,
     _mount_call,
     _mount_results,
@@ -489,11 +490,12 @@ class Guest(GuestFiles):
                 if not self._shell:
                     return
                 closing = ""
-            script = "umount -R /sysroot >/dev/null 2>&1\n" + closing + PRINT_MOUNTS
+            script = UNMOUNT_SYSROOT + closing + PRINT_MOUNTS
             table = str(self._g.debug("sh", [script]))
             if any(f[1] == "/sysroot" or f[1].startswith("/sysroot/")
                    for f in (line.split() for line in shell_lines(table)) if len(f) >= 2):
-                raise RuntimeError(f"{self.vm}'s filesystems are still mounted")
+                raise Unreleasable(f"{self.vm}'s filesystems are still mounted after "
+                                   "release")
             self.appliance_mounts = outside_sysroot(table)
 
     # -- bounded reads -------------------------------------------------------
@@ -517,6 +519,11 @@ class Guest(GuestFiles):
             if not handle:
                 raise GuestReadError(f"{hive}: key {key!r} has no value {value!r}")
             return h.value(handle)
+
+
+class Unreleasable(RuntimeError):
+    """A VM's mounts outlived its release: whatever the guest did, the appliance is
+    no longer known clean (the worker reports it ``hostile``)."""
 
 
 def _short(e: Exception) -> str:

@@ -21,10 +21,18 @@ _DEVICE_PATH = re.compile(
     r"/dev/(?:[sv]d[a-z]+\d*|md\d+|dm-\d+|[A-Za-z0-9+_.-]+/[A-Za-z0-9+_.-]+)")
 
 
+# Detaches everything at /sysroot, submounts included, without resolving a path
+# below it: `umount -R` unmounts each submount by its path, which a guest's
+# stacked mounts and symlinks can turn into a path of the appliance's own
+# (issue 29). Mounts stacked on /sysroot itself are detached one by one.
+UNMOUNT_SYSROOT = """\
+n=0
+while [ $n -lt 64 ] && umount -l /sysroot >/dev/null 2>&1; do n=$((n+1)); done
+"""
+
 # Unmounts everything at /sysroot; BUSY=1 when something stays (a mount the next
 # one would stack on, which release could not fully undo).
-_UNMOUNT_ALL = """\
-umount -R /sysroot >/dev/null 2>&1
+_UNMOUNT_ALL = UNMOUNT_SYSROOT + """\
 while IFS= read -r l; do
   case "$l" in *" /sysroot "*|*" /sysroot/"*) echo BUSY=1; exit 0;; esac
 done < /proc/mounts

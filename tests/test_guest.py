@@ -77,7 +77,11 @@ class _ShellMounts:
                 f"for d in {fails}; do for a in \"$@\"; do\n"
                 f'  if [ "$a" = "$d" ] && {{ [ -z "{typed}" ] || [ -n "$typed" ]; }}; then\n'
                 f'    echo "mount: $d: wrong fs type"; echo "       dmesg(1) may have more" >&2;'
-                f" exit 32; fi; done; done\n")
+                f" exit 32; fi; done; done\n"
+                # what is mounted, one line each: umount fails once nothing is
+                + (f"echo m >> {shlex.quote(str(tmp / 'mounted'))}\n" if name == "mount" else
+                   f"[ -s {shlex.quote(str(tmp / 'mounted'))} ] || exit 32\n"
+                   f"sed -i '$d' {shlex.quote(str(tmp / 'mounted'))}\n"))
             stub.chmod(0o755)
         self.scripts: list[str] = []
 
@@ -154,6 +158,7 @@ def test_a_fresh_mount_unmounts_only_what_is_mounted(tmp_path: Path) -> None:
     guest._mount(fs, "/", fresh=True)  # nothing mounted yet: no umount
     guest._bare = fs.device
     guest._mount(Filesystem("/dev/sda2", "ext4", path="/dev/sdc2"), "/", fresh=True)
-    assert [c[0] for c in handle.calls()] == ["mount", "umount", "mount"]
-    assert handle.calls()[1] == ["umount", "-R", "/sysroot"]
+    # detached (never unmounted by a path below /sysroot) until nothing is left
+    assert [c[0] for c in handle.calls()] == ["mount", "umount", "umount", "mount"]
+    assert handle.calls()[1] == handle.calls()[2] == ["umount", "-l", "/sysroot"]
     assert len(handle.scripts) == 2

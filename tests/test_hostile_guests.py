@@ -137,3 +137,34 @@ def test_a_looping_symlink_fails_one_field_not_the_vm(shared_pool: PoolThread,
         assert [(f["device"], f["kind"]) for f in value["findings"]] == [(looped, "unreadable")]
         assert "Too many levels of symbolic links" in value["findings"][0]["detail"]
         assert value["distro"] == distro  # unknown only where os-release is the loop
+
+
+def test_stacked_guest_mounts_are_released_without_following_the_guest(
+        shared_pool: PoolThread, tmp_path: Path) -> None:
+    """Issue 29, item 3: fstab mounts a filesystem at /a/b/c, then the same one at
+    /a, where it holds ``b/c -> /../../usr/sbin``. Unmounting /sysroot/a/b/c by
+    its path would then name the appliance's /usr/sbin; release detaches the
+    whole tree instead: the VM has its result, the appliance stays in service."""
+    root = _root_tree(tmp_path / "root")
+    (root / "a/b/c").mkdir(parents=True)
+    (root / "etc/fstab").write_text("LABEL=root / ext4 ro 0 1\n"
+                                    "LABEL=stack /a/b/c ext4 ro 0 0\n"
+                                    "LABEL=stack /a ext4 ro 0 0\n")
+    stack = tmp_path / "stack"
+    (stack / "b").mkdir(parents=True)
+    os.symlink("/../../usr/sbin", stack / "b/c")
+    vm = VM("stacked", (image_from_tree(root, tmp_path / "root", 16),
+                        image_from_tree(stack, tmp_path / "stack", 16, label="stack")))
+    pool = shared_pool.pool
+    assert pool is not None
+    retired = sum(pool.stats.retirements.values())
+    r = shared_pool.inspect(vm, ["os", "testinspectors:ApplianceMounts"])
+    assert r.ok, r.error
+    assert r.attempts == 1 and sum(pool.stats.retirements.values()) == retired
+    assert r.results["os"]["value"]["hostname"] == "hostile"
+    assert set(r.results["os"]["value"]["mountpoints"]) == {"/", "/a", "/a/b/c"}  # stacked
+    # the appliance's own mounts are what they were before this VM
+    clean = shared_pool.inspect(VM("after-stacked", vm.disks[1:]),
+                                ["testinspectors:ApplianceMounts"])
+    assert clean.ok and clean.results["test-appliance-mounts"]["value"] == \
+        r.results["test-appliance-mounts"]["value"]

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from guestpool.inspectors._guest import Guest
+from guestpool.inspectors._guest import Guest, Unreleasable
 from guestpool.inspectors._registry import run_inspectors
 from guestpool.inspectors._shell import PRINT_MOUNTS, outside_sysroot
 from guestpool.inspectors._specs import InspectorSpec
@@ -206,6 +206,8 @@ class Worker:
         results = run_inspectors(guest, inspectors)
         try:
             guest.release()
+        except Unreleasable as e:  # never reused, and the VM not tried elsewhere
+            raise OpError(ErrorKind.HOSTILE, str(e)) from e
         except RuntimeError as e:
             if not self._alive():
                 raise OpError(ErrorKind.APPLIANCE,
