@@ -142,7 +142,7 @@ class GuestFiles:
                     self.unreadable.setdefault(path, Finding(
                         path, "unreadable", "not a regular file (a FIFO, socket or device)"))
                 raise GuestReadError(f"{path}: not a regular file")
-            out = b""
+            out = bytearray()  # grown in place: no copy of all so far per chunk
             while len(out) < max_bytes:
                 want = min(_PREAD_CHUNK, max_bytes - len(out))
                 chunk = g.pread(path, want, len(out))
@@ -150,7 +150,7 @@ class GuestFiles:
                 if len(chunk) < want:  # end of file: no extra round trip to learn it
                     break
                 self.check_deadline()
-            return out
+            return bytes(out)
         except RuntimeError as e:
             raise GuestReadError(f"{path}: {e}") from None
 

@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,23 +68,35 @@ class PackagesInspector(Inspector):
             systemroot = windows_systemroot(guest)
             fmt, found = "windows", windows_applications(guest, systemroot) if systemroot else []
         elif guest.is_file("/var/lib/dpkg/status"):
-            fmt, found = "deb", self._dpkg(guest.read_text("/var/lib/dpkg/status", cap))
+            fmt, found = "deb", self._dpkg(guest.read_text("/var/lib/dpkg/status", cap),
+                                           options.max_packages)
         elif guest.is_file("/lib/apk/db/installed"):
-            fmt, found = "apk", self._apk(guest.read_text("/lib/apk/db/installed", cap))
+            fmt, found = "apk", self._apk(guest.read_text("/lib/apk/db/installed", cap),
+                                          options.max_packages)
         elif guest.is_dir("/var/lib/pacman/local"):
             fmt, found = "pacman", self._pacman(guest, options.max_packages)
         else:
             fmt, found = "rpm", self._rpm(guest, cap, options.max_packages)
         if found is None:
             return {"format": "unknown", "count": 0, "packages": []}
-        pkgs = sorted(_bounded(found), key=lambda p: (p["name"], p["version"]))
-        pkgs = pkgs[: options.max_packages]
-        return {"format": fmt, "count": len(pkgs), "packages": pkgs}
+        truncated = len(found) > options.max_packages
+        pkgs = sorted(_bounded(found[: options.max_packages]),
+                      key=lambda p: (p["name"], p["version"]))
+        out = {"format": fmt, "count": len(pkgs), "packages": pkgs}
+        if truncated:  # said, never silent: the list is not the whole database
+            out["truncated"] = f"more than {options.max_packages} packages; the first " \
+                               f"{options.max_packages} listed (option max_packages)"
+        return out
 
     @staticmethod
-    def _dpkg(text: str) -> list[dict[str, Any]]:
-        out = []
-        for stanza in text.split("\n\n"):
+    def _dpkg(text: str, limit: int = 20_000) -> list[dict[str, Any]]:
+        """Installed packages, at most ``limit`` + 1 (more says the list is cut):
+        stanzas are read one at a time, so a huge database of tiny stanzas costs
+        its text and ``limit`` rows, never a list of every stanza."""
+        out: list[dict[str, Any]] = []
+        for stanza in _records(text):
+            if len(out) > limit:
+                break
             fields: dict[str, str] = {}
             for line in stanza.splitlines():
                 key, sep, value = line.partition(":")
@@ -106,9 +119,11 @@ class PackagesInspector(Inspector):
         return out
 
     @staticmethod
-    def _apk(text: str) -> list[dict[str, Any]]:
-        out = []
-        for record in text.split("\n\n"):
+    def _apk(text: str, limit: int = 20_000) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for record in _records(text):
+            if len(out) > limit:
+                break
             fields = dict(line.split(":", 1) for line in record.splitlines() if ":" in line[:2])
             if "P" in fields:
                 # "1.36.1-r29": version 1.36.1, release 29 (as libguestfs lists it)
@@ -180,6 +195,17 @@ class PackagesInspector(Inspector):
 #: Longest name, version, release or arch a package database may hold: real ones
 #: are under 300 bytes; anything longer is a hostile database, not a package.
 MAX_FIELD = 4096
+
+
+def _records(text: str) -> Iterator[str]:
+    """The blank-line-separated records of ``text``, one at a time."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n\n", start)
+        if end < 0:
+            end = len(text)
+        yield text[start:end]
+        start = end + 2
 
 
 def _bounded(packages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,18 @@ def test_a_fresh_mount_unmounts_only_what_is_mounted(tmp_path: Path) -> None:
     assert [c[0] for c in handle.calls()] == ["mount", "umount", "umount", "mount"]
     assert handle.calls()[1] == handle.calls()[2] == ["umount", "-l", "/sysroot"]
     assert len(handle.scripts) == 2
+
+
+def test_a_worker_s_memory_is_bounded() -> None:
+    """Issue 29, item 5: past the appliance's memory and a headroom, a worker's
+    allocation fails (MemoryError: that inspector's error), never the host's swap."""
+    code = ("from guestpool.appliance._worker import limit_memory\n"
+            "limit = limit_memory(64)\n"
+            "keep = bytearray(256 * 2**20)  # well within\n"
+            "try:\n"
+            "    bytearray(limit)\n"
+            "except MemoryError:\n"
+            "    print('refused', limit)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["refused", str((64 + 768) * 2**20)]

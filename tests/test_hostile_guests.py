@@ -168,3 +168,22 @@ def test_stacked_guest_mounts_are_released_without_following_the_guest(
                                 ["testinspectors:ApplianceMounts"])
     assert clean.ok and clean.results["test-appliance-mounts"]["value"] == \
         r.results["test-appliance-mounts"]["value"]
+
+
+def test_a_huge_package_database_of_tiny_stanzas_is_cut_and_says_so(
+        shared_pool: PoolThread, tmp_path: Path) -> None:
+    """Issue 29, item 5: the package cap applies while parsing (a dpkg status of
+    ~700,000 tiny stanzas was parsed whole, 1.56 GB for 128 MiB), and a cut list
+    says it is cut."""
+    tree = _root_tree(tmp_path / "tiny")
+    (tree / "var/lib/dpkg").mkdir(parents=True)
+    stanza = "Package: p{}\nStatus: install ok installed\nVersion: 1\n\n"
+    with open(tree / "var/lib/dpkg/status", "w") as f:
+        f.writelines(stanza.format(i) for i in range(700_000))  # ~33 MiB
+    vm = VM("tiny-stanzas", (image_from_tree(tree, tmp_path / "tiny", 64),))
+    r = shared_pool.inspect(vm, ["os", "packages"])
+    assert r.ok, r.error
+    packages = r.results["packages"]
+    assert packages["ok"], packages["error"]
+    assert packages["value"]["count"] == 20_000
+    assert "more than 20000 packages" in packages["value"]["truncated"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -95,6 +96,24 @@ def _remove(folder: str, tries: int = 20) -> None:
         if not os.path.lexists(folder):
             return
         time.sleep(0.05)
+
+
+#: what a worker may allocate beyond the appliance's memory, in MiB: guest bytes
+#: it parses (a 128 MiB package database, say) come from the appliance, whose
+#: memory bounds what it can hand over at once
+WORKER_HEADROOM_MB = 768
+
+
+def limit_memory(memsize_mb: int) -> int:
+    """Bound this worker's data (heap and anonymous maps: ``RLIMIT_DATA``), so a
+    hostile guest's bytes make one inspector fail with MemoryError, never the
+    host swap; returns the limit in bytes."""
+    limit = (memsize_mb + WORKER_HEADROOM_MB) * 2**20
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return limit
 
 
 def _new_handle(accel: str, memsize: int | None, smp: int | None, verbose: bool) -> Any:
@@ -195,6 +214,7 @@ class Worker:
         self.plug = HotPlug(g, self.qmp)
         self.shell = prepare_appliance(g)
         self.mount_table = self._own_mounts()
+        limit_memory(g.get_memsize())  # qemu, forked already, is not bound by it
         return Booted(qemu_pid=g.get_pid(), seconds=time.monotonic() - start)
 
     def _plugged(self) -> HotPlug:
