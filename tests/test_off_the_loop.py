@@ -114,3 +114,31 @@ def test_the_trace_sees_sql_on_the_loop(tmp_path: Path, trace: Trace) -> None:
     anyio.run(on_the_loop)
     assert any("SELECT" in s for s in trace.found)
     store.close()
+
+
+async def test_a_store_that_refuses_a_read_gets_an_answer_not_a_traceback(
+        tmp_path: Path) -> None:
+    """A read the store refuses (locked: 503 with Retry-After; anything else: 500
+    with its cause) is answered, and the service goes on."""
+    from guestpool.service import Service, build_app
+    from guestpool.service._queue import ScanQueue
+    from guestpool.store._transactions import StoreError
+
+    store = _stored(tmp_path / "s.db")
+    svc = Service(store, ScanQueue(store.path), {}, None, paused=True)
+    transport = httpx.ASGITransport(app=build_app(svc))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        for error, status in ((StoreError("results store s.db is locked by another process",
+                                          busy=True), 503),
+                              (StoreError("results store s.db: file is not a database"), 500)):
+            async def refuse(*args: Any, error: StoreError = error) -> Any:
+                raise error
+            svc.reads = refuse  # type: ignore[assignment]
+            for path in ("/vms", "/vms/vm0", "/fleet", "/metrics"):
+                r = await c.get(path)
+                assert r.status_code == status, (path, r.text)
+                assert str(error) in r.json()["error"]
+                assert (r.headers.get("Retry-After") == "5") == (status == 503)
+            assert (await c.get("/healthz")).status_code == 200
+    svc.queue.close()
+    store.close()

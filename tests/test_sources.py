@@ -320,13 +320,14 @@ def test_no_vm_of_a_folder_source_reaches_another_vm_s_files(tmp_path: Path) -> 
     _qcow2(fleet / "evil.qcow2", victim)
     _qcow2(fleet / "sneaky.qcow2", fleet / "victim" / "secret.bin", "raw")
     _qcow2(fleet / "sibling.qcow2", fleet / "evil.qcow2")  # another top-level VM's image
+    (fleet / "peek.raw").symlink_to(fleet / "victim" / "secret.bin")  # a link is not a place
     base = _qcow2(fleet / "_base" / "debian.qcow2")
     _qcow2(fleet / "web.qcow2", base)
     _qcow2(fleet / "db" / "disk.qcow2", base)
     source = FolderSource(fleet)
     vms = {v.name: v for v in source.load()}
-    assert set(vms) == {"victim", "evil", "sneaky", "sibling", "web", "db"}  # _base: no VM
-    for name in ("evil", "sneaky", "sibling"):
+    assert set(vms) == {"victim", "evil", "sneaky", "sibling", "peek", "web", "db"}  # _base: no VM
+    for name in ("evil", "sneaky", "sibling", "peek"):
         assert "outside the allowed folders" in _refused(vms[name], source), name
     for name in ("victim", "web", "db"):
         check_vm(vms[name], safety_policy(source))

@@ -428,8 +428,6 @@ def check_vm(vm: VM, policy: SafetyPolicy, files: ChainFiles | None = None) -> V
     import dataclasses
 
     if vm.home is not None and policy.disk_roots is not None:
-        for d in vm.disks:  # in the source's folders, then in the VM's own place
-            confine(d.path, policy.disk_roots)
         policy = dataclasses.replace(policy, disk_roots=list(policy.shared_roots),
                                      home=vm.home)
     mine: ChainFiles = []
