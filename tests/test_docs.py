@@ -4,6 +4,8 @@ the README stays short, and the bench page stays a results page."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,15 +34,47 @@ def test_every_relative_link_resolves(doc: Path) -> None:
     assert broken == []
 
 
+def named_tests(text: str) -> list[tuple[str, str, bool]]:
+    """(file, test, marked ``[A]``) for every test a document names: as
+    ``test_x.py::test_y``, or as ``::test_y`` after one (the same file)."""
+    found, file = [], ""
+    for m in re.finditer(r"(test_\w+\.py)|::(test_\w+)`?(?: \([^)]*\))?( \[A\])?", text):
+        if m.group(1):
+            file = m.group(1)  # `test_x.py` alone names the file of the `::` after it
+        else:
+            found.append((file, m.group(2), m.group(3) is not None))
+    return found
+
+
+@pytest.fixture(scope="module")
+def appliance_tests() -> set[str]:
+    """``file::test`` of every test pytest itself marks ``appliance`` (by marker,
+    module mark or fixture: the suite's own rule, not a guess from the source)."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m",
+                        "appliance", "-p", "no:cacheprovider", str(REPO / "tests")],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    ids = {line.split("[", 1)[0] for line in r.stdout.splitlines() if "::" in line}
+    assert ids, r.stdout[-500:] + r.stderr[-500:]
+    return {i.removeprefix("tests/") for i in ids}
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_named_test_exists(doc: Path) -> None:
-    """``tests/test_x.py::test_y`` or ``test_x.py::test_y``: the function is there."""
-    missing = []
-    for file, name in re.findall(r"(test_\w+\.py)::(test_\w+)", doc.read_text()):
+def test_every_named_test_exists_and_is_marked_as_it_runs(
+        doc: Path, appliance_tests: set[str]) -> None:
+    """Every test a document names is there, and where the document marks
+    appliance tests (``[A]``), the mark agrees with the suite's."""
+    text = doc.read_text()
+    missing, mismarked = [], []
+    uses_marks = "[A]" in text
+    for file, name, marked in named_tests(text):
         source = REPO / "tests" / file
         if not source.exists() or not re.search(rf"def {name}\b", source.read_text()):
             missing.append(f"{file}::{name}")
+        elif uses_marks and marked != (f"{file}::{name}" in appliance_tests):
+            mismarked.append(f"{file}::{name}" + (" is not" if marked else " is") +
+                             " an appliance test")
     assert missing == []
+    assert mismarked == []
 
 
 def test_the_readme_is_short_and_starts_with_the_two_commands() -> None:
