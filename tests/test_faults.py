@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Any
 
 import pytest
 import trio
@@ -41,10 +42,30 @@ def wait_gone(pids: list[int], seconds: float) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
+@pytest.fixture
+def app_folders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The temporary folders this test's appliances make (not another process's:
+    the suite may share the machine with a running guestpool)."""
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def recording(*args: Any, **kwargs: Any) -> str:
+        folder = real(*args, **kwargs)
+        made.append(folder)
+        return folder
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    return made
+
+
+def _left(folders: list[str]) -> list[str]:
+    assert folders, "the test made no appliance folder: the leak check would see nothing"
+    return [f for f in folders if os.path.exists(f)]
+
+
 async def test_stopped_qemu_is_killed_and_replaced_and_exit_is_clean(
-        demo_fleet: DemoFleet) -> None:
+        demo_fleet: DemoFleet, app_folders: list[str]) -> None:
     vm = dataclasses.replace(demo_fleet.vms[0], trust_group="default")
-    before = set(glob.glob("/tmp/guestpool-app-*"))
     pids: list[int] = []
     async with Pool(1) as pool:  # the default deadlines: minutes, not seconds
         (app,) = pool.appliances.values()
@@ -72,7 +93,7 @@ async def test_stopped_qemu_is_killed_and_replaced_and_exit_is_clean(
         assert (await pool.inspect(vm, ["hostname"])).ok
         assert pool.stats.retirements["memory"] == 1
     assert wait_gone(pids, 5) == []
-    assert set(glob.glob("/tmp/guestpool-app-*")) == before
+    assert _left(app_folders) == []
 
 
 SUPERVISOR = """
@@ -149,15 +170,14 @@ def test_library_works_under_asyncio(demo_fleet: DemoFleet) -> None:
     anyio.run(main, backend="asyncio")
 
 
-async def test_cancelled_spawn_leaves_no_temp_folder() -> None:
+async def test_cancelled_spawn_leaves_no_temp_folder(app_folders: list[str]) -> None:
     """A replacement boot started as the pool closes is cancelled inside spawn."""
     from guestpool import WorkerAppliance
 
-    before = set(glob.glob("/tmp/guestpool-app-*"))
     spawned = []
     with trio.CancelScope() as scope:
         scope.cancel()
         spawned.append(await WorkerAppliance.spawn())
     for app in spawned:  # the process may start before the cancellation lands
         await app.kill()
-    assert set(glob.glob("/tmp/guestpool-app-*")) == before
+    assert _left(app_folders) == []
