@@ -13,7 +13,7 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,11 @@ class GuestFiles:
         if code is None:
             return False
         if code != errno.ENOENT:  # a missing file is not a finding
-            self.unreadable.setdefault(path, Finding(path, "unreadable", str(e)[-200:]))
+            self._unreadable(path, str(e)[-200:])
         return True
+
+    def _unreadable(self, path: str, why: str) -> None:
+        self.unreadable.setdefault(path, Finding(path, "unreadable", why))
 
     @contextlib.contextmanager
     def _step(self, name: str) -> Iterator[None]:
@@ -139,8 +142,7 @@ class GuestFiles:
             kind = self.kinds([path]).get(path)
             if kind != "file":
                 if kind == "other":  # a FIFO or a device where a file was expected
-                    self.unreadable.setdefault(path, Finding(
-                        path, "unreadable", "not a regular file (a FIFO, socket or device)"))
+                    self._unreadable(path, "not a regular file (a FIFO, socket or device)")
                 raise GuestReadError(f"{path}: not a regular file")
             out = bytearray()  # grown in place: no copy of all so far per chunk
             while len(out) < max_bytes:
@@ -176,7 +178,7 @@ class GuestFiles:
         self.check_deadline()
         return self._test(path, lambda: self._g.is_dir(path))
 
-    def _test(self, path: str, call: Any) -> bool:
+    def _test(self, path: str, call: Callable[[], object]) -> bool:
         try:
             return bool(call())
         except RuntimeError as e:

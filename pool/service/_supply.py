@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from guestpool._errors import GuestpoolError
+from guestpool.rounds._round import on_own_connection
 from guestpool.store._database import Store
 from guestpool.supply import _findings, _sbom
 from guestpool.supply import _matching as _vulns
@@ -63,19 +64,15 @@ def handlers(svc: Service) -> dict[str, Handler]:
             return refused
         index = svc.vulns.index
         assert index is not None
-        view = await anyio.to_thread.run_sync(_fleet, str(svc.store.path), index)
+        # its own connection: matching a fleet takes seconds, the reads' lane goes on
+        view = await on_own_connection(svc.store, lambda own: _fleet(own, index))
         return JSONResponse(view)
 
     return {"/vms/{name:path}/sbom": vm_sbom, "/vms/{name:path}/vulns": vm_vulns,
             "/vulns": fleet_vulns}
 
 
-def _fleet(store_path: str, index: _vulns.OsvIndex) -> dict[str, Any]:
-    """Every VM's findings, read on this thread's own connection to the store
-    (matching a fleet takes seconds: the other reads' lane is not held meanwhile)."""
-    store = Store(store_path)
-    try:
-        reports = _findings.match_latest(store, index, list(_findings.all_vms(store)))
-    finally:
-        store.close()
+def _fleet(store: Store, index: _vulns.OsvIndex) -> dict[str, Any]:
+    """Every VM's findings against its latest result."""
+    reports = _findings.match_latest(store, index, list(_findings.all_vms(store)))
     return _findings.fleet_view(index, reports)
